@@ -1,0 +1,20 @@
+# The two commands a fresh machine needs: `make demo` (the main job) and `make test`.
+VENV := .venv/bin
+
+.PHONY: setup demo test test-all bench lint
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(VENV)/sweepctl demo
+
+test: setup
+	$(VENV)/ruff check .
+	$(VENV)/python -m pytest -q -x
+
+bench: setup
+	$(VENV)/python -m pytest -q -s -m bench tests/benchmarks
+
+lint: setup
+	$(VENV)/ruff check .

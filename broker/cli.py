@@ -1,0 +1,223 @@
+"""`sweepctl`: one entry point for tracing, the master store, queuing, workers and reports.
+
+User mistakes end in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from tracer.errors import InputError
+
+DEFAULT_STORE = "ttnn_operations_master.json"
+
+
+def default_store() -> str:
+    return os.environ.get("SWEEPCTL_STORE", DEFAULT_STORE)
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _print_merge(summary: dict[str, Any], store: str) -> None:
+    print(f"{store}: {summary['new_configs']} new configs, {summary['known_configs']} already known")
+    for op, row in summary["per_op"].items():
+        print(f"  {op:<45} new {row['new']:>6}  known {row['known']:>6}")
+    if summary["stored_hashes_not_reproduced"]:
+        print(
+            f"  note: {summary['stored_hashes_not_reproduced']} stored config_hash values did not reproduce; "
+            "configs are keyed by the recomputed hash"
+        )
+
+
+# --- tracer commands -------------------------------------------------------------------------
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from sweeps.profiles import get_profile
+    from tracer.capture import capture
+    from tracer.machine import detect_machine_info
+    from tracer.store import MasterStore
+
+    store = MasterStore.load(args.store)  # fail on a bad store before running anything
+    machine_info = detect_machine_info()
+    env: dict[str, str] = {}
+    if machine_info is None:
+        if not args.machine:
+            raise InputError("sweepctl trace", "no tt-smi on this host: say which machine with --machine")
+        profile = get_profile(args.machine)
+        machine_info = profile.machine_info()
+        env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = os.environ.get(
+            "TT_METAL_MOCK_CLUSTER_DESC_PATH", profile.mock_cluster_path
+        )
+    result = capture(args.target, machine_info, args.with_values, env, trace_uid=args.trace_uid)
+    passed = sorted(n for n, s in result.tests.items() if s == "passed")
+    others = {n: s for n, s in result.tests.items() if s != "passed"}
+    if not passed:
+        print(f"sweepctl: no passing test in {args.target}: nothing merged, {args.store} untouched", file=sys.stderr)
+        return 1
+    summary = store.merge(result.entries).as_dict()
+    store.save(args.store)
+    summary["tests"] = result.tests
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"traced {len(passed)} passed tests ({len(others)} failed or skipped, their traces dropped)")
+        _print_merge(summary, args.store)
+    return 0
+
+
+def cmd_store_import(args: argparse.Namespace) -> int:
+    from tracer.store import MasterStore, read_inputs
+
+    store = MasterStore.load(args.into)
+    entries = read_inputs(args.inputs)  # everything parsed before anything is written
+    summary = store.merge(entries).as_dict()
+    store.save(args.into)
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_merge(summary, args.into)
+    return 0
+
+
+def cmd_store_stats(args: argparse.Namespace) -> int:
+    from tracer.store import MasterStore
+
+    stats = MasterStore.load(args.store, missing_ok=False).stats()
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(
+        f"store {args.store}: {stats['ops']} ops, {stats['configs']} configs, {len(stats['models'])} models, "
+        f"{stats['unparsed_args']} unparsed args"
+    )
+    print("machines: " + ", ".join(f"{m} ({n})" for m, n in stats["machines"].items()))
+    print(f"{'op':<45} {'configs':>8} {'calls':>8} {'unparsed':>9}  models")
+    for op, row in stats["per_op"].items():
+        print(f"{op:<45} {row['configs']:>8} {row['executions']:>8} {row['unparsed_args']:>9}  {len(row['models'])}")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from tracer.args import canonical_arguments, count_unparsed
+    from tracer.describe import describe_config
+    from tracer.machine import machine_label
+    from tracer.opnames import canonical_op_name
+    from tracer.store import MasterStore, model_of
+
+    store = MasterStore.load(args.store, missing_ok=False)
+    op = canonical_op_name(args.op)
+    if op not in store.ops:
+        raise InputError(f"{args.store}: {op}", f"no configs of this op (the store has {len(store.ops)} ops)")
+    rows = []
+    for _, entry in store.entries(op):
+        canonical = canonical_arguments(entry["arguments"])
+        runs = entry["executions"]
+        rows.append(
+            {
+                "config_hash": entry["config_hash"],
+                "canonical": canonical,
+                "unparsed_args": count_unparsed(canonical),
+                "calls": sum(r["count"] for r in runs),
+                "models": sorted({model_of(r.get("source")) for r in runs}),
+                "machines": sorted({machine_label(r.get("machine_info")) for r in runs}),
+            }
+        )
+    if args.json:
+        _print_json({"op": op, "configs": rows})
+        return 0
+    print(f"{op}: {len(rows)} configs")
+    for number, row in enumerate(rows, 1):
+        flag = f"  [{row['unparsed_args']} UNPARSED]" if row["unparsed_args"] else ""
+        print(f"\n#{number} {row['config_hash'][:12]}  calls {row['calls']}  on {', '.join(row['machines'])}{flag}")
+        for line in describe_config(row["canonical"]):
+            print(f"    {line}")
+        print(f"    models: {', '.join(row['models'])}")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweepctl",
+        description=(
+            "Distributed runner for TTNN op sweeps: trace model tests into a master store, expand "
+            "configs into vectors, queue them per machine type, run them on workers, report."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "typical flow:\n"
+            "  sweepctl trace models/tests/test_llama.py::test_decode --machine n300\n"
+            "  sweepctl store stats\n"
+            "  sweepctl configs ttnn.pad\n"
+            "exit codes: 0 ok, 1 the work found failures, 2 bad input (one line on stderr)"
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    trace = sub.add_parser(
+        "trace",
+        help="run a model test with ttnn's op tracer and merge its configs",
+        description="Run TARGET (a pytest node id or a script) in a child process with "
+        "ttnn's operation tracer on; traces of passed tests only are merged into the store.",
+    )
+    trace.add_argument("target", help="pytest node id (path::test) or a python script")
+    trace.add_argument("--store", default=default_store(), help="master store to merge into (default: %(default)s)")
+    trace.add_argument(
+        "--machine",
+        help="machine type when tt-smi is absent (n150, n300, t3k, galaxy, p150, p300); "
+        "also selects the mock cluster on hosts without a device",
+    )
+    trace.add_argument("--with-values", action="store_true", help="keep tensor values in the traces")
+    trace.add_argument("--trace-uid", help="id of this trace run (default: one per traced test directory)")
+    trace.add_argument("--json", action="store_true", help="machine-readable summary")
+    trace.set_defaults(func=cmd_trace)
+
+    store = sub.add_parser("store", help="import, inspect and validate the master store")
+    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
+    imp = store_sub.add_parser(
+        "import", help="merge master JSON files (any tt-metal dialect) or operation_tracer directories into a store"
+    )
+    imp.add_argument("inputs", nargs="+", metavar="FILE|DIR")
+    imp.add_argument("--into", default=default_store(), help="store to merge into (default: %(default)s)")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(func=cmd_store_import)
+    stats = store_sub.add_parser("stats", help="ops, configs, models, machines and unparsed args of a store")
+    stats.add_argument("store", nargs="?", default=default_store())
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_store_stats)
+
+    configs = sub.add_parser("configs", help="every config of one op, readably")
+    configs.add_argument("op", help="op name: ttnn.pad, ttnn::pad or pad")
+    configs.add_argument("--store", default=default_store())
+    configs.add_argument("--json", action="store_true")
+    configs.set_defaults(func=cmd_configs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"sweepctl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sweepctl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `sweepctl configs pad | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Fresh-machine set-up: a Python that has ttnn wheels (3.12, else 3.10), a virtualenv in .venv with
+# the project, its worker extra (ttnn, torch) and dev tools, and redis-server from Debian if missing.
+# Idempotent: re-running only reinstalls when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    local v cand
+    for v in 3.12 3.10; do
+        if command -v "python$v" >/dev/null 2>&1; then command -v "python$v"; return 0; fi
+        for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
+            if [ -x "$cand" ]; then echo "$cand"; return 0; fi
+        done
+    done
+    return 1
+}
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] not in ((3,10),(3,12)))'; then
+    py=$(find_python) || { echo "setup: no Python 3.12 or 3.10 found (PATH or pyenv); ttnn has wheels for those only" >&2; exit 1; }
+    echo "setup: creating .venv with $py"
+    rm -rf .venv
+    "$py" -m venv .venv
+fi
+
+stamp=.venv/.sweepctl-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing sweepctl[worker,dev] (torch is large the first time)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[worker,dev]'
+    touch "$stamp"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "setup: installing redis-server from Debian's packages"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q redis-server
+fi

@@ -1,0 +1,148 @@
+"""Machine profiles: the one home of every per-machine fact and of routing traced machine info
+to a profile (tt-metal keeps its routing table in three files that drift apart).
+
+Grids are `compute_with_storage_grid_size()` per chip with each system's default dispatch;
+L1 is `get_max_worker_l1_unreserved_size()` (ttnn_api_facts.md §8, §9).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from tracer.errors import InputError
+from tracer.machine import normalize_series
+
+_MOCKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mock_clusters")
+_WH_L1 = 1_463_968
+_BH_L1 = 1_531_776
+
+
+@dataclass(frozen=True)
+class MachineProfile:
+    name: str
+    arch: str  # ttnn arch name
+    board_type: str
+    device_series: str
+    card_count: int
+    chips: int
+    mesh_shape: tuple[int, int]
+    grid: tuple[int, int]  # compute grid (x, y) per chip
+    l1_bytes_per_core: int  # usable worker L1 per core
+    dram_alignment: int
+    reset_command: tuple[str, ...]
+    mock_cluster: str  # file name under sweeps/mock_clusters
+
+    @property
+    def queue(self) -> str:
+        return f"sweeps.{self.name}"
+
+    @property
+    def mock_cluster_path(self) -> str:
+        return os.path.join(_MOCKS, self.mock_cluster)
+
+    def machine_info(self) -> dict[str, Any]:
+        """Machine info in tt-metal's traced shape, for traces taken without tt-smi."""
+        return {
+            "board_type": self.board_type,
+            "device_series": self.device_series,
+            "card_count": self.card_count,
+            "device_count": self.chips,
+            "mesh_device_shape": list(self.mesh_shape),
+        }
+
+
+PROFILES: dict[str, MachineProfile] = {
+    p.name: p
+    for p in (
+        MachineProfile(
+            "n150", "wormhole_b0", "Wormhole", "n150", 1, 1, (1, 1), (8, 8), _WH_L1, 32, ("tt-smi", "-r"), "n150.yaml"
+        ),
+        MachineProfile(
+            "n300", "wormhole_b0", "Wormhole", "n300", 1, 2, (1, 2), (8, 8), _WH_L1, 32, ("tt-smi", "-r"), "n300.yaml"
+        ),
+        MachineProfile(
+            "t3k", "wormhole_b0", "Wormhole", "n300", 4, 8, (2, 4), (8, 8), _WH_L1, 32, ("tt-smi", "-r"), "t3k.yaml"
+        ),
+        MachineProfile(
+            "galaxy",
+            "wormhole_b0",
+            "Wormhole",
+            "tt-galaxy-wh",
+            32,
+            32,
+            (4, 8),
+            (8, 9),
+            _WH_L1,
+            32,
+            ("tt-smi", "-glx_reset_auto"),
+            "galaxy_6u.yaml",
+        ),
+        MachineProfile(
+            "p150", "blackhole", "Blackhole", "p150b", 1, 1, (1, 1), (11, 10), _BH_L1, 64, ("tt-smi", "-r"), "p150.yaml"
+        ),
+        MachineProfile(
+            "p300", "blackhole", "Blackhole", "p300a", 1, 2, (1, 2), (11, 10), _BH_L1, 64, ("tt-smi", "-r"), "p300.yaml"
+        ),
+    )
+}
+
+_SERIES = {
+    "n150": "n150",
+    "p150b": "p150",
+    "p150a": "p150",
+    "p150": "p150",
+    "p100a": "p150",
+    "p300a": "p300",
+    "p300": "p300",
+    "tt-galaxy-wh": "galaxy",
+}
+_MESH = {
+    (1, 1): "n150",
+    (1, 2): "n300",
+    (2, 1): "n300",
+    (1, 4): "t3k",
+    (4, 1): "t3k",
+    (2, 4): "t3k",
+    (4, 2): "t3k",
+    (1, 8): "galaxy",
+    (8, 1): "galaxy",
+    (4, 8): "galaxy",
+    (8, 4): "galaxy",
+    (2, 16): "galaxy",
+    (16, 2): "galaxy",
+}
+
+
+def get_profile(name: str) -> MachineProfile:
+    try:
+        return PROFILES[name.lower()]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise InputError(f"--machine {name}", f"unknown machine type (known: {known})") from None
+
+
+def route(machine_info: dict[str, Any] | None) -> MachineProfile | None:
+    """Traced machine info -> the profile that can run it; None when nothing identifies a machine.
+
+    tt-galaxy-wh -> galaxy; n300 with 4 cards (or a 2x4 / 1x8 mesh) -> t3k; n300 -> n300;
+    p150b -> p150; p300a -> p300; otherwise the mesh shape decides.
+    """
+    if not machine_info:
+        return None
+    series = normalize_series(machine_info.get("device_series"))
+    mesh = machine_info.get("mesh_device_shape")
+    mesh_key = tuple(mesh) if isinstance(mesh, list) and len(mesh) == 2 else None
+    if series == "n300":
+        cards = machine_info.get("card_count", 1)
+        big_mesh = mesh_key is not None and mesh_key[0] * mesh_key[1] > 2
+        return PROFILES["t3k" if cards == 4 or big_mesh else "n300"]
+    if series in _SERIES:
+        return PROFILES[_SERIES[series]]
+    if mesh_key in _MESH:
+        return PROFILES[_MESH[mesh_key]]
+    board = str(machine_info.get("board_type") or "").lower()
+    if board == "blackhole":
+        return PROFILES["p150"]
+    return None

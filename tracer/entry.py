@@ -1,0 +1,38 @@
+"""One traced configuration as read from any dialect, before it joins the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracer.machine import normalize_machine_info
+
+_EXECUTION_KEYS = ("source", "machine_info", "count", "trace_uid")
+
+
+@dataclass(slots=True)
+class TracedEntry:
+    op: str  # canonical dotted name
+    arguments: dict[str, Any]  # current-dialect argument dict, kept as traced (the hash covers it)
+    executions: list[dict[str, Any]] = field(default_factory=list)
+    stored_hash: str | None = None  # the hash the file carried, if any
+    config_id: Any = None  # kept when re-reading a store we wrote
+
+
+def normalize_execution(raw: dict[str, Any], default_uid: str | None = None) -> dict[str, Any]:
+    """Fixed key order, int count >= 1, machine info normalised; unknown keys kept after ours."""
+    count = raw.get("count", 1)
+    try:
+        count = max(1, int(count))
+    except (TypeError, ValueError):
+        count = 1
+    out: dict[str, Any] = {"source": raw.get("source")}
+    info = normalize_machine_info(raw.get("machine_info"))
+    if info is not None:
+        out["machine_info"] = info
+    out["count"] = count
+    uid = raw.get("trace_uid") or default_uid
+    if uid:
+        out["trace_uid"] = uid
+    out.update({k: v for k, v in raw.items() if k not in _EXECUTION_KEYS})
+    return out

@@ -1,0 +1,160 @@
+"""Readers for every master-JSON dialect tt-metal has written (oldest first):
+
+1. a configuration is a list of single-key dicts `[{"arg0": {"Tensor": ...}}, {"arg1": "0"}]`,
+   possibly with `UnparsedElement` blobs, C++ spellings and stringified scalars;
+2. `{"arguments", "source": str|list, "machine_info": dict|list}`;
+3. `{"arguments", "contexts": [{"source": [...], "machine_info": [...]}]}`;
+4. current: `{"config_id", "config_hash", "arguments": {...}, "executions": [...]}`.
+
+Dialects 2 and 3 can name several machines for one config; the hash includes hardware, so each
+machine becomes its own entry, as tt-metal's database loader does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from tracer.cppjson import repair
+from tracer.entry import TracedEntry, normalize_execution
+from tracer.errors import InputError
+from tracer.machine import hardware_key
+from tracer.opnames import canonical_op_name
+
+STORE_SCHEMA = 1  # metadata.sweepctl_schema of stores we write; newer ones are refused
+_NULLS = frozenset({"None", "nullopt", "std::nullopt"})
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+
+
+def load_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, expected a JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}:{exc.colno}", f"malformed JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: byte {exc.start}", "not UTF-8 text") from None
+    except RecursionError:
+        raise InputError(path, "JSON nested too deeply") from None
+
+
+def is_master(data: Any) -> bool:
+    return isinstance(data, dict) and "operations" in data
+
+
+def read_master(data: Any, path: str, default_uid: str | None = None) -> Iterator[TracedEntry]:
+    """Entries of a master JSON document already parsed from `path` (used in error positions)."""
+    if not is_master(data):
+        raise InputError(path, 'unknown dialect: expected a master store with an "operations" object')
+    meta = data.get("metadata") or {}
+    schema = meta.get("sweepctl_schema", 0) if isinstance(meta, dict) else 0
+    if not isinstance(schema, int) or schema > STORE_SCHEMA:
+        raise InputError(
+            f"{path}: metadata.sweepctl_schema",
+            f"store schema {schema!r} is newer than this sweepctl understands ({STORE_SCHEMA}); upgrade sweepctl",
+        )
+    operations = data["operations"]
+    if not isinstance(operations, dict):
+        raise InputError(f"{path}: operations", "expected an object keyed by op name")
+    for raw_op, body in operations.items():
+        configs = body.get("configurations") if isinstance(body, dict) else None
+        if not isinstance(configs, list):
+            raise InputError(f"{path}: operations[{raw_op!r}]", 'expected {"configurations": [...]}')
+        op = canonical_op_name(raw_op)
+        for index, config in enumerate(configs):
+            where = f"{path}: operations[{raw_op!r}].configurations[{index}]"
+            yield from _read_config(op, config, where, default_uid)
+
+
+def _read_config(op: str, config: Any, where: str, default_uid: str | None) -> Iterator[TracedEntry]:
+    if isinstance(config, list):  # dialect 1
+        yield TracedEntry(op, legacy_arguments(config, where), [normalize_execution({}, default_uid)])
+        return
+    if not isinstance(config, dict) or "arguments" not in config:
+        raise InputError(where, 'unknown dialect: expected a list of arguments or an object with "arguments"')
+    arguments = config["arguments"]
+    if isinstance(arguments, list):
+        arguments = legacy_arguments(arguments, f"{where}.arguments")
+    elif not isinstance(arguments, dict):
+        raise InputError(f"{where}.arguments", "expected an object or a list")
+    if "executions" in config:  # dialect 4 (current)
+        executions = config["executions"]
+        if not isinstance(executions, list) or not all(isinstance(e, dict) for e in executions):
+            raise InputError(f"{where}.executions", "expected a list of objects")
+        stored = config.get("config_hash")
+        runs = [normalize_execution(e, default_uid) for e in executions] or [normalize_execution({}, default_uid)]
+        for entry in _split_by_hardware(op, arguments, runs, stored if isinstance(stored, str) else None):
+            entry.config_id = config.get("config_id")
+            yield entry
+        return
+    if "contexts" in config:  # dialect 3
+        contexts = config["contexts"]
+        if not isinstance(contexts, list):
+            raise InputError(f"{where}.contexts", "expected a list")
+        runs = [run for ctx in contexts for run in _runs(ctx, f"{where}.contexts", default_uid)]
+    else:  # dialect 2
+        runs = _runs(config, where, default_uid)
+    yield from _split_by_hardware(op, arguments, runs, None)
+
+
+def _runs(holder: Any, where: str, default_uid: str | None) -> list[dict[str, Any]]:
+    if not isinstance(holder, dict):
+        raise InputError(where, "expected an object with source/machine_info")
+    sources = holder.get("source")
+    sources = sources if isinstance(sources, list) else [sources]
+    infos = holder.get("machine_info")
+    infos = infos if isinstance(infos, list) else [infos]
+    return [
+        normalize_execution({"source": s, "machine_info": m, "count": 1}, default_uid)
+        for s in sources or [None]
+        for m in infos or [None]
+    ]
+
+
+def _split_by_hardware(
+    op: str, arguments: dict[str, Any], runs: list[dict[str, Any]], stored: str | None
+) -> Iterator[TracedEntry]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps(hardware_key(run.get("machine_info"))), []).append(run)
+    for group in groups.values():
+        yield TracedEntry(op, arguments, group, stored if len(groups) == 1 else None)
+
+
+def legacy_arguments(items: list[Any], where: str) -> dict[str, Any]:
+    """Dialect-1 argument list -> argument dict; repairs UnparsedElement and unstringifies scalars."""
+    arguments: dict[str, Any] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise InputError(f"{where}[{index}]", "expected a single-key argument object")
+        ((key, value),) = item.items()
+        if key == "UnparsedElement":
+            text = value.get("element_info") if isinstance(value, dict) else None
+            recovered = repair(text) if isinstance(text, str) else None
+            if isinstance(recovered, dict) and len(recovered) == 1:
+                ((key, value),) = recovered.items()
+            else:
+                key, value = f"arg{index}", {"UnparsedElement": value}
+        arguments[key] = _legacy_scalars(value)
+    return arguments
+
+
+def _legacy_scalars(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text in _NULLS:
+            return None
+        if _NUMBER.fullmatch(text):
+            return float(text) if any(c in text for c in ".eE") else int(text)
+        return value
+    if isinstance(value, list):
+        return [_legacy_scalars(v) for v in value]
+    if isinstance(value, dict) and "UnparsedElement" not in value:
+        return {k: _legacy_scalars(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,1 @@
+"""The device side: worker daemon, the spawned executor that owns the device, backends."""
