@@ -6,8 +6,13 @@ VENV := .venv/bin
 setup:
 	@scripts/setup.sh
 
+SAMPLE := sweeps/data/sample_master.json
+
+# Until the runtime lands, the main job summarises the sample master store shipped in the project.
 demo: setup
-	$(VENV)/sweepctl demo
+	$(VENV)/sweepctl store stats $(SAMPLE)
+	$(VENV)/sweepctl store verify $(SAMPLE)
+	$(VENV)/sweepctl configs ttnn.add --store $(SAMPLE)
 
 test: setup
 	$(VENV)/ruff check .

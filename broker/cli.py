@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 import sys
+import time
+import uuid
 from typing import Any
 
 from tracer.errors import InputError
@@ -29,11 +31,6 @@ def _print_merge(summary: dict[str, Any], store: str) -> None:
     print(f"{store}: {summary['new_configs']} new configs, {summary['known_configs']} already known")
     for op, row in summary["per_op"].items():
         print(f"  {op:<45} new {row['new']:>6}  known {row['known']:>6}")
-    if summary["stored_hashes_not_reproduced"]:
-        print(
-            f"  note: {summary['stored_hashes_not_reproduced']} stored config_hash values did not reproduce; "
-            "configs are keyed by the recomputed hash"
-        )
 
 
 # --- tracer commands -------------------------------------------------------------------------
@@ -56,7 +53,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = os.environ.get(
             "TT_METAL_MOCK_CLUSTER_DESC_PATH", profile.mock_cluster_path
         )
-    result = capture(args.target, machine_info, args.with_values, env, trace_uid=args.trace_uid)
+    trace_uid = args.trace_uid or f"trace-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    result = capture(args.target, machine_info, args.with_values, env, trace_uid=trace_uid)
     passed = sorted(n for n, s in result.tests.items() if s == "passed")
     others = {n: s for n, s in result.tests.items() if s != "passed"}
     if not passed:
@@ -103,6 +101,21 @@ def cmd_store_stats(args: argparse.Namespace) -> int:
     for op, row in stats["per_op"].items():
         print(f"{op:<45} {row['configs']:>8} {row['executions']:>8} {row['unparsed_args']:>9}  {len(row['models'])}")
     return 0
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    from tracer.store import MasterStore
+
+    store = MasterStore.load(args.store, missing_ok=False)
+    stale = store.verify()
+    if args.json:
+        _print_json({"configs": len(store), "stale": stale})
+    else:
+        print(f"{args.store}: {len(store)} configs, {len(stale)} stored config_hash values do not reproduce")
+        for row in stale:
+            stored, recomputed = row["stored"][:16], row["recomputed"][:16]
+            print(f"  {row['op']} config {row['config_id']}: stored {stored} recomputed {recomputed}")
+    return 1 if stale else 0
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
@@ -178,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "also selects the mock cluster on hosts without a device",
     )
     trace.add_argument("--with-values", action="store_true", help="keep tensor values in the traces")
-    trace.add_argument("--trace-uid", help="id of this trace run (default: one per traced test directory)")
+    trace.add_argument(
+        "--trace-uid", help="id of this trace run; runs with distinct ids add their call counts (default: a new id)"
+    )
     trace.add_argument("--json", action="store_true", help="machine-readable summary")
     trace.set_defaults(func=cmd_trace)
 
@@ -195,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("store", nargs="?", default=default_store())
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_store_stats)
+
+    verify = store_sub.add_parser(
+        "verify",
+        help="recompute every config_hash (tt-metal's preflight check); exit 1 when a stored hash does not reproduce",
+    )
+    verify.add_argument("store", nargs="?", default=default_store())
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_store_verify)
 
     configs = sub.add_parser("configs", help="every config of one op, readably")
     configs.add_argument("op", help="op name: ttnn.pad, ttnn::pad or pad")

@@ -37,9 +37,10 @@ def repair(text: str) -> Any | None:
 def parse_int_list(value: Any) -> list[int] | None:
     """`[4, 8]`, `"[4, 8]"`, `"{32, 32}"` and `(1, 2)` strings -> [ints]; None when not a list of ints."""
     if isinstance(value, (list, tuple)):
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return list(value)
-        return None
+        for item in value:
+            if type(item) is not int:  # noqa: E721 - bools are not dimensions
+                return None
+        return value if isinstance(value, list) else list(value)
     if isinstance(value, str):
         text = value.strip()
         if len(text) >= 2 and text[0] in "[{(" and text[-1] in "]})":

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from tracer import jsonio
 from tracer.cppjson import repair
 from tracer.entry import TracedEntry, normalize_execution
 from tracer.errors import InputError
@@ -30,8 +31,8 @@ _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
 
 def load_json(path: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        with open(path, "rb") as handle:
+            return jsonio.loads(handle.read())
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except IsADirectoryError:
@@ -120,9 +121,12 @@ def _runs(holder: Any, where: str, default_uid: str | None) -> list[dict[str, An
 def _split_by_hardware(
     op: str, arguments: dict[str, Any], runs: list[dict[str, Any]], stored: str | None
 ) -> Iterator[TracedEntry]:
-    groups: dict[str, list[dict[str, Any]]] = {}
+    if len(runs) == 1:
+        yield TracedEntry(op, arguments, runs, stored)
+        return
+    groups: dict[Any, list[dict[str, Any]]] = {}
     for run in runs:
-        groups.setdefault(json.dumps(hardware_key(run.get("machine_info"))), []).append(run)
+        groups.setdefault(json.dumps(hardware_key(run.get("machine_info")), default=str), []).append(run)
     for group in groups.values():
         yield TracedEntry(op, arguments, group, stored if len(groups) == 1 else None)
 

@@ -1,23 +1,28 @@
 """The master store: one JSON file in tt-metal's current dialect, indexed by config_hash.
 
-Merging is a hash lookup (tt-metal rescans every config of the op). Executions are kept per
+Merging is a hash lookup (tt-metal rescans every config of the op); a stored config_hash is
+tt-metal's identity and is kept as is, `verify()` recomputes them all (tt-metal's preflight
+check). Executions are kept per
 (source, trace_uid): the same trace run imported twice counts once, distinct runs add up
 (tt-metal keeps the max). Writes are atomic: temp file in the same directory, fsync, rename.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
+import gc
 import hashlib
-import json
 import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracer import jsonio
 from tracer.args import canonical_arguments, count_unparsed
 from tracer.confighash import config_hash
 from tracer.entry import TracedEntry
@@ -29,11 +34,15 @@ from tracer.optrace import is_call_record, read_trace_dir
 _HF_MODEL = re.compile(r"\[HF_MODEL:([^\]]+)\]")
 
 
-def model_of(source: Any) -> str:
-    """`path.py [HF_MODEL:org/name]` -> `org/name`; otherwise the source path itself."""
-    text = str(source or "unknown")
+@functools.lru_cache(maxsize=4096)
+def _model_of_text(text: str) -> str:
     match = _HF_MODEL.search(text)
     return match.group(1).strip() if match else text.strip()
+
+
+def model_of(source: Any) -> str:
+    """`path.py [HF_MODEL:org/name]` -> `org/name`; otherwise the source path itself."""
+    return _model_of_text(str(source or "unknown"))
 
 
 @dataclass
@@ -42,16 +51,27 @@ class MergeSummary:
 
     new: Counter = field(default_factory=Counter)
     known: Counter = field(default_factory=Counter)
-    hash_mismatches: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         ops = sorted(set(self.new) | set(self.known))
         return {
             "new_configs": sum(self.new.values()),
             "known_configs": sum(self.known.values()),
-            "stored_hashes_not_reproduced": self.hash_mismatches,
             "per_op": {op: {"new": self.new[op], "known": self.known[op]} for op in ops},
         }
+
+
+@contextlib.contextmanager
+def _bulk() -> Iterator[None]:
+    """No cyclic GC while building 100k-config object graphs: each generation-2 pass would rescan
+    everything already loaded, which makes import quadratic-ish. Nothing here creates cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _file_digest(path: str) -> str:
@@ -69,20 +89,28 @@ def read_inputs(paths: Iterable[str]) -> list[TracedEntry]:
     is idempotent while two different files add their counts.
     """
     entries: list[TracedEntry] = []
-    for path in paths:
-        if os.path.isdir(path):
-            uid = "dir-" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
-            entries.extend(read_trace_dir(path, source=path, machine_info=None, trace_uid=uid))
-            continue
-        data = load_json(path)
-        uid = "file-" + _file_digest(path)[:16]
-        if is_master(data):
-            entries.extend(read_master(data, path, default_uid=uid))
-        elif is_call_record(data):
-            raise InputError(path, "an operation_tracer call file: import its directory instead")
-        else:
-            raise InputError(path, 'unknown dialect: neither a master store ("operations") nor a trace directory')
+    with _bulk():
+        for path in paths:
+            entries.extend(_read_input(path))
     return entries
+
+
+def _read_input(path: str) -> list[TracedEntry]:
+    if os.path.isdir(path):
+        uid = "dir-" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        return read_trace_dir(path, source=path, machine_info=None, trace_uid=uid)
+    data = load_json(path)
+    if is_master(data):
+        entries = list(read_master(data, path))
+        anonymous = [run for e in entries for run in e.executions if "trace_uid" not in run]
+        if anonymous:
+            uid = "file-" + _file_digest(path)[:16]
+            for run in anonymous:
+                run["trace_uid"] = uid
+        return entries
+    if is_call_record(data):
+        raise InputError(path, "an operation_tracer call file: import its directory instead")
+    raise InputError(path, 'unknown dialect: neither a master store ("operations") nor a trace directory')
 
 
 class MasterStore:
@@ -95,20 +123,21 @@ class MasterStore:
         store = cls()
         if missing_ok and not os.path.exists(path):
             return store
-        data = load_json(path)
-        store.merge(read_master(data, path))
+        with _bulk():
+            store.merge(read_master(load_json(path), path))
         return store
 
     def __len__(self) -> int:
         return sum(len(configs) for configs in self.ops.values())
 
     def merge(self, entries: Iterable[TracedEntry]) -> MergeSummary:
+        with _bulk():
+            return self._merge(entries)
+
+    def _merge(self, entries: Iterable[TracedEntry]) -> MergeSummary:
         summary = MergeSummary()
         for entry in entries:
-            info = entry.executions[0].get("machine_info") if entry.executions else None
-            digest = config_hash(entry.op, entry.arguments, info)
-            if entry.stored_hash is not None and entry.stored_hash != digest:
-                summary.hash_mismatches += 1
+            digest = entry.stored_hash or config_hash(entry.op, entry.arguments, _machine(entry.executions))
             configs = self.ops.setdefault(entry.op, {})
             existing = configs.get(digest)
             if existing is None:
@@ -126,6 +155,22 @@ class MasterStore:
                 _merge_executions(existing["executions"], entry.executions)
                 summary.known[entry.op] += 1
         return summary
+
+    def verify(self) -> list[dict[str, str]]:
+        """Configs whose stored config_hash differs from the one recomputed from their arguments."""
+        stale = []
+        for op, entry in self.entries():
+            recomputed = config_hash(op, entry["arguments"], _machine(entry["executions"]))
+            if recomputed != entry["config_hash"]:
+                stale.append(
+                    {
+                        "op": op,
+                        "config_id": entry["config_id"],
+                        "stored": entry["config_hash"],
+                        "recomputed": recomputed,
+                    }
+                )
+        return stale
 
     def to_json(self) -> dict[str, Any]:
         operations = {op: {"configurations": list(configs.values())} for op, configs in sorted(self.ops.items())}
@@ -145,12 +190,15 @@ class MasterStore:
         """Atomic: readers see the old store or the new one, never half of it."""
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
+        with _bulk():
+            data = jsonio.dumps(self.to_json())
         fd, tmp = tempfile.mkstemp(prefix=".store-", suffix=".tmp", dir=directory)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_json(), handle)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp, _file_mode(path))
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -189,6 +237,20 @@ class MasterStore:
             "unparsed_args": unparsed_total,
             "per_op": per_op,
         }
+
+
+def _file_mode(path: str) -> int:
+    """Keep an existing store's mode; a new one gets the umask's default (mkstemp makes 0600)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _machine(executions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return executions[0].get("machine_info") if executions else None
 
 
 def _merge_executions(existing: list[dict[str, Any]], incoming: list[dict[str, Any]]) -> None:

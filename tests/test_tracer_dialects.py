@@ -1,0 +1,244 @@
+"""Every master-JSON dialect reads into the same canonical configs; nothing unknown is defaulted."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import ADD_SWEEP, MINI, TRACER_EXAMPLES, deepcopy, write_json
+from tracer.args import canonical_arguments, count_unparsed
+from tracer.cppjson import repair
+from tracer.errors import InputError
+from tracer.master import read_master
+from tracer.store import MasterStore, read_inputs
+
+UNSUPPORTED = "[ unsupported type , std::reference_wrapper<ttsl::SmallVector<std::array<unsigned int, 2ul>, 8ul> >]"
+# A verbatim UnparsedElement from tt-metal's old master (ttnn::pad): C++ `{..} - {..}` core ranges.
+PAD_UNPARSED = (
+    '{"arg0": {"Tensor":{"storage":{},"tensor_spec":{"logical_shape":[1, 3, 224, 224],"tensor_layout":'
+    '{"dtype":"DataType::BFLOAT16","page_config":{"config":{"tile":{"tile_shape":"{32, 32}","face_shape":'
+    '"{16, 16}","num_faces":4}}},"memory_config":{"memory_layout":"TensorMemoryLayout::HEIGHT_SHARDED",'
+    '"buffer_type":"BufferType::L1","shard_spec":{"grid":[{"x":0,"y":0} - {"x":7,"y":7}],"shape":"{224, 224}",'
+    '"orientation":"ShardOrientation::ROW_MAJOR"},"nd_shard_spec":{"shard_shape":[224, 224],"grid":'
+    '[{"x":0,"y":0} - {"x":7,"y":7}],"orientation":"ShardOrientation::ROW_MAJOR","shard_distribution_strategy":'
+    '"ShardDistributionStrategy::ROUND_ROBIN_1D"},"created_with_nd_shard_spec":0},"alignment":[1]}}}}}'
+)
+
+
+def _tensor_core(value):
+    """The parts of a canonical tensor every dialect records (placement is per-tensor only lately)."""
+    t = value["tensor"]
+    return {k: t[k] for k in ("shape", "dtype", "layout", "memory_config")}
+
+
+def _legacy_memory_config(mc: dict) -> dict:
+    spec = mc["shard_spec"]
+    legacy_spec = "std::nullopt"
+    if isinstance(spec, dict):
+        legacy_spec = {
+            "grid": [{"start": r["start"], "end": r["end"]} for r in spec["grid"]],
+            "shape": "{{{}, {}}}".format(*spec["shape"]),
+            "orientation": "ShardOrientation::" + spec["orientation"],
+        }
+    return {
+        "memory_layout": mc["memory_layout"].replace(".", "::"),
+        "buffer_type": mc["buffer_type"].replace(".", "::"),
+        "shard_spec": legacy_spec,
+        "nd_shard_spec": "std::nullopt",
+    }
+
+
+def _legacy_value(value):
+    if isinstance(value, dict) and value.get("type") == "ttnn.Tensor":
+        page = {"tile": {"tile_shape": "{32, 32}"}} if value["layout"] == "Layout.TILE" else {"row_major": {}}
+        return {
+            "Tensor": {
+                "storage": {},
+                "tensor_spec": {
+                    "logical_shape": value["original_shape"],
+                    "tensor_layout": {
+                        "dtype": value["original_dtype"].replace(".", "::"),
+                        "page_config": {"config": page},
+                        "memory_config": _legacy_memory_config(value["memory_config"]),
+                    },
+                },
+            }
+        }
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _only_tensor_and_scalar_configs(add_sweep):
+    """The ttnn.add configs: tensors and scalars only, which every dialect can express."""
+    return add_sweep["operations"]["ttnn.add"]["configurations"]
+
+
+def test_dialects_2_and_3_read_like_the_current_one(add_sweep, tmp_path):
+    configs = _only_tensor_and_scalar_configs(add_sweep)
+    d2 = [
+        {
+            "arguments": c["arguments"],
+            "source": c["executions"][0]["source"],
+            "machine_info": c["executions"][0]["machine_info"],
+        }
+        for c in configs
+    ]
+    d3 = [
+        {
+            "arguments": c["arguments"],
+            "contexts": [
+                {"source": [c["executions"][0]["source"]], "machine_info": [c["executions"][0]["machine_info"]]}
+            ],
+        }
+        for c in configs
+    ]
+    current = list(read_master(add_sweep, "cur"))
+    current = [e for e in current if e.op == "ttnn.add"]
+    for dialect in (d2, d3):
+        entries = list(read_master({"operations": {"ttnn::add": {"configurations": dialect}}}, "old"))
+        assert [e.op for e in entries] == ["ttnn.add"] * len(configs)
+        assert [canonical_arguments(e.arguments) for e in entries] == [
+            canonical_arguments(e.arguments) for e in current
+        ]
+        # the same hardware, so the same config_hash as tt-metal stored
+        store = MasterStore()
+        store.merge(entries)
+        assert set(store.ops["ttnn.add"]) == {c["config_hash"] for c in configs}
+
+
+def test_dialect_1_with_cpp_spellings_and_unparsed_elements(add_sweep):
+    configs = _only_tensor_and_scalar_configs(add_sweep)
+    legacy = []
+    for c in configs:
+        items = [{k: _legacy_value(v)} for k, v in c["arguments"].items() if k.startswith("arg")]
+        # hide the first argument in an UnparsedElement written the way the C++ dump writes ranges
+        text = re.sub(
+            r'\{"start": (\{[^{}]*\}), "end": (\{[^{}]*\})\}', r"\1 - \2", json.dumps({"arg0": items[0]["arg0"]})
+        )
+        assert " - " in text or "nullopt" in text
+        items[0] = {"UnparsedElement": {"error": "Expecting ',' delimiter", "element_info": text}}
+        legacy.append(items)
+    entries = list(read_master({"operations": {"ttnn::add": {"configurations": legacy}}}, "legacy"))
+    for entry, config in zip(entries, configs, strict=True):
+        got = canonical_arguments(entry.arguments)
+        want = canonical_arguments({k: v for k, v in config["arguments"].items() if k.startswith("arg")})
+        assert count_unparsed(got) == 0
+        for g, w in zip(got["args"], want["args"], strict=True):
+            if isinstance(w, dict):
+                assert _tensor_core(g) == _tensor_core(w)
+            else:
+                assert g == w
+
+
+def test_real_unparsed_element_is_repaired():
+    entries = list(
+        read_master(
+            {
+                "operations": {
+                    "ttnn::pad": {
+                        "configurations": [
+                            [
+                                {
+                                    "UnparsedElement": {
+                                        "error": "Expecting ',' delimiter: line 1 column 363",
+                                        "element_info": PAD_UNPARSED,
+                                    }
+                                },
+                                {"arg1": UNSUPPORTED},
+                                {"arg2": "0"},
+                                {"arg4": "nullopt"},
+                            ]
+                        ]
+                    }
+                }
+            },
+            "old-master",
+        )
+    )
+    canonical = canonical_arguments(entries[0].arguments)
+    tensor = canonical["args"][0]["tensor"]
+    assert tensor["shape"] == [1, 3, 224, 224]
+    assert tensor["dtype"] == "BFLOAT16" and tensor["layout"] == "TILE"
+    assert tensor["memory_config"] == {
+        "memory_layout": "HEIGHT_SHARDED",
+        "buffer_type": "L1",
+        "shard_spec": {"grid": [{"start": [0, 0], "end": [7, 7]}], "shape": [224, 224], "orientation": "ROW_MAJOR"},
+    }
+    assert canonical["args"][1]["reason"] == "traced as an unsupported type"  # kept, flagged, not dropped
+    assert canonical["args"][2] == 0 and canonical["args"][3] is None
+    assert count_unparsed(canonical) == 1
+
+
+def test_unrepairable_fragment_is_kept_verbatim_and_flagged():
+    blob = {"error": "x", "element_info": '{"arg0": {"Tensor": {broken'}
+    entries = list(read_master({"operations": {"pad": {"configurations": [[{"UnparsedElement": blob}]]}}}, "f"))
+    assert entries[0].op == "ttnn.pad"
+    canonical = canonical_arguments(entries[0].arguments)
+    assert canonical["args"][0]["unparsed"] == {"UnparsedElement": blob}
+    assert repair('{"a": {32, 32}, "b": nullopt}') == {"a": [32, 32], "b": None}
+
+
+def test_unknown_dtype_is_flagged_never_defaulted(add_sweep):
+    config = deepcopy(add_sweep["operations"]["ttnn.add"]["configurations"][0])
+    config["arguments"]["arg0"]["original_dtype"] = "DataType.BFLOAT3_Z"
+    entry = next(read_master({"operations": {"ttnn.add": {"configurations": [config]}}}, "f"))
+    dtype = canonical_arguments(entry.arguments)["args"][0]["tensor"]["dtype"]
+    assert dtype == {"unparsed": "DataType.BFLOAT3_Z", "reason": "unknown DataType"}
+
+
+def test_machine_info_is_normalised(add_sweep):
+    config = deepcopy(add_sweep["operations"]["ttnn.add"]["configurations"][0])
+    info = config["executions"][0]["machine_info"]
+    info["device_series"] = "tt_galaxy_wh"
+    info["mesh_device_shape"] = "[4, 8]"
+    entry = next(read_master({"operations": {"ttnn.add": {"configurations": [config]}}}, "f"))
+    got = entry.executions[0]["machine_info"]
+    assert got["device_series"] == "tt-galaxy-wh" and got["mesh_device_shape"] == [4, 8]
+
+
+def test_mini_fixture_reads_with_its_nested_tensor_spec():
+    entries = read_inputs([str(MINI)])
+    by_op = {e.op: e for e in entries}
+    assert set(by_op) == {"ttnn.slice", "ttnn.transpose"}
+    tensor = canonical_arguments(by_op["ttnn.slice"].arguments)["args"][0]["tensor"]
+    assert tensor["shape"] == [1, 1, 224, 224]
+    assert tensor["memory_config"]["shard_spec"]["grid"] == [{"start": [0, 0], "end": [7, 0]}]
+    assert by_op["ttnn.slice"].executions[0]["trace_uid"] == "t1"
+    assert by_op["ttnn.slice"].executions[0]["count"] == 4
+    # no page_config in the fixture: layout is unknown, and says so
+    assert tensor["layout"]["reason"] == "unknown Layout"
+
+
+def test_operation_tracer_directory_keeps_ops_and_drops_infrastructure():
+    entries = read_inputs([str(TRACER_EXAMPLES)])
+    by_op = {e.op: e for e in entries}
+    assert set(by_op) == {"ttnn.rand", "ttnn.add"}  # from_torch and to_device are infrastructure
+    assert by_op["ttnn.rand"].executions[0]["count"] == 2  # two identical rand calls, one config
+    add = canonical_arguments(by_op["ttnn.add"].arguments)
+    assert [a["tensor"]["shape"] for a in add["args"]] == [[4, 5], [4, 5]]
+    assert add["args"][0]["tensor"]["dtype"] == "BFLOAT16"
+    assert "values" not in by_op["ttnn.add"].arguments["arg0"]
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ([1, 2], "unknown dialect"),
+        ({"operations": []}, "expected an object keyed by op name"),
+        ({"operations": {"ttnn.add": {"configurations": [42]}}}, "configurations[0]: unknown dialect"),
+        ({"operations": {}, "metadata": {"sweepctl_schema": 99}}, "newer than this sweepctl"),
+    ],
+)
+def test_bad_documents_name_the_position(tmp_path, payload, message):
+    path = write_json(tmp_path / "bad.json", payload)
+    with pytest.raises(InputError) as info:
+        read_inputs([str(path)])
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_real_master_parses_without_unparsed_args():
+    entries = read_inputs([str(ADD_SWEEP)])
+    assert sum(count_unparsed(canonical_arguments(e.arguments)) for e in entries) == 0
