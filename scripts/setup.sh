@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+works() { "$1" -c 'import sys, venv' >/dev/null 2>&1; }  # pyenv shims exist but may not run
+
 find_python() {
     local v cand
     for v in 3.12 3.10; do
-        if command -v "python$v" >/dev/null 2>&1; then command -v "python$v"; return 0; fi
+        cand=$(command -v "python$v" 2>/dev/null) && works "$cand" && { echo "$cand"; return 0; }
         for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
-            if [ -x "$cand" ]; then echo "$cand"; return 0; fi
+            [ -x "$cand" ] && works "$cand" && { echo "$cand"; return 0; }
         done
     done
     return 1
