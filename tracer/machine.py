@@ -60,25 +60,35 @@ def machine_label(info: dict[str, Any] | None) -> str:
     return f"{label} mesh {mesh[0]}x{mesh[1]}" if isinstance(mesh, list) and len(mesh) == 2 else label
 
 
-_BOARD_ROW = re.compile(r"^\s*\|?\s*\d+\s*\|\s*(Wormhole|Blackhole|Grayskull)\s*\|\s*([A-Za-z0-9_\- ]+?)\s*\|", re.I)
+def _table_rows(lines: list[str]) -> list[list[str]]:
+    """Data rows of one of tt-smi's box-drawn tables: `│ 1 │ Wormhole │ n300 L │ 0100... │`."""
+    rows = []
+    for line in lines:
+        text = line.replace("│", "|").strip()
+        if not text.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in text.strip("|").split("|")]
+        if len(cells) >= 3 and cells[1] and cells[1] != "Board Type":
+            rows.append(cells)
+    return rows
 
 
 def parse_tt_smi_list(text: str) -> dict[str, Any] | None:
-    """Machine info from `tt-smi -ls`: the "All available boards" table gives device_count and series,
-    "Boards that can be reset" gives card_count (tt-metal's tracer reads it the same way)."""
-    sections = re.split(r"(?im)^.*(?=All available boards|Boards that can be reset)", text)
-    available = next((s for s in sections if s.lstrip().lower().startswith("all available boards")), "")
-    resettable = next((s for s in sections if s.lstrip().lower().startswith("boards that can be reset")), "")
-    rows = [m for m in (_BOARD_ROW.match(line) for line in available.splitlines()) if m]
-    if not rows:
+    """Machine info from `tt-smi -ls`: "All available boards" gives device_count and the series,
+    "Boards that can be reset" gives card_count (local boards; remote `R` chips are not listed)."""
+    lines = text.splitlines()
+    marks = [i for i, line in enumerate(lines) if "Boards that can be reset" in line]
+    split = marks[0] if marks else len(lines)
+    available = _table_rows(lines[:split])
+    resettable = _table_rows(lines[split:])
+    if not available:
         return None
-    reset_rows = [m for m in (_BOARD_ROW.match(line) for line in resettable.splitlines()) if m]
     return normalize_machine_info(
         {
-            "board_type": rows[0].group(1).capitalize(),
-            "device_series": rows[0].group(2),
-            "card_count": len(reset_rows) or len(rows),
-            "device_count": len(rows),
+            "board_type": available[0][1],
+            "device_series": available[0][2],
+            "card_count": len(resettable) or len(available),
+            "device_count": len(available),
         }
     )
 
