@@ -12,6 +12,7 @@ SAMPLE := sweeps/data/sample_master.json
 demo: setup
 	$(VENV)/sweepctl store stats $(SAMPLE)
 	$(VENV)/sweepctl store verify $(SAMPLE)
+	$(VENV)/sweepctl store validate $(SAMPLE)
 	$(VENV)/sweepctl configs ttnn.add --store $(SAMPLE)
 
 test: setup

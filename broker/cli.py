@@ -118,6 +118,45 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def cmd_store_validate(args: argparse.Namespace) -> int:
+    from sweeps.profiles import get_profile, route
+    from sweeps.validate import validate_store_configs
+    from tracer.args import canonical_arguments
+    from tracer.machine import machine_label
+    from tracer.opnames import canonical_op_name
+    from tracer.store import MasterStore
+
+    store = MasterStore.load(args.store, missing_ok=False)
+    op = canonical_op_name(args.op) if args.op else None
+    override = get_profile(args.machine) if args.machine else None
+    checks, unroutable = [], []
+    for name, entry in store.entries(op):
+        info = entry["executions"][0].get("machine_info")
+        profile = override or route(info)
+        if profile is None:
+            unroutable.append({"op": name, "config_hash": entry["config_hash"], "machine": machine_label(info)})
+            continue
+        checks.append((name, entry, profile.name))
+    reasons = validate_store_configs([(n, canonical_arguments(e["arguments"]), m) for n, e, m in checks])
+    invalid = [
+        {"op": n, "config_hash": e["config_hash"], "machine": m, "reason": r}
+        for (n, e, m), r in zip(checks, reasons, strict=True)
+        if r is not None
+    ]
+    if args.json:
+        _print_json({"checked": len(checks), "invalid": invalid, "no_machine": unroutable})
+    else:
+        print(
+            f"{args.store}: {len(checks)} configs checked, {len(invalid)} INVALID, "
+            f"{len(unroutable)} with no machine profile"
+        )
+        for row in invalid:
+            print(f"  INVALID {row['op']} {row['config_hash'][:12]} on {row['machine']}: {row['reason']}")
+        for row in unroutable:
+            print(f"  NO MACHINE {row['op']} {row['config_hash'][:12]}: traced on {row['machine']} (use --machine)")
+    return 0
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
     from tracer.args import canonical_arguments, count_unparsed
     from tracer.describe import describe_config
@@ -218,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("store", nargs="?", default=default_store())
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_store_verify)
+
+    validate = store_sub.add_parser(
+        "validate",
+        help="list configs that fail host validation (INVALID) with ttnn's reason; they are never sent to a device",
+    )
+    validate.add_argument("store", nargs="?", default=default_store())
+    validate.add_argument("--op", help="only this op")
+    validate.add_argument("--machine", help="validate for this machine type instead of the traced one")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(func=cmd_store_validate)
 
     configs = sub.add_parser("configs", help="every config of one op, readably")
     configs.add_argument("op", help="op name: ttnn.pad, ttnn::pad or pad")

@@ -157,3 +157,21 @@ def validate_tensors(tensors: list[dict[str, Any]], machine: str) -> list[str | 
         if proc.returncode != 0 and len(results) < len(tensors):
             results.append(f"host validation killed the process (exit {proc.returncode})")
     return results
+
+
+def validate_store_configs(
+    configs: list[tuple[str, dict[str, Any], str]],
+) -> list[str | None]:
+    """Reasons (None = valid) for (op, canonical config, machine) triples: a config is INVALID when
+    any of its tensors is. One validation child per machine type."""
+    by_machine: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for index, (_, canonical, machine) in enumerate(configs):
+        for value in canonical["args"] + list(canonical["kwargs"].values()):
+            if isinstance(value, dict) and "tensor" in value:
+                by_machine.setdefault(machine, []).append((index, value["tensor"]))
+    reasons: list[str | None] = [None] * len(configs)
+    for machine, items in by_machine.items():
+        for (index, _), reason in zip(items, validate_tensors([t for _, t in items], machine), strict=True):
+            if reason is not None and reasons[index] is None:
+                reasons[index] = reason
+    return reasons

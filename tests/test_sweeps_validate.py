@@ -99,3 +99,16 @@ def test_unparsed_fields_are_invalid_with_the_reason():
         "storage": None,
     }
     assert validate_tensors([tensor], "n150") == ["dtype could not be read from the trace (unknown DataType)"]
+
+
+def test_store_validate_command_lists_invalid_configs_per_machine(capsys):
+    from broker.cli import main
+
+    store = str(ROOT / "sweeps" / "data" / "sample_master.json")
+    assert main(["store", "validate", store, "--json"]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert clean["checked"] == 22 and clean["invalid"] == [] and clean["no_machine"] == []
+    assert main(["store", "validate", store, "--op", "add", "--machine", "n300", "--json"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert [(r["config_hash"][:12], r["machine"]) for r in forced["invalid"]] == [("bba7c3d3966b", "n300")]
+    assert "outside the n300 compute grid" in forced["invalid"][0]["reason"]
