@@ -1,7 +1,7 @@
 """Canonical memory configs <-> ttnn MemoryConfig, exactly as traced (never a DRAM fallback).
 
 Only for processes that may import ttnn (the validation child, executors). Configs travel
-between processes as canonical dicts; `MemoryConfig` does not pickle and its hash() is unreliable.
+between processes as canonical dicts: `MemoryConfig` cannot cross a process boundary and its hash() is unreliable.
 """
 
 from __future__ import annotations

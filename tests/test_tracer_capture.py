@@ -67,3 +67,23 @@ def test_trace_without_machine_on_a_host_without_tt_smi_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--machine" in proc.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_trace_a_script_and_a_failing_script(tmp_path):
+    good = tmp_path / "model.py"
+    good.write_text(
+        "import torch, ttnn\n"
+        "x = ttnn.from_torch(torch.randn(1, 1, 32, 32), dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)\n"
+        "ttnn.typecast(x, ttnn.float32)\n",
+        encoding="utf-8",
+    )
+    bad = tmp_path / "broken.py"
+    bad.write_text(good.read_text(encoding="utf-8") + "raise SystemExit(3)\n", encoding="utf-8")
+    store_path = tmp_path / "m.json"
+    ok = _sweepctl("trace", str(good), "--machine", "n150", "--store", str(store_path), "--json", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["per_op"] == {"ttnn.typecast": {"new": 1, "known": 0}}
+    before = store_path.read_bytes()
+    failed = _sweepctl("trace", str(bad), "--machine", "n150", "--store", str(store_path), cwd=tmp_path)
+    assert failed.returncode == 1 and "nothing merged" in failed.stderr
+    assert store_path.read_bytes() == before
