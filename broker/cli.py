@@ -245,28 +245,28 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--into", default=default_store(), help="store to merge into (default: %(default)s)")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_store_import)
-    stats = store_sub.add_parser("stats", help="ops, configs, models, machines and unparsed args of a store")
-    stats.add_argument("store", nargs="?", default=default_store())
-    stats.add_argument("--json", action="store_true")
-    stats.set_defaults(func=cmd_store_stats)
 
-    verify = store_sub.add_parser(
+    def store_command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        """`sweepctl store NAME [STORE] [--json]`: the shape every read-only store command shares."""
+        command = store_sub.add_parser(name, help=help_text)
+        command.add_argument("store", nargs="?", default=default_store())
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(func=func)
+        return command
+
+    store_command("stats", "ops, configs, models, machines and unparsed args of a store", cmd_store_stats)
+    store_command(
         "verify",
-        help="recompute every config_hash (tt-metal's preflight check); exit 1 when a stored hash does not reproduce",
+        "recompute every config_hash (tt-metal's preflight check); exit 1 when a stored hash does not reproduce",
+        cmd_store_verify,
     )
-    verify.add_argument("store", nargs="?", default=default_store())
-    verify.add_argument("--json", action="store_true")
-    verify.set_defaults(func=cmd_store_verify)
-
-    validate = store_sub.add_parser(
+    validate = store_command(
         "validate",
-        help="list configs that fail host validation (INVALID) with ttnn's reason; they are never sent to a device",
+        "list configs that fail host validation (INVALID) with ttnn's reason; they are never sent to a device",
+        cmd_store_validate,
     )
-    validate.add_argument("store", nargs="?", default=default_store())
     validate.add_argument("--op", help="only this op")
     validate.add_argument("--machine", help="validate for this machine type instead of the traced one")
-    validate.add_argument("--json", action="store_true")
-    validate.set_defaults(func=cmd_store_validate)
 
     configs = sub.add_parser("configs", help="every config of one op, readably")
     configs.add_argument("op", help="op name: ttnn.pad, ttnn::pad or pad")
