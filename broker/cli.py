@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  sweepctl trace models/tests/test_llama.py::test_decode --machine n300\n"
             "  sweepctl store stats\n"
             "  sweepctl configs ttnn.pad\n"
+            "  sweepctl up                     # embedded Redis + emulated workers\n"
+            "  sweepctl enqueue --op pad --suite model_traced\n"
+            "  sweepctl watch; sweepctl report\n"
             "exit codes: 0 ok, 1 the work found failures, 2 bad input (one line on stderr)"
         ),
     )
@@ -273,7 +276,104 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--store", default=default_store())
     configs.add_argument("--json", action="store_true")
     configs.set_defaults(func=cmd_configs)
+    _runtime_parsers(sub)
     return parser
+
+
+def _runtime_parsers(sub: Any) -> None:
+    """Queues, workers and results (broker/commands.py)."""
+    from broker import commands as c
+
+    def connected(name: str, help_text: str, func, description: str | None = None) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=description or help_text)
+        command.add_argument(
+            "--redis",
+            help="Redis URL (redis://, rediss:// for TLS, user:password@ for ACLs); default "
+            "$SWEEPCTL_REDIS_URL, else the embedded Redis of `sweepctl up`",
+        )
+        command.add_argument(
+            "--prefix", help="key prefix, so teams can share a Redis (default $SWEEPCTL_PREFIX or sweepctl)"
+        )
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+        command.set_defaults(func=func)
+        return command
+
+    ops = sub.add_parser("ops", help="the op catalogue: which ops have a sweep definition, their golden and thresholds")
+    ops.add_argument("--store", help="also list the ops of this store that have no definition")
+    ops.add_argument("--json", action="store_true")
+    ops.set_defaults(func=c.cmd_ops)
+
+    enqueue = connected(
+        "enqueue",
+        "expand traced configs into vectors and queue them per machine type",
+        c.cmd_enqueue,
+        "Expand the selected configs of the master store into vectors, host-validate them (INVALID configs "
+        "are recorded, never queued), record a run and publish the rest in chunks to each machine's queue. "
+        "Re-running with the same --run-id adds nothing twice.",
+    )
+    enqueue.add_argument("--op", help="op or comma-separated ops (ttnn.pad, pad, ttnn::pad); default: every op")
+    enqueue.add_argument("--suite", default="model_traced", help="model_traced (default), all_cases or nightly")
+    enqueue.add_argument("--store", default=default_store(), help="master store (default: %(default)s)")
+    enqueue.add_argument("--machine", help="run on this machine type instead of the traced one")
+    enqueue.add_argument("--model", help="only configs traced from models whose name contains this")
+    enqueue.add_argument("-k", help="only configs whose op, config hash or source contains this")
+    enqueue.add_argument("--dry-run", action="store_true", help="expand and validate, print what would go where")
+    enqueue.add_argument("--run-id", help="add to this run (idempotent) instead of a new one")
+    enqueue.add_argument("--chunk", type=int, default=64, help="vectors per queue message (default: %(default)s)")
+    enqueue.add_argument(
+        "--max-vectors", type=int, default=10_000, help="cap for all_cases products (default: %(default)s)"
+    )
+    enqueue.add_argument("--expires", type=float, help="seconds after which vectors not yet run are EXPIRED")
+
+    worker = connected(
+        "worker",
+        "run a worker daemon for one machine type (solo Celery worker + an executor owning the devices)",
+        c.cmd_worker,
+    )
+    worker.add_argument("--machine", required=True, help="machine type: n150, n300, t3k, galaxy, p150, p300")
+    worker.add_argument("--devices", help="device ids this worker owns, e.g. 0,1 (default: all of the machine)")
+    worker.add_argument("--backend", choices=("ttnn", "emulated"), default="ttnn", help="default: %(default)s")
+    worker.add_argument("--name", help="worker name (default: machine-backend-pid@host)")
+
+    up = sub.add_parser("up", help="start the embedded Redis and emulated workers on this host")
+    up.add_argument("--machines", help="comma-separated machine types (default: every profile)")
+    up.add_argument("--workers", type=int, default=1, help="workers per machine type (default: %(default)s)")
+    up.add_argument("--prefix", help="key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
+    up.add_argument("--no-wait", action="store_true", help="do not wait for the executors to open")
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(func=c.cmd_up)
+    down = sub.add_parser("down", help="stop the workers and the Redis that `sweepctl up` started, nothing else")
+    down.add_argument("--json", action="store_true")
+    down.set_defaults(func=c.cmd_down)
+
+    connected("workers", "workers: machine, devices, backend, health, current vector, last heartbeat", c.cmd_workers)
+    runs = connected("runs", "recent runs", c.cmd_runs)
+    runs.add_argument("--limit", type=int, default=20)
+    for name, help_text, func in (
+        ("status", "one progress line for a run: done/total, rate, ETA, counts by status", c.cmd_status),
+        ("watch", "a live progress bar until the run is complete", c.cmd_watch),
+        (
+            "report",
+            "per op and machine: executed, pass, fails by status, pass rate, PCC, e2e; failing vectors. "
+            "Exit 1 when anything executed failed",
+            c.cmd_report,
+        ),
+    ):
+        command = connected(name, help_text, func)
+        command.add_argument("run", nargs="?", help="run id (default: the latest run)")
+        if name == "watch":
+            command.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+        if name == "report":
+            command.add_argument("--limit", type=int, default=50, help="failing vectors to list (default: %(default)s)")
+
+    demo = connected(
+        "demo",
+        "the whole job on the sample store shipped with sweepctl: up, enqueue, progress, report",
+        c.cmd_demo,
+    )
+    demo.add_argument("--store", default=c.SAMPLE_STORE, help="master store (default: the shipped sample)")
+    demo.add_argument("--keep", action="store_true", help="leave the embedded Redis and workers running")
+    demo.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ class MachineProfile:
     dram_alignment: int
     reset_command: tuple[str, ...]
     mock_cluster: str  # file name under sweeps/mock_clusters
+    timeout_scale: float = 1.0  # vector timeouts scale with the mesh (a 32-chip op takes longer to dispatch)
 
     @property
     def queue(self) -> str:
@@ -78,6 +79,7 @@ PROFILES: dict[str, MachineProfile] = {
             32,
             ("tt-smi", "-glx_reset_auto"),
             "galaxy_6u.yaml",
+            2.0,
         ),
         MachineProfile(
             "p150", "blackhole", "Blackhole", "p150b", 1, 1, (1, 1), (11, 10), _BH_L1, 64, ("tt-smi", "-r"), "p150.yaml"

@@ -1,0 +1,75 @@
+"""The Celery app: Redis broker, one queue per machine type, msgpack only.
+
+Settings and why (DESIGN.md §4):
+* msgpack only for tasks and results; the app refuses to exist if pickle is accepted.
+* acks_late + reject on worker loss: a message is acked only after its chunk is recorded, so a
+  killed worker's chunk is redelivered (finished vectors are skipped by their final records).
+* prefetch disabled: a solo worker holds one chunk, never a backlog another device could run.
+* Celery results ignored and events off: we write our own records.
+* visibility_timeout above the worst case from delivery to ack (a whole chunk of slow vectors);
+  leases with heartbeats find dead workers far sooner.
+* task_create_missing_queues=False and a router built from the machine profiles: a chunk goes
+  to its machine's queue or nowhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from broker.keys import Keys
+from sweeps.profiles import PROFILES, get_profile
+
+RUN_CHUNK = "sweepctl.run_chunk"
+DEFAULT_VISIBILITY_TIMEOUT = 6 * 3600
+
+
+class PickleRefused(RuntimeError):
+    """The configuration would accept pickle: arbitrary code execution from the queue."""
+
+
+def route_chunk(name: str, args: Any, kwargs: dict[str, Any] | None, options: Any, task: Any = None, **_: Any):
+    """Celery router: a chunk goes to the queue of the machine its vectors need."""
+    if name == RUN_CHUNK and kwargs and "machine" in kwargs:
+        return {"queue": get_profile(kwargs["machine"]).queue}
+    return None
+
+
+def refuse_pickle(conf: Any) -> None:
+    accepted = {str(c).lower() for c in list(conf.accept_content or []) + list(conf.result_accept_content or [])}
+    serializers = {str(conf.task_serializer).lower(), str(conf.result_serializer).lower()}
+    if any("pickle" in c for c in accepted | serializers):
+        raise PickleRefused("sweepctl refuses to start: the Celery configuration accepts pickle")
+
+
+def make_app(redis_url: str, keys: Keys, visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT) -> Celery:
+    app = Celery("sweepctl", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        accept_content=["msgpack"],
+        result_accept_content=["msgpack"],
+        task_serializer="msgpack",
+        result_serializer="msgpack",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        task_create_missing_queues=False,
+        task_queues=[Queue(profile.queue) for profile in PROFILES.values()],
+        task_default_queue=next(iter(PROFILES.values())).queue,
+        task_routes=(route_chunk,),
+        broker_transport_options={"visibility_timeout": visibility_timeout, "global_keyprefix": keys.celery_prefix},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    refuse_pickle(app.conf)
+    return app

@@ -1,0 +1,303 @@
+"""The runtime commands of `sweepctl`: ops, enqueue, worker, up/down, status/watch, workers,
+runs, report and demo. The parser that wires them up is in broker/cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from broker import embedded
+from broker.keys import Keys, default_prefix
+from tracer.errors import InputError
+
+SAMPLE_STORE = str(Path(__file__).resolve().parents[1] / "sweeps" / "data" / "sample_master.json")
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, Keys, str]:
+    url = embedded.resolve_url(getattr(args, "redis", None))
+    prefix = getattr(args, "prefix", None) or (embedded.read_state() or {}).get("prefix") or default_prefix()
+    return embedded.connect(url), Keys(prefix), url
+
+
+def _run_id(args: argparse.Namespace, client: Any, keys: Keys) -> str:
+    from broker.coordinator import latest_run
+
+    run_id = args.run or latest_run(client, keys)
+    if run_id is None:
+        raise InputError("run", "no runs in this Redis yet (start one with `sweepctl enqueue`)")
+    return run_id
+
+
+# --- ops ---------------------------------------------------------------------------------------
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from sweeps import catalogue
+
+    rows = [
+        {
+            "op": op.name,
+            "family": op.family,
+            "golden": "sweepctl (torch)" if op.golden is not None else "ttnn.get_golden_function",
+            "timeout_s": op.timeout,
+            "thresholds": {**catalogue.THRESHOLDS, **op.thresholds},
+        }
+        for op in sorted(catalogue.CATALOGUE.values(), key=lambda o: (o.family, o.name))
+    ]
+    uncovered: list[str] = []
+    if args.store:
+        from tracer.store import MasterStore
+
+        store = MasterStore.load(args.store, missing_ok=False)
+        uncovered = sorted(op for op in store.ops if catalogue.lookup(op) is None)
+    if args.json:
+        _print_json({"ops": rows, "store_ops_without_definition": uncovered})
+        return 0
+    print(f"{len(rows)} ops covered, in {len(catalogue.families())} families")
+    family = None
+    for row in rows:
+        if row["family"] != family:
+            family = row["family"]
+            print(f"\n{family}:")
+        print(f"  {row['op']:<48} golden {row['golden']:<26} timeout {row['timeout_s']:g}s")
+    print(
+        "\nPCC thresholds by the least precise dtype: " + ", ".join(f"{d} {t}" for d, t in catalogue.THRESHOLDS.items())
+    )
+    if args.store:
+        print(
+            f"\nops in {args.store} without a sweep definition (their vectors end NOT_RUN): "
+            f"{', '.join(uncovered) or 'none'}"
+        )
+    return 0
+
+
+# --- enqueue -----------------------------------------------------------------------------------
+
+
+def _selection(args: argparse.Namespace):
+    from sweeps.profiles import get_profile
+    from sweeps.suites import SUITES, Selection
+    from tracer.opnames import canonical_op_name
+
+    if args.suite not in SUITES:
+        raise InputError("--suite", f"unknown suite {args.suite!r} (known: {', '.join(SUITES)})")
+    if args.machine:
+        get_profile(args.machine)
+    ops = [canonical_op_name(o) for o in args.op.split(",") if o.strip()] if args.op else None
+    return Selection(ops, args.suite, args.machine, args.model, args.k, args.max_vectors)
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from broker.coordinator import plan, publish
+
+    selection = _selection(args)
+    if not os.path.exists(args.store):
+        raise InputError(args.store, "no such master store (pass --store, or set SWEEPCTL_STORE)")
+    client, keys, url = _connect(args)
+    if selection.ops:
+        from tracer.store import MasterStore
+
+        known = MasterStore.load(args.store, missing_ok=False).ops
+        missing = [op for op in selection.ops if op not in known] if args.suite != "nightly" else []
+        if missing:
+            raise InputError(args.store, f"no traced configs of {', '.join(missing)} (see `sweepctl store stats`)")
+    started = time.perf_counter()
+    the_plan = plan(args.store, selection, client, keys, args.run_id)
+    if args.dry_run:
+        summary = {**the_plan.as_dict(), "dry_run": True}
+    else:
+        from broker.app import make_app
+
+        summary = publish(make_app(url, keys), client, keys, the_plan, chunk=args.chunk, expires=args.expires)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    if args.json:
+        _print_json(summary)
+        return 0
+    verb = "would enqueue" if args.dry_run else "enqueued"
+    print(f"run {summary['run_id']}: {verb} {len(the_plan.expansion.vectors)} vectors ({selection.suite})")
+    for machine, counts in summary["per_machine"].items():
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        print(f"  {machine:<8} {parts}")
+    if not args.dry_run:
+        if summary["already_in_run"]:
+            print(f"  {summary['already_in_run']} vectors were already in this run: not added again")
+        print(f"  {summary['chunks']} chunks published; follow with: sweepctl watch {summary['run_id']}")
+    return 0
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from sweeps.profiles import get_profile
+    from workers.daemon import run_worker
+
+    profile = get_profile(args.machine)
+    devices = [int(d) for d in args.devices.split(",")] if args.devices else list(range(profile.chips))
+    url = embedded.resolve_url(args.redis)
+    embedded.connect(url)
+    prefix = args.prefix or default_prefix()
+    name = args.name or f"{profile.name}-{args.backend}-{os.getpid()}@{socket.gethostname()}"
+    return run_worker(url, Keys(prefix), profile.name, devices, args.backend, name)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from sweeps.profiles import PROFILES, get_profile
+
+    machines = [get_profile(m).name for m in args.machines.split(",")] if args.machines else list(PROFILES)
+    state = embedded.up(machines, args.workers, args.prefix or default_prefix())
+    ready = []
+    if state["started"] and not args.no_wait:
+        client = embedded.connect(state["url"])
+        ready = embedded.wait_for_workers(client, Keys(state["prefix"]), [w["name"] for w in state["started"]])
+    if args.json:
+        _print_json({**state, "ready": ready})
+        return 0
+    print(f"redis {state['url']} (state in {embedded.home()})")
+    for worker in state["workers"]:
+        print(f"  worker {worker['name']} pid {worker['pid']}")
+    if state["started"] and not args.no_wait:
+        print(f"{len(ready)} of {len(state['started'])} new workers opened their emulated devices")
+    return 0 if args.no_wait or len(ready) == len(state["started"]) else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    result = embedded.down()
+    if args.json:
+        _print_json(result)
+    elif result["redis"] is None:
+        print("nothing to stop: no embedded Redis is running")
+    else:
+        print(f"stopped {len(result['stopped'])} workers and the redis-server at {result['redis']}")
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    from broker.display import workers_table
+    from broker.report import workers
+
+    client, keys, _ = _connect(args)
+    rows = workers(client, keys)
+    if args.json:
+        _print_json(rows)
+    else:
+        print("\n".join(workers_table(rows)))
+    return 0
+
+
+# --- reading runs ------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from broker.report import progress
+
+    client, keys, _ = _connect(args)
+    ids = [r.decode() for r in client.zrevrange(keys.runs(), 0, args.limit - 1)]
+    rows = [progress(client, keys, run_id) for run_id in ids]
+    if args.json:
+        _print_json([{k: r[k] for k in ("run_id", "total", "done", "counts", "complete")} for r in rows])
+        return 0
+    for r in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["meta"]["created"]))
+        print(f"{r['run_id']}  {created}  {r['meta']['selection']['suite']:<12} {r['done']}/{r['total']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from broker.display import progress_line
+    from broker.report import progress, workers
+
+    client, keys, _ = _connect(args)
+    prog = progress(client, keys, _run_id(args, client, keys))
+    live = sum(1 for w in workers(client, keys) if w["health"] == "GOOD")
+    if args.json:
+        _print_json({**prog, "live_workers": live})
+    else:
+        print(f"run {prog['run_id']}: " + progress_line(prog, live))
+    return 0
+
+
+def watch(client: Any, keys: Keys, run_id: str, interval: float = 0.5, timeout: float | None = None) -> dict:
+    from broker.display import ProgressBar, progress_line
+    from broker.report import progress, workers
+
+    bar = ProgressBar()
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        prog = progress(client, keys, run_id)
+        live = sum(1 for w in workers(client, keys) if w["health"] == "GOOD")
+        if prog["complete"] or (deadline and time.monotonic() > deadline):
+            bar.show(progress_line(prog, live), final=True)
+            return prog
+        bar.show(progress_line(prog, live))
+        time.sleep(interval)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    client, keys, _ = _connect(args)
+    prog = watch(client, keys, _run_id(args, client, keys), timeout=args.timeout)
+    return 0 if prog["complete"] else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from broker.display import report_lines
+    from broker.report import build
+
+    client, keys, _ = _connect(args)
+    report = build(client, keys, _run_id(args, client, keys), failures_limit=args.limit)
+    if args.json:
+        _print_json(report)
+    else:
+        print("\n".join(report_lines(report)))
+    return 1 if report["failed"] else 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole job on the sample store: up, enqueue, a live progress bar, the report."""
+    from broker.app import make_app
+    from broker.coordinator import plan, publish
+    from broker.display import report_lines
+    from broker.report import build
+    from sweeps.suites import Selection
+
+    explicit = args.redis or os.environ.get("SWEEPCTL_REDIS_URL")
+    owned = not explicit and embedded.read_state() is None  # we start it, so we stop it
+    try:
+        if explicit:
+            client, keys, url = _connect(args)
+        else:
+            machines = ["n300", "galaxy"]
+            state = embedded.up(machines, 1, default_prefix())
+            client, keys, url = embedded.connect(state["url"]), Keys(state["prefix"]), state["url"]
+            print(f"redis {url}; starting emulated workers for {', '.join(machines)}")
+            ready = embedded.wait_for_workers(client, keys, [w["name"] for w in state["started"]])
+            if len(ready) < len(state["started"]):
+                print(f"sweepctl: only {len(ready)} of {len(state['started'])} workers opened", file=sys.stderr)
+        the_plan = plan(args.store, Selection(suite="model_traced"), client, keys, None)
+        summary = publish(make_app(url, keys), client, keys, the_plan)
+        print(f"run {summary['run_id']}: {summary['added']} vectors from {args.store}")
+        for machine, counts in summary["per_machine"].items():
+            print(f"  {machine:<8} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        watch(client, keys, summary["run_id"], timeout=args.timeout)
+        report = build(client, keys, summary["run_id"])
+        print()
+        print("\n".join(report_lines(report)))
+        return 0 if report["complete"] else 1
+    finally:
+        if owned and not args.keep:
+            embedded.down()

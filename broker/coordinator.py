@@ -1,0 +1,216 @@
+"""The coordinator: `sweepctl enqueue`. Expands a selection of the master store into vectors,
+host-validates them, records the run, and publishes runnable vectors in chunks to each machine's
+queue. Vectors that can never run (NOT_RUN, INVALID) get their final record here and are never
+queued, so they never reach an executor.
+
+Idempotent per run id: vectors are stored with HSETNX, and only the ones new to the run are
+recorded or published, so re-enqueueing the same run id adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib.metadata
+import json
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from broker.app import RUN_CHUNK
+from broker.keys import Keys
+from broker.results import Results, make_record
+from sweeps import status
+from sweeps.materialize import tensor_slots
+from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
+from sweeps.vector import encode
+from tracer.store import MasterStore
+
+DEFAULT_CHUNK = 64
+
+
+def versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "absent"
+
+    return {"sweepctl": version("sweepctl"), "ttnn": version("ttnn"), "celery": version("celery")}
+
+
+def new_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _tensor_key(tensor: dict[str, Any]) -> str:
+    fields = {k: tensor.get(k) for k in ("shape", "dtype", "layout", "memory_config")}
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def validate(expansion: Expansion, redis: Any, keys: Keys, ttnn_version: str) -> dict[str, str]:
+    """Host-validation reasons per vector id (INVALID), each distinct tensor checked once per machine
+    and ttnn version; verdicts are cached in Redis so the next enqueue does not pay again."""
+    from sweeps.validate import validate_tensors
+
+    wanted: dict[str, dict[str, dict[str, Any]]] = {}  # machine -> tensor key -> tensor
+    for vector in expansion.vectors:
+        if vector["id"] in expansion.not_run:
+            continue
+        for _, tensor in tensor_slots(vector):
+            wanted.setdefault(vector["machine"], {}).setdefault(_tensor_key(tensor), tensor)
+    verdicts: dict[str, dict[str, str]] = {}
+    todo: dict[str, list[str]] = {}
+    for machine, tensors in wanted.items():
+        names = list(tensors)
+        cached = redis.hmget(keys.validation(ttnn_version, machine), names) if names else []
+        verdicts[machine] = {n: c.decode() for n, c in zip(names, cached, strict=True) if c is not None}
+        todo[machine] = [n for n in names if n not in verdicts[machine]]
+
+    def check(machine: str) -> None:
+        names = todo[machine]
+        reasons = validate_tensors([wanted[machine][n] for n in names], machine)
+        found = {n: (r or "") for n, r in zip(names, reasons, strict=True)}
+        verdicts[machine].update(found)
+        redis.hset(keys.validation(ttnn_version, machine), mapping=found)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        list(pool.map(check, [m for m, names in todo.items() if names]))
+    invalid: dict[str, str] = {}
+    for vector in expansion.vectors:
+        if vector["id"] in expansion.not_run:
+            continue
+        for slot, tensor in tensor_slots(vector):
+            reason = verdicts[vector["machine"]].get(_tensor_key(tensor))
+            if reason:
+                invalid[vector["id"]] = f"input {slot}: {reason}"
+                break
+    return invalid
+
+
+@dataclass
+class Plan:
+    """What an enqueue would do, before anything is written (`--dry-run` prints it)."""
+
+    run_id: str
+    selection: Selection
+    expansion: Expansion
+    invalid: dict[str, str]
+    per_machine: dict[str, Counter] = field(default_factory=dict)
+
+    def classify(self) -> None:
+        for vector in self.expansion.vectors:
+            state = (
+                status.NOT_RUN
+                if vector["id"] in self.expansion.not_run
+                else status.INVALID
+                if vector["id"] in self.invalid
+                else "queued"
+            )
+            self.per_machine.setdefault(vector["machine"], Counter())[state] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "vectors": len(self.expansion.vectors),
+            "per_machine": {m: dict(c) for m, c in sorted(self.per_machine.items())},
+            "ops": sorted({v["op"] for v in self.expansion.vectors}),
+        }
+
+
+def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: str | None) -> Plan:
+    store = MasterStore.load(store_path, missing_ok=False)
+    expansion = expand(store, selection)
+    invalid = validate(expansion, redis, keys, versions()["ttnn"])
+    result = Plan(run_id or new_run_id(), selection, expansion, invalid)
+    result.classify()
+    return result
+
+
+def publish(
+    app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int = DEFAULT_CHUNK, expires: float | None = None
+) -> dict[str, Any]:
+    """Record the run and publish its new vectors; returns what went where."""
+    run_id = plan_.run_id
+    vectors = plan_.expansion.vectors
+    payloads = [encode(v) for v in vectors]
+    now = time.time()
+    meta = {
+        "run_id": run_id,
+        "created": now,
+        "who": getpass.getuser(),
+        "host": socket.gethostname(),
+        "selection": plan_.selection.as_dict(),
+        "versions": versions(),
+        "expires": now + expires if expires else None,
+    }
+    created = redis.hsetnx(keys.run(run_id), "meta", json.dumps(meta))
+    if created:
+        redis.zadd(keys.runs(), {run_id: now})
+    pipe = redis.pipeline(transaction=False)
+    for vector, payload in zip(vectors, payloads, strict=True):
+        pipe.hsetnx(keys.vectors(run_id), vector["id"], payload)
+    fresh = pipe.execute()
+    results = Results(redis, keys)
+    where = {"backend": "coordinator", "host": meta["host"], "ttnn_version": meta["versions"]["ttnn"]}
+    queued: dict[str, list[bytes]] = {}
+    added: Counter = Counter()
+    pipe = redis.pipeline(transaction=False)
+    for vector, payload, new in zip(vectors, payloads, fresh, strict=True):
+        if not new:
+            continue
+        added[vector["machine"]] += 1
+        reason = plan_.expansion.not_run.get(vector["id"]) or plan_.invalid.get(vector["id"])
+        if reason is None:
+            queued.setdefault(vector["machine"], []).append(payload)
+            continue
+        state = status.NOT_RUN if vector["id"] in plan_.expansion.not_run else status.INVALID
+        outcome = {"status": state, "message": reason}
+        record = make_record(vector, run_id, 0, outcome, start=now, end=now, **where)
+        results.finish(record, pipe=pipe)
+    total = sum(added.values())
+    pipe.hincrby(keys.run(run_id), "total", total)
+    for machine, count in added.items():
+        pipe.hincrby(keys.run(run_id), f"total|{machine}", count)
+    pipe.execute()
+    chunks = 0
+    with app.producer_or_acquire() as producer:
+        for machine, items in queued.items():
+            if machine == UNKNOWN_MACHINE:
+                continue
+            for start in range(0, len(items), chunk):
+                app.send_task(
+                    RUN_CHUNK,
+                    kwargs={"run_id": run_id, "machine": machine, "vectors": items[start : start + chunk]},
+                    producer=producer,
+                )
+                chunks += 1
+    return {
+        "run_id": run_id,
+        "new_run": bool(created),
+        "added": total,
+        "already_in_run": len(vectors) - total,
+        "chunks": chunks,
+        "queued": {m: len(v) for m, v in sorted(queued.items())},
+        "per_machine": plan_.as_dict()["per_machine"],
+    }
+
+
+def run_meta(redis: Any, keys: Keys, run_id: str) -> dict[str, Any] | None:
+    raw = redis.hget(keys.run(run_id), "meta")
+    return json.loads(raw) if raw else None
+
+
+def latest_run(redis: Any, keys: Keys) -> str | None:
+    found = redis.zrevrange(keys.runs(), 0, 0)
+    return found[0].decode() if found else None
+
+
+def host_name() -> str:
+    return os.environ.get("SWEEPCTL_HOST", socket.gethostname())

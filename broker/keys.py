@@ -1,0 +1,93 @@
+"""The Redis key schema: the only module that knows how sweepctl's keys are spelled.
+
+Every key starts with a configurable prefix (`SWEEPCTL_PREFIX`, default `sweepctl`) so two teams
+can share one Redis; Celery's own keys get the same prefix through kombu's `global_keyprefix`.
+
+Per run `R`:
+  {p}:run:R            hash   the run record (meta JSON, totals, state)
+  {p}:run:R:vectors    hash   vector id -> msgpack vector (write-once: re-enqueue adds nothing twice)
+  {p}:run:R:final      hash   vector id -> final status (write-once)
+  {p}:run:R:records    hash   "vector id:attempt" -> msgpack record (write-once, one per attempt)
+  {p}:run:R:attempts   hash   vector id -> attempts started
+  {p}:run:R:failed     hash   vector id -> msgpack record of its failing final attempt
+  {p}:run:R:agg        hash   aggregate counters kept as results land (see broker/results.py)
+  {p}:lease:R:V        string the worker running vector V, with a TTL its heartbeat renews
+Global:
+  {p}:runs             zset   run ids by creation time
+  {p}:workers          zset   worker names by last heartbeat
+  {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
+  {p}:validation:T:M   hash   host-validation verdicts per canonical tensor, ttnn version T, machine M
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "sweepctl"
+
+
+def default_prefix() -> str:
+    return os.environ.get("SWEEPCTL_PREFIX", DEFAULT_PREFIX)
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def vectors(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:vectors"
+
+    def final(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:final"
+
+    def records(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:records"
+
+    def attempts(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:attempts"
+
+    def failed(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:failed"
+
+    def agg(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:agg"
+
+    def lease(self, run_id: str, vector_id: str) -> str:
+        return f"{self.prefix}:lease:{run_id}:{vector_id}"
+
+    def runs(self) -> str:
+        return f"{self.prefix}:runs"
+
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def validation(self, ttnn_version: str, machine: str) -> str:
+        return f"{self.prefix}:validation:{ttnn_version}:{machine}"
+
+    def run_keys(self, run_id: str) -> list[str]:
+        """Every key a run owns (for deletion)."""
+        return [
+            self.run(run_id),
+            self.vectors(run_id),
+            self.final(run_id),
+            self.records(run_id),
+            self.attempts(run_id),
+            self.failed(run_id),
+            self.agg(run_id),
+        ]
+
+    @staticmethod
+    def record_field(vector_id: str, attempt: int) -> str:
+        return f"{vector_id}:{attempt}"
+
+    @property
+    def celery_prefix(self) -> str:
+        """kombu's global_keyprefix: queues and bindings live under the same prefix."""
+        return f"{self.prefix}:celery:"

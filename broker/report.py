@@ -1,0 +1,171 @@
+"""Reading a run back: progress (status/watch), workers, and the report — all from the aggregates
+kept as results land, plus the failing records; never a scan of every result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from broker.coordinator import run_meta
+from broker.keys import Keys
+from broker.results import decode_record, ms_of_bucket, pcc_of_bucket
+from sweeps import status
+from tracer.errors import InputError
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
+    meta = run_meta(redis, keys, run_id)
+    if meta is None:
+        raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
+    run = {_text(k): _text(v) for k, v in redis.hgetall(keys.run(run_id)).items()}
+    agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
+    counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|")}
+    total = int(run.get("total", 0))
+    done = int(agg.get("done", 0))
+    t_first, t_last = float(agg.get("t_first", 0) or 0), float(agg.get("t_last", 0) or 0)
+    executed = sum(n for s, n in counts.items() if status.is_executed(s))
+    span = t_last - max(t_first, meta["created"]) if t_last else 0.0
+    ran = executed
+    rate = ran / span if span > 0 and ran > 1 else None
+    left = total - done
+    return {
+        "run_id": run_id,
+        "meta": meta,
+        "total": total,
+        "done": done,
+        "running": redis.hlen(keys.attempts(run_id)) - _final_attempted(counts),
+        "counts": dict(sorted(counts.items())),
+        "rate_per_s": rate,
+        "eta_s": left / rate if rate and left else (0.0 if not left else None),
+        "complete": total > 0 and done >= total,
+    }
+
+
+def _final_attempted(counts: dict[str, int]) -> int:
+    """Finals that went through a worker (an attempt counter exists for them)."""
+    return sum(n for s, n in counts.items() if s not in (status.NOT_RUN, status.INVALID))
+
+
+def workers(redis: Any, keys: Keys, stale_after: float = 30.0) -> list[dict[str, Any]]:
+    now = time.time()
+    rows = []
+    for name in redis.zrange(keys.workers(), 0, -1):
+        info = {_text(k): _text(v) for k, v in redis.hgetall(keys.worker(_text(name))).items()}
+        if not info:
+            continue
+        beat = float(info.get("heartbeat", 0))
+        health = info.get("health", "UNKNOWN")
+        if health not in ("STOPPED",) and now - beat > stale_after:
+            health = "LOST"
+        rows.append(
+            {
+                "name": _text(name),
+                "machine": info.get("machine", ""),
+                "devices": info.get("devices", ""),
+                "backend": info.get("backend", ""),
+                "host": info.get("host", ""),
+                "health": health,
+                "current": info.get("current", ""),
+                "last_heartbeat_s": round(now - beat, 1),
+            }
+        )
+    return rows
+
+
+def _percentile(histogram: dict[int, int], fraction: float) -> int | None:
+    total = sum(histogram.values())
+    if not total:
+        return None
+    target = fraction * total
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= target:
+            return bucket
+    return max(histogram)
+
+
+def _pcc_median(histogram: dict[int, int]) -> float | None:
+    """Median PCC: the PCC histogram runs in (1 - pcc) decades, so the order is reversed."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    seen = 0
+    for bucket in sorted(histogram, reverse=True):  # best PCC first
+        seen += histogram[bucket]
+        if seen >= total / 2:
+            return pcc_of_bucket(bucket)
+    return None
+
+
+def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict[str, Any]:
+    prog = progress(redis, keys, run_id)
+    agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
+    per_op: dict[str, dict[str, Any]] = defaultdict(lambda: {"counts": {}, "ph": {}, "eh": {}, "pcc_min": None})
+    per_machine: dict[str, dict[str, int]] = defaultdict(dict)
+    backends: dict[str, int] = {}
+    for name, value in agg.items():
+        kind, _, rest = name.partition("|")
+        if kind == "os":
+            op, state = rest.rsplit("|", 1)
+            per_op[op]["counts"][state] = int(value)
+        elif kind == "ms":
+            machine, state = rest.rsplit("|", 1)
+            per_machine[machine][state] = int(value)
+        elif kind in ("ph", "eh"):
+            op, bucket = rest.rsplit("|", 1)
+            per_op[op][kind][int(bucket)] = int(value)
+        elif kind == "b":
+            backends[rest] = int(value)
+        elif kind == "pmin":
+            per_op[rest]["pcc_min"] = float(value)
+    ops = {}
+    for op, row in sorted(per_op.items()):
+        counts = row["counts"]
+        executed = sum(n for s, n in counts.items() if status.is_executed(s))
+        p50, p95 = _percentile(row["eh"], 0.5), _percentile(row["eh"], 0.95)
+        ops[op] = {
+            "executed": executed,
+            "pass": counts.get(status.PASS, 0),
+            "counts": dict(sorted(counts.items())),
+            "pass_rate": counts.get(status.PASS, 0) / executed if executed else None,
+            "pcc_min": row["pcc_min"],
+            "pcc_median": _pcc_median(row["ph"]),
+            "e2e_ms_p50": ms_of_bucket(p50) if p50 is not None else None,
+            "e2e_ms_p95": ms_of_bucket(p95) if p95 is not None else None,
+        }
+    machines = {}
+    for machine, counts in sorted(per_machine.items()):
+        executed = sum(n for s, n in counts.items() if status.is_executed(s))
+        machines[machine] = {
+            "executed": executed,
+            "counts": dict(sorted(counts.items())),
+            "pass_rate": counts.get(status.PASS, 0) / executed if executed else None,
+        }
+    failures = []
+    for _, payload in redis.hscan_iter(keys.failed(run_id), count=500):
+        failures.append(decode_record(payload))
+        if len(failures) >= failures_limit:
+            break
+    failures.sort(key=lambda r: (r["op"], r["status"], r["vector"]))
+    executed = sum(n for s, n in prog["counts"].items() if status.is_executed(s))
+    failed = sum(n for s, n in prog["counts"].items() if s in status.FAILED)
+    return {
+        **{k: prog[k] for k in ("run_id", "total", "done", "counts", "complete")},
+        "meta": prog["meta"],
+        "executed": executed,
+        "failed": failed,
+        "pass_rate": prog["counts"].get(status.PASS, 0) / executed if executed else None,
+        "ops": ops,
+        "machines": machines,
+        "failures": failures,
+        "failures_shown": len(failures),
+        "failures_total": redis.hlen(keys.failed(run_id)),
+        "backends": backends,
+    }

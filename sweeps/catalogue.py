@@ -1,0 +1,189 @@
+"""The op catalogue: for each covered op, its family, how its inputs are filled, its golden, its
+PCC thresholds and its timeout. The one place that says which ops sweepctl can run.
+
+Families make a new op one line: the family knows how a traced config of that shape becomes
+inputs and a golden. Goldens are ttnn's own (`ttnn.get_golden_function`) unless the family names a
+torch function (CCL ops, ops without one). This module imports neither ttnn nor torch, so the
+coordinator and the CLI can read it; goldens run in the executor.
+
+Data kinds per input slot (position "0", "1"… or a kwarg name): "normal" (randn, the default),
+"positive" (uniform 0.5..2, for rsqrt/log), "index:<slot>" (integer rows of the tensor in <slot>,
+for embedding), "bool" (0/1 predicate, for where).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Least precise dtype of a vector's tensors -> the PCC it must reach. Integer and float32
+# outputs are near exact; block-float formats share an exponent per 16 values and lose more.
+THRESHOLDS = {
+    "FLOAT32": 0.9999,
+    "BFLOAT16": 0.999,
+    "BFLOAT8_B": 0.99,
+    "BFLOAT4_B": 0.96,
+    "FP8_E4M3": 0.98,
+}
+_PRECISION_ORDER = ("BFLOAT4_B", "FP8_E4M3", "BFLOAT8_B", "BFLOAT16", "FLOAT32")
+DEFAULT_TIMEOUT = 30.0
+TEST_OPS_ENV = "SWEEPCTL_ENABLE_TEST_OPS"
+
+Golden = Callable[..., Any]  # (ttnn, args, kwargs, ctx) -> torch tensor
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    family: str
+    golden: Golden | None = None  # None: ttnn.get_golden_function(name)
+    data: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)  # per-dtype overrides of THRESHOLDS
+    timeout: float = DEFAULT_TIMEOUT
+    collective: bool = False  # CCL: one input per device along the cluster axis
+    test_only: bool = False
+
+    def threshold(self, dtypes: list[str]) -> float:
+        """PCC required: that of the least precise dtype among the vector's tensors."""
+        floats = [d for d in dtypes if d in THRESHOLDS]
+        if not floats:
+            return 0.9999  # integer results: exact up to the comparison's float64 rounding
+        worst = min(floats, key=_PRECISION_ORDER.index)
+        return self.thresholds.get(worst, THRESHOLDS[worst])
+
+    def data_kind(self, slot: str) -> str:
+        return self.data.get(slot, "normal")
+
+
+# --- torch goldens for ops ttnn has none for, or whose ttnn golden needs a mesh ----------------
+
+
+def _gather(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    import torch
+
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    return torch.cat(ctx["device_inputs"], dim=dim)
+
+
+def _reduce_scatter(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    import torch
+
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    total = torch.stack(ctx["device_inputs"]).sum(0)
+    return torch.chunk(total, len(ctx["device_inputs"]), dim=dim)[0]  # what device 0 keeps
+
+
+def _embedding(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """ttnn's golden wants a 2-D weight; models trace it as [1, 1, vocab, dim]."""
+    import torch
+
+    weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+    return torch.nn.functional.embedding(args[0].long(), weight.reshape(-1, weight.shape[-1]))
+
+
+def _noop(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    return args[0]
+
+
+# --- families ------------------------------------------------------------------------------------
+
+
+def _family(family: str, **defaults: Any) -> Callable[..., OpDef]:
+    def make(name: str, **overrides: Any) -> OpDef:
+        return OpDef(f"ttnn.{name}", family, **{**defaults, **overrides})
+
+    make.__doc__ = f"An op of the {family} family."
+    return make
+
+
+unary = _family("unary")
+binary = _family("binary")
+ternary = _family("ternary")
+reduction = _family("reduction")
+data_movement = _family("data_movement")
+matmul = _family("matmul", timeout=60.0)
+normalization = _family("normalization")
+conv_pool = _family("conv_pool", timeout=120.0)
+embedding = _family("embedding", golden=_embedding, data={"0": "index:weight", "1": "normal"})
+typecast = _family("typecast")
+creation = _family("creation")
+transformer = _family("transformer", timeout=60.0)
+ccl = _family("ccl", collective=True, timeout=60.0)
+
+_OPS: tuple[OpDef, ...] = (
+    *(unary(n) for n in ("relu", "silu", "gelu", "sigmoid", "sigmoid_accurate", "exp", "neg", "tanh", "abs")),
+    unary("rsqrt", data={"0": "positive"}),
+    unary("sqrt", data={"0": "positive"}),
+    unary("log", data={"0": "positive"}),
+    *(binary(n) for n in ("add", "multiply", "subtract", "div", "maximum", "minimum")),
+    ternary("clamp"),
+    ternary("where", data={"0": "bool"}),
+    *(reduction(n) for n in ("sum", "mean", "max", "min", "argmax", "topk")),
+    *(
+        data_movement(n)
+        for n in (
+            "pad",
+            "permute",
+            "reshape",
+            "transpose",
+            "concat",
+            "slice",
+            "repeat",
+            "squeeze",
+            "unsqueeze",
+            "to_layout",
+            "to_memory_config",
+            "tilize_with_zero_padding",
+            "tilize",
+            "untilize",
+            "interleaved_to_sharded",
+            "sharded_to_interleaved",
+            "clone",
+        )
+    ),
+    matmul("matmul"),
+    matmul("linear"),
+    *(normalization(n) for n in ("softmax", "layer_norm", "rms_norm")),
+    conv_pool("conv2d"),
+    conv_pool("max_pool2d"),
+    conv_pool("upsample"),
+    embedding("embedding"),
+    typecast("typecast"),
+    *(creation(n) for n in ("zeros", "ones", "full")),
+    transformer("transformer.scaled_dot_product_attention"),
+    transformer("experimental.rotary_embedding"),
+    ccl("all_gather", golden=_gather),
+    ccl("experimental.all_gather_async", golden=_gather),
+    ccl("reduce_scatter", golden=_reduce_scatter),
+    ccl("experimental.reduce_scatter_minimal_async", golden=_reduce_scatter),
+)
+
+# Test-only ops, present only when SWEEPCTL_ENABLE_TEST_OPS=1 (benchmarks and fault tests).
+_TEST_OPS: tuple[OpDef, ...] = (OpDef("sweepctl.test.noop", "test", golden=_noop, test_only=True),)
+
+CATALOGUE: dict[str, OpDef] = {op.name: op for op in _OPS}
+
+
+def test_ops_enabled() -> bool:
+    return os.environ.get(TEST_OPS_ENV) == "1"
+
+
+def lookup(op: str) -> OpDef | None:
+    """The definition of a canonical op name, or None (its vectors end NOT_RUN)."""
+    found = CATALOGUE.get(op)
+    if found is None and test_ops_enabled():
+        found = next((t for t in _TEST_OPS if t.name == op), None)
+    return found
+
+
+def no_definition_reason(op: str) -> str:
+    return f"no sweep definition for {op}"
+
+
+def families() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for op in CATALOGUE.values():
+        out.setdefault(op.family, []).append(op.name)
+    return out

@@ -1,0 +1,63 @@
+"""The emulated backend: no device. What a config's dtypes cost in accuracy, and whether ttnn's
+host accepts it — not whether a kernel is right. Every result says backend=emulated.
+
+In a process whose TT_METAL_MOCK_CLUSTER_DESC_PATH is the machine's descriptor: inputs are
+rounded through ttnn's host `from_torch`/`to_torch` to their traced dtypes (real bfloat8_b /
+bfloat4_b rounding), the golden runs on the rounded inputs, its output is rounded to the output
+dtype, and that is compared by PCC with the golden on the unrounded fp32 inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sweeps import status
+from sweeps.catalogue import OpDef
+from sweeps.materialize import first_output, golden_function, prepare, quantize, substitute
+from sweeps.pcc import passes
+from workers.outcome import op_failure
+
+NAME = "emulated"
+
+
+class EmulatedBackend:
+    name = NAME
+
+    def __init__(self, ttnn: Any, machine: str) -> None:
+        self.ttnn = ttnn
+        self.machine = machine
+        self._goldens: dict[str, Any] = {}
+
+    def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
+        ttnn = self.ttnn
+        golden = self._goldens.get(opdef.name)
+        if golden is None:
+            golden = self._goldens[opdef.name] = golden_function(ttnn, opdef)
+        prepared = prepare(ttnn, opdef, vector)
+        dtypes = {slot: t["dtype"] for slot, t in prepared.tensors.items()}
+        threshold = opdef.threshold(prepared.dtypes)
+        try:
+            ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
+            reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
+            rounded = {slot: quantize(ttnn, data, dtypes[slot]) for slot, data in prepared.originals.items()}
+            ring = [quantize(ttnn, data, dtypes["0"]) for data in prepared.device_inputs]
+            start = time.perf_counter()
+            args, kwargs = substitute(ttnn, vector, rounded, _no_device)
+            output = first_output(golden(args, kwargs, {"device_inputs": ring}))
+            output = quantize(ttnn, output.float() if output.is_floating_point() else output, prepared.output_dtype)
+            e2e_ms = (time.perf_counter() - start) * 1000.0
+        except Exception as exc:  # the golden rejected the traced arguments, as the op would
+            return {**op_failure(exc), "threshold": threshold}
+        ok, value = passes(reference, output, threshold)
+        return {
+            "status": status.PASS if ok else status.FAIL_ACCURACY,
+            "pcc": value,
+            "threshold": threshold,
+            "message": "" if ok else f"PCC {value:.6f} below {threshold}",
+            "e2e_ms": e2e_ms,
+        }
+
+
+def _no_device(value: dict[str, Any]) -> None:
+    return None

@@ -1,0 +1,218 @@
+"""The executor: the one process that owns the device (or the mock cluster) and runs vectors.
+
+The worker daemon spawns it as a fresh interpreter in its own session (process group), so a hang
+or a crash inside ttnn kills only the executor, and the daemon can kill its whole group. It keeps
+the device open across vectors. Protocol over pipes: 4-byte big-endian length + msgpack; the
+executor moves its stdout out of the way first, because ttnn prints to fd 1 at import.
+
+  executor -> {"ready": true, "ttnn_version": ...} | {"ready": false, "error": ...}
+  daemon   -> vector payload (the msgpack vector itself)
+  executor -> outcome {"status", "pcc", "threshold", "message", "e2e_ms"}
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, BinaryIO
+
+import msgpack
+
+from sweeps import status
+from sweeps.profiles import get_profile
+
+_HEADER = struct.Struct(">I")
+READY_TIMEOUT = 300.0
+
+
+def write_frame(stream: BinaryIO, value: Any, raw: bool = False) -> None:
+    body = value if raw else msgpack.packb(value, use_bin_type=True)
+    stream.write(_HEADER.pack(len(body)) + body)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+class ExecutorDied(Exception):
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+class Executor:
+    """The daemon's handle on its executor: spawn, run one vector with a timeout, kill the group."""
+
+    def __init__(self, machine: str, backend: str, devices: list[int], log: BinaryIO | None = None) -> None:
+        self.machine = machine
+        self.backend = backend
+        self.devices = devices
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.ttnn_version = ""
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.backend == "emulated":
+            env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = get_profile(self.machine).mock_cluster_path
+        elif self.devices:
+            env["TT_VISIBLE_DEVICES"] = ",".join(map(str, self.devices))
+        return env
+
+    def start(self) -> None:
+        """Spawn and wait until the backend is open; raises ExecutorDied when it cannot open."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.executor", self.machine, self.backend],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log if self.log is not None else subprocess.DEVNULL,
+            env=self.env(),
+            start_new_session=True,
+        )
+        reply = self._read(READY_TIMEOUT)
+        if reply is None:
+            died = self.kill()
+            raise ExecutorDied(f"executor did not start: {died}")
+        hello = msgpack.unpackb(reply, raw=False)
+        if not hello.get("ready"):
+            self.kill()
+            raise ExecutorDied(f"backend {self.backend} could not open: {hello.get('error')}")
+        self.ttnn_version = hello.get("ttnn_version", "")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _read(self, timeout: float) -> bytes | None:
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        return read_frame(self.proc.stdout)
+
+    def run(self, payload: bytes, timeout: float) -> dict[str, Any]:
+        """The outcome of one vector; HANG after `timeout` s, CRASH when the executor dies in it."""
+        if not self.alive:
+            self.start()
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            write_frame(self.proc.stdin, payload, raw=True)
+        except BrokenPipeError:
+            return self._died()
+        deadline = time.monotonic() + timeout
+        reply = self._read(timeout)
+        if reply is None:
+            if self.alive and time.monotonic() >= deadline - 0.01:
+                self.kill()
+                return {"status": status.HANG, "message": f"no result after {timeout:g} s; executor group killed"}
+            return self._died()
+        return msgpack.unpackb(reply, raw=False)
+
+    def _died(self) -> dict[str, Any]:
+        died = self.kill()
+        return {"status": status.CRASH, "message": f"executor {died} while running the op"}
+
+    def kill(self) -> str:
+        """Kill the executor's whole process group; returns how it ended."""
+        if self.proc is None:
+            return "not started"
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        return describe_exit(proc.returncode)
+
+    def stop(self) -> None:
+        """Close stdin so the executor exits cleanly, then make sure its group is gone."""
+        if self.proc is None:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
+            pass
+        self.kill()
+
+
+def _open_backend(machine: str, backend: str) -> Any:
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        import ttnn
+    if backend == "emulated":
+        from workers.emulated import EmulatedBackend
+
+        return EmulatedBackend(ttnn, machine)
+    from workers.device import DeviceBackend
+
+    return DeviceBackend(ttnn, get_profile(machine))
+
+
+def serve(machine: str, backend_name: str) -> int:
+    """Executor main loop: one outcome frame per vector frame, until stdin closes."""
+    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # ttnn's prints (Config{...}) and any stray output go to the log, not the protocol
+    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    from sweeps.catalogue import lookup, no_definition_reason
+    from sweeps.vector import VectorError, decode
+
+    try:
+        backend = _open_backend(machine, backend_name)
+    except Exception as exc:  # device open failed: the daemon books INFRA, never an op failure
+        write_frame(proto_out, {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:1000]})
+        return 1
+    import importlib.metadata
+
+    write_frame(proto_out, {"ready": True, "ttnn_version": importlib.metadata.version("ttnn")})
+    while True:
+        payload = read_frame(proto_in)
+        if payload is None:
+            getattr(backend, "close", lambda: None)()
+            return 0
+        try:
+            vector = decode(payload)
+        except VectorError as exc:
+            write_frame(proto_out, {"status": status.INFRA, "message": str(exc)})
+            continue
+        opdef = lookup(vector["op"])
+        if opdef is None:
+            outcome = {"status": status.NOT_RUN, "message": no_definition_reason(vector["op"])}
+        else:
+            try:
+                outcome = backend.run(opdef, vector)
+            except Exception as exc:  # sweepctl's own preparation failed: the op never ran
+                outcome = {
+                    "status": status.NOT_RUN,
+                    "message": f"could not prepare the vector: {type(exc).__name__}: {exc}",
+                }
+        write_frame(proto_out, outcome)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1], sys.argv[2]))
