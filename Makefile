@@ -6,14 +6,10 @@ VENV := .venv/bin
 setup:
 	@scripts/setup.sh
 
-SAMPLE := sweeps/data/sample_master.json
-
-# Until the runtime lands, the main job summarises the sample master store shipped in the project.
+# The main job: an embedded Redis and emulated workers run the sample master store end to end,
+# with a live progress bar and the report; everything it started is stopped afterwards.
 demo: setup
-	$(VENV)/sweepctl store stats $(SAMPLE)
-	$(VENV)/sweepctl store verify $(SAMPLE)
-	$(VENV)/sweepctl store validate $(SAMPLE)
-	$(VENV)/sweepctl configs ttnn.add --store $(SAMPLE)
+	$(VENV)/sweepctl demo
 
 test: setup
 	$(VENV)/ruff check .

@@ -37,3 +37,35 @@ def _no_user_store(monkeypatch, tmp_path):
     monkeypatch.delenv("SWEEPCTL_STORE", raising=False)
     monkeypatch.chdir(tmp_path)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port (never 6379), with its own data dir."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    from broker.embedded import free_port
+
+    directory = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)

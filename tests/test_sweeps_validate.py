@@ -107,8 +107,13 @@ def test_store_validate_command_lists_invalid_configs_per_machine(capsys):
     store = str(ROOT / "sweeps" / "data" / "sample_master.json")
     assert main(["store", "validate", store, "--json"]) == 0
     clean = json.loads(capsys.readouterr().out)
-    assert clean["checked"] == 22 and clean["invalid"] == [] and clean["no_machine"] == []
+    assert clean["checked"] == 33 and clean["no_machine"] == []
+    # the sample's one deliberately invalid config: a Galaxy-sized shard grid traced on N300
+    assert [(r["config_hash"][:12], r["machine"]) for r in clean["invalid"]] == [("ec92cafe05c8", "n300")]
     assert main(["store", "validate", store, "--op", "add", "--machine", "n300", "--json"]) == 0
     forced = json.loads(capsys.readouterr().out)
-    assert [(r["config_hash"][:12], r["machine"]) for r in forced["invalid"]] == [("bba7c3d3966b", "n300")]
+    assert sorted((r["config_hash"][:12], r["machine"]) for r in forced["invalid"]) == [
+        ("bba7c3d3966b", "n300"),
+        ("ec92cafe05c8", "n300"),
+    ]
     assert "outside the n300 compute grid" in forced["invalid"][0]["reason"]
