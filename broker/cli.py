@@ -319,7 +319,11 @@ def _runtime_parsers(sub: Any) -> None:
     enqueue.add_argument("-k", help="only configs whose op, config hash or source contains this")
     enqueue.add_argument("--dry-run", action="store_true", help="expand and validate, print what would go where")
     enqueue.add_argument("--run-id", help="add to this run (idempotent) instead of a new one")
-    enqueue.add_argument("--chunk", type=int, default=64, help="vectors per queue message (default: %(default)s)")
+    enqueue.add_argument(
+        "--chunk",
+        type=int,
+        help="vectors per queue message (default: a run cut into 64 messages per machine, at most 256)",
+    )
     enqueue.add_argument(
         "--max-vectors", type=int, default=10_000, help="cap for all_cases products (default: %(default)s)"
     )

@@ -29,10 +29,26 @@ from broker.results import Results, make_record
 from sweeps import status
 from sweeps.materialize import tensor_slots
 from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
-from sweeps.vector import encode
+from sweeps.vector import payload as vector_payload
 from tracer.store import MasterStore
 
-DEFAULT_CHUNK = 64
+MAX_CHUNK = 256  # ~1 s of 4 ms ops per message
+SPREAD = 64  # small runs are cut into this many messages per machine, so every worker gets some
+
+_ADD_NEW = """
+-- KEYS: the run's vectors hash; ARGV: id1, payload1, id2, payload2...; returns 1 per new vector
+local out = {}
+for i = 1, #ARGV, 2 do out[#out + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return out
+"""
+
+
+def chunk_size(vectors: int, requested: int | None = None) -> int:
+    """Vectors per message: as asked, else enough messages to spread a small run over every worker
+    of a machine, growing to MAX_CHUNK for big runs (one message per vector caps enqueue near 900/s)."""
+    if requested:
+        return requested
+    return max(1, min(MAX_CHUNK, -(-vectors // SPREAD)))
 
 
 def versions() -> dict[str, str]:
@@ -134,12 +150,12 @@ def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: 
 
 
 def publish(
-    app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int = DEFAULT_CHUNK, expires: float | None = None
+    app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None = None, expires: float | None = None
 ) -> dict[str, Any]:
     """Record the run and publish its new vectors; returns what went where."""
     run_id = plan_.run_id
     vectors = plan_.expansion.vectors
-    payloads = [encode(v) for v in vectors]
+    payloads = [vector_payload(v) for v in vectors]
     now = time.time()
     meta = {
         "run_id": run_id,
@@ -153,10 +169,15 @@ def publish(
     created = redis.hsetnx(keys.run(run_id), "meta", json.dumps(meta))
     if created:
         redis.zadd(keys.runs(), {run_id: now})
-    pipe = redis.pipeline(transaction=False)
-    for vector, payload in zip(vectors, payloads, strict=True):
-        pipe.hsetnx(keys.vectors(run_id), vector["id"], payload)
-    fresh = pipe.execute()
+    add_new = redis.register_script(_ADD_NEW)
+    fresh: list[int] = []
+    for start in range(0, len(vectors), 1000):  # one script call per 1000 vectors, not one HSETNX each
+        flat = [
+            x
+            for v, p in zip(vectors[start : start + 1000], payloads[start : start + 1000], strict=True)
+            for x in (v["id"], p)
+        ]
+        fresh.extend(add_new(keys=[keys.vectors(run_id)], args=flat))
     results = Results(redis, keys)
     where = {"backend": "coordinator", "host": meta["host"], "ttnn_version": meta["versions"]["ttnn"]}
     queued: dict[str, list[bytes]] = {}
@@ -184,10 +205,11 @@ def publish(
         for machine, items in queued.items():
             if machine == UNKNOWN_MACHINE:
                 continue
-            for start in range(0, len(items), chunk):
+            size = chunk_size(len(items), chunk)
+            for start in range(0, len(items), size):
                 app.send_task(
                     RUN_CHUNK,
-                    kwargs={"run_id": run_id, "machine": machine, "vectors": items[start : start + chunk]},
+                    kwargs={"run_id": run_id, "machine": machine, "vectors": items[start : start + size]},
                     producer=producer,
                 )
                 chunks += 1

@@ -3,7 +3,8 @@
 * `model_traced`: every traced config of the op, exactly; configs whose canonical inputs are
   identical on one machine collapse to one vector that keeps every source.
 * `all_cases`: per op and machine, the Cartesian product of the values observed in each argument
-  slot; `count_all_cases` previews the size, and a product over the cap is refused until the cap
+  slot ("not passed" counts as a value of a slot some configs omit); `count_all_cases` previews
+  the size (an upper bound), and a product over the cap is refused until the cap
   is raised explicitly.
 * `nightly`: hand-written grids per op (sweeps/nightly.py).
 
@@ -25,7 +26,7 @@ from sweeps.profiles import MachineProfile, get_profile, route
 from sweeps.vector import make_vector
 from tracer.args import canonical_arguments, count_unparsed
 from tracer.errors import InputError
-from tracer.store import MasterStore, model_of
+from tracer.store import MasterStore, bulk, model_of
 
 SUITES = ("model_traced", "all_cases", "nightly")
 DEFAULT_ALL_CASES_CAP = 10_000
@@ -138,6 +139,7 @@ def _vector(suite: str, cfg: _Config, args: list[Any], kwargs: dict[str, Any], h
         timeout_for(cfg.op, cfg.profile),
         config_hash=min(hashes) if hashes else None,
         sources=cfg.sources,
+        trusted=True,
     )
 
 
@@ -158,14 +160,23 @@ def model_traced(store: MasterStore, selection: Selection) -> Expansion:
     return expansion
 
 
+_ABSENT = object()  # a slot some configs do not pass: "not passed" is one of its observed values
+
+
 def _slot_values(configs: list[_Config]) -> dict[str, list[Any]]:
     """Observed distinct values per argument slot ("0", "1"… and kwarg names), in first-seen order."""
     slots: dict[str, dict[bytes, Any]] = {}
+    seen_in: dict[str, int] = {}
     for cfg in configs:
         items = [(str(i), v) for i, v in enumerate(cfg.canonical["args"])] + list(cfg.canonical["kwargs"].items())
         for slot, value in items:
             slots.setdefault(slot, {}).setdefault(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value)
-    return {slot: list(values.values()) for slot, values in slots.items()}
+            seen_in[slot] = seen_in.get(slot, 0) + 1
+    out = {slot: list(values.values()) for slot, values in slots.items()}
+    for slot, values in out.items():
+        if seen_in[slot] < len(configs):
+            values.append(_ABSENT)
+    return out
 
 
 def _groups(store: MasterStore, selection: Selection) -> dict[tuple[str, str], list[_Config]]:
@@ -205,25 +216,31 @@ def all_cases(store: MasterStore, selection: Selection) -> Expansion:
         base = _Config(
             op, first.canonical, first.config_hash, sources, first.profile, first.traced_on, first.mesh_shape
         )
+        seen: set[str] = set()
         for combo in itertools.product(*(slots[s] for s in order)):
-            args = list(combo[: len(positional)])
-            kwargs = dict(zip(named, combo[len(positional) :], strict=True))
+            args = list(itertools.takewhile(lambda v: v is not _ABSENT, combo[: len(positional)]))
+            kwargs = {k: v for k, v in zip(named, combo[len(positional) :], strict=True) if v is not _ABSENT}
             canonical = {"args": args, "kwargs": kwargs}
             vector = _vector("all_cases", base, args, kwargs, [])
+            if vector["id"] in seen:  # an absent positional truncates the args: the same call twice
+                continue
+            seen.add(vector["id"])
             vector["sources"] = sources
             expansion.add(vector, not_run_reason(op, canonical, first.profile, first.traced_on))
     return expansion
 
 
 def expand(store: MasterStore, selection: Selection) -> Expansion:
-    if selection.suite == "model_traced":
-        return model_traced(store, selection)
-    if selection.suite == "all_cases":
-        return all_cases(store, selection)
-    if selection.suite == "nightly":
-        from sweeps.nightly import nightly
+    """The selection's vectors; built with the cyclic GC paused, as the store builds its graph."""
+    with bulk():
+        if selection.suite == "model_traced":
+            return model_traced(store, selection)
+        if selection.suite == "all_cases":
+            return all_cases(store, selection)
+        if selection.suite == "nightly":
+            from sweeps.nightly import nightly
 
-        return nightly(selection)
+            return nightly(selection)
     raise InputError("--suite", f"unknown suite {selection.suite!r} (known: {', '.join(SUITES)})")
 
 

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import msgpack
+import orjson
 
 VECTOR_SCHEMA = 1
 REQUIRED = ("schema", "op", "suite", "machine", "mesh_shape", "inputs", "kwargs", "timeout")
@@ -42,13 +43,25 @@ def canonical(value: Any, where: str = "vector") -> Any:
     raise VectorError(f"{where}: {type(value).__name__} is not vector data")
 
 
+def _sorted_copy(value: Any) -> Any:
+    """canonical() for data already free of tuples, non-string keys and non-finite floats (what
+    tracer.args produces from JSON): orjson sorts the keys at C speed."""
+    return orjson.loads(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+
+
 def encode(vector: dict[str, Any]) -> bytes:
     return msgpack.packb(canonical(vector), use_bin_type=True)
 
 
+def payload(vector: dict[str, Any]) -> bytes:
+    """The wire bytes of a vector from make_vector, which is canonical already (no second walk)."""
+    return msgpack.packb(vector, use_bin_type=True)
+
+
 def vector_id(vector: dict[str, Any]) -> str:
-    identity = {key: vector.get(key) for key in IDENTITY}
-    return hashlib.sha256(encode(identity)).hexdigest()[:32]
+    """sha256 of the canonical msgpack of the identity fields of a canonical vector."""
+    identity = {key: vector.get(key) for key in sorted(IDENTITY)}
+    return hashlib.sha256(msgpack.packb(identity, use_bin_type=True)).hexdigest()[:32]
 
 
 def make_vector(
@@ -61,8 +74,11 @@ def make_vector(
     timeout: float,
     config_hash: str | None = None,
     sources: list[str] | None = None,
+    trusted: bool = False,
 ) -> dict[str, Any]:
-    vector = canonical(
+    """`trusted`: inputs and kwargs come from tracer.args (JSON-born, special floats already strings),
+    so a C-speed key sort replaces the checking walk; the result is the same (tested on real stores)."""
+    vector = (_sorted_copy if trusted else canonical)(
         {
             "schema": VECTOR_SCHEMA,
             "op": op,

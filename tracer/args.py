@@ -9,8 +9,13 @@ counted — tt-metal's loader silently turns an unknown dtype into bfloat16; we 
 
 from __future__ import annotations
 
+import functools
+import math
 import re
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from tracer.cppjson import parse_int_list
 
@@ -39,6 +44,32 @@ _ORIENT = re.compile(r"(ROW_MAJOR|COL_MAJOR)")
 _MC_FIELD = re.compile(r"(memory_layout|buffer_type)\s*=\s*([A-Za-z_:.]+)")
 
 
+_MEMO_LIMIT = 1 << 16
+
+
+def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Traced stores repeat the same tensors, memory configs and placements thousands of times:
+    convert each distinct raw dict once. Results are shared, so callers treat them as read-only."""
+    cache: dict[bytes, Any] = {}
+
+    @functools.wraps(convert)
+    def wrapper(raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return convert(raw)
+        try:
+            key = orjson.dumps(raw)
+        except TypeError:
+            return convert(raw)
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= _MEMO_LIMIT:
+                cache.clear()
+            found = cache[key] = convert(raw)
+        return found
+
+    return wrapper
+
+
 def unparsed(raw: Any, reason: str) -> dict[str, Any]:
     return {"unparsed": raw, "reason": reason}
 
@@ -49,8 +80,11 @@ def is_unparsed(value: Any) -> bool:
 
 def enum_name(raw: Any, kind: str) -> str | None:
     """`DataType.BFLOAT16`, `DataType::BFLOAT16`, `bfloat16`, `Layout.TILE` -> the enum's name, or None."""
-    if not isinstance(raw, str):
-        return None
+    return _enum_name(raw, kind) if isinstance(raw, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _enum_name(raw: str, kind: str) -> str | None:
     name = re.split(r"\.|::", raw.strip())[-1].upper()
     if kind == "StorageType" and name.endswith("_STORAGE"):  # operation_tracer docs spell it DEVICE_STORAGE
         name = name[: -len("_STORAGE")]
@@ -110,6 +144,7 @@ def canonical_shard_spec(raw: Any) -> Any:
     return {"grid": grid, "shape": shape, "orientation": orientation}
 
 
+@_memoized
 def canonical_memory_config(raw: Any) -> Any:
     if isinstance(raw, str):
         if raw.strip() in _NULLS:
@@ -137,6 +172,7 @@ def canonical_memory_config(raw: Any) -> Any:
     return result
 
 
+@_memoized
 def canonical_placement(raw: Any) -> dict[str, Any] | None:
     """Per-tensor mesh placement, from the master store's strings or operation_tracer's lists."""
     if not isinstance(raw, dict):
@@ -155,6 +191,7 @@ def canonical_placement(raw: Any) -> dict[str, Any] | None:
     }
 
 
+@_memoized
 def canonical_tensor(raw: dict[str, Any]) -> dict[str, Any]:
     shape = parse_int_list(raw.get("original_shape", raw.get("shape", raw.get("logical_shape"))))
     dtype_raw = raw.get("original_dtype", raw.get("dtype"))
@@ -196,6 +233,8 @@ def canonical_legacy_tensor(raw: Any) -> dict[str, Any]:
 
 
 def canonical_value(raw: Any) -> Any:
+    if isinstance(raw, float) and not math.isfinite(raw):  # the vector contract: special floats as strings
+        return "nan" if math.isnan(raw) else ("inf" if raw > 0 else "-inf")
     if raw is None or isinstance(raw, (bool, int, float)):
         return raw
     if isinstance(raw, str):

@@ -62,7 +62,7 @@ class MergeSummary:
 
 
 @contextlib.contextmanager
-def _bulk() -> Iterator[None]:
+def bulk() -> Iterator[None]:
     """No cyclic GC while building 100k-config object graphs: each generation-2 pass would rescan
     everything already loaded, which makes import quadratic-ish. Nothing here creates cycles."""
     enabled = gc.isenabled()
@@ -89,7 +89,7 @@ def read_inputs(paths: Iterable[str]) -> list[TracedEntry]:
     is idempotent while two different files add their counts.
     """
     entries: list[TracedEntry] = []
-    with _bulk():
+    with bulk():
         for path in paths:
             entries.extend(_read_input(path))
     return entries
@@ -123,7 +123,7 @@ class MasterStore:
         store = cls()
         if missing_ok and not os.path.exists(path):
             return store
-        with _bulk():
+        with bulk():
             store.merge(read_master(load_json(path), path))
         return store
 
@@ -131,7 +131,7 @@ class MasterStore:
         return sum(len(configs) for configs in self.ops.values())
 
     def merge(self, entries: Iterable[TracedEntry]) -> MergeSummary:
-        with _bulk():
+        with bulk():
             return self._merge(entries)
 
     def _merge(self, entries: Iterable[TracedEntry]) -> MergeSummary:
@@ -190,7 +190,7 @@ class MasterStore:
         """Atomic: readers see the old store or the new one, never half of it."""
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        with _bulk():
+        with bulk():
             data = jsonio.dumps(self.to_json())
         fd, tmp = tempfile.mkstemp(prefix=".store-", suffix=".tmp", dir=directory)
         try:

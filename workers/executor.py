@@ -181,6 +181,7 @@ def serve(machine: str, backend_name: str) -> int:
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     from sweeps.catalogue import lookup, no_definition_reason
     from sweeps.vector import VectorError, decode
+    from workers.testops import run_test_op
 
     try:
         backend = _open_backend(machine, backend_name)
@@ -203,6 +204,8 @@ def serve(machine: str, backend_name: str) -> int:
         opdef = lookup(vector["op"])
         if opdef is None:
             outcome = {"status": status.NOT_RUN, "message": no_definition_reason(vector["op"])}
+        elif opdef.test_only:
+            outcome = run_test_op(opdef, vector)
         else:
             try:
                 outcome = backend.run(opdef, vector)

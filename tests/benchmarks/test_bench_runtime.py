@@ -1,0 +1,135 @@
+"""Benchmarks (run with `make bench`), each printing its figure and the ratio to a baseline
+measured in the same run on a real redis-server:
+
+* expansion: model_traced vectors/s from a loaded store (every config distinct: the worst case)
+  and all_cases vectors/s;
+* enqueue: expand + host validation (warm cache) + record + publish in chunks, against plain
+  Celery publishing one message per vector with a shared producer;
+* worker framework overhead per vector with the no-op test op, against a plain Celery solo worker
+  running one no-op task per vector.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from broker.app import make_app
+from broker.coordinator import Plan, plan, publish
+from broker.keys import Keys
+from sweeps.suites import Expansion, Selection, expand
+from sweeps.vector import make_vector, payload
+from tests.conftest import ADD_SWEEP, ROOT, write_json
+from tests.synth import synthetic_store
+from tracer.store import MasterStore
+
+ENQUEUE_BUDGET = 50_000
+OVERHEAD_BUDGET_MS = 0.2
+
+
+@pytest.mark.bench
+def test_bench_expansion(tmp_path):
+    store = MasterStore.load(str(write_json(tmp_path / "s.json", synthetic_store(50_000))))
+    start = time.perf_counter()
+    traced = expand(store, Selection())
+    traced_s = time.perf_counter() - start
+    store = MasterStore.load(str(ADD_SWEEP))
+    start = time.perf_counter()
+    cases = expand(store, Selection(suite="all_cases", cap=10**7))
+    cases_s = time.perf_counter() - start
+    print(
+        f"\nexpansion: model_traced {len(traced.vectors):,} vectors in {traced_s:.2f} s = "
+        f"{len(traced.vectors) / traced_s:,.0f}/s ({len(traced.vectors) / traced_s / ENQUEUE_BUDGET:.2f}x the "
+        f"50,000/s budget); all_cases {len(cases.vectors):,} vectors in {cases_s:.2f} s = "
+        f"{len(cases.vectors) / cases_s:,.0f}/s ({len(cases.vectors) / cases_s / ENQUEUE_BUDGET:.2f}x)"
+    )
+
+
+@pytest.mark.bench
+def test_bench_enqueue(redis_server, tmp_path):
+    client = redis.Redis.from_url(redis_server)
+    keys = Keys("bench")
+    app = make_app(redis_server, keys)
+    path = str(write_json(tmp_path / "s.json", synthetic_store(50_000)))
+    plan(path, Selection(), client, keys, "warm")  # fills the host-validation cache (a one-off per ttnn version)
+    start = time.perf_counter()
+    the_plan = plan(path, Selection(), client, keys, None)
+    planned = time.perf_counter()
+    summary = publish(app, client, keys, the_plan)
+    done = time.perf_counter()
+    n = summary["added"]
+    store_load = MasterStore.load  # the store load is the import budget's, not enqueue's: time it apart
+    t0 = time.perf_counter()
+    store_load(path)
+    load_s = time.perf_counter() - t0
+    ours = n / (done - start - load_s)
+    # baseline: the same vectors, one Celery message each, shared producer (5,000 of them)
+    plain = make_app(redis_server, Keys("plain"))
+    payloads = [payload(v) for v in the_plan.expansion.vectors[:5000]]
+    t0 = time.perf_counter()
+    with plain.producer_or_acquire() as producer:
+        for item in payloads:
+            plain.send_task("sweepctl.run_chunk", kwargs={"run_id": "x", "machine": "n300", "vectors": [item]},
+                            producer=producer)  # fmt: skip
+    baseline = len(payloads) / (time.perf_counter() - t0)
+    print(
+        f"\nenqueue {n:,} vectors in {summary['chunks']} chunks: plan {planned - start:.2f} s (store load "
+        f"{load_s:.2f} s of it), publish {done - planned:.2f} s -> {ours:,.0f} vectors/s without the store load "
+        f"({ours / ENQUEUE_BUDGET:.2f}x the budget); plain Celery one message per vector: {baseline:,.0f}/s "
+        f"-> {ours / baseline:.1f}x"
+    )
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+@pytest.mark.bench
+def test_bench_worker_overhead(redis_server, tmp_path):
+    n = 5000
+    client = redis.Redis.from_url(redis_server)
+    env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "BENCH_REDIS_URL": redis_server}
+    keys = Keys("bench")
+    tensor = {"tensor": {"shape": [1, 1, 32, 32], "dtype": "BFLOAT16", "layout": "TILE", "memory_config": None}}
+    vectors = [
+        make_vector("sweepctl.test.noop", "bench", "n300", [1, 2], [tensor, i], {}, 30.0) for i in range(n)
+    ]
+    run = Plan("noop", Selection(), Expansion(vectors=vectors), {})
+    publish(make_app(redis_server, keys), client, keys, run)
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
+    worker = _spawn(cmd + ["--name", "bench", "--redis", redis_server, "--prefix", "bench"], env, log)
+    deadline = time.monotonic() + 300
+    while client.hget(keys.agg("noop"), "done") != str(n).encode() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=60)
+    agg = client.hgetall(keys.agg("noop"))
+    ours_ms = (float(agg[b"t_last"]) - float(agg[b"t_first"])) / (n - 1) * 1000.0
+
+    os.environ["BENCH_REDIS_URL"] = redis_server
+    from tests.benchmarks import plain_celery
+
+    for i in range(n):
+        plain_celery.noop.apply_async((i, n - 1, b"x" * 700))
+    cmd = [sys.executable, "-m", "celery", "-A", "tests.benchmarks.plain_celery", "worker", "-P", "solo", "-c", "1"]
+    cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"]
+    plain = _spawn(cmd, env, log)
+    deadline = time.monotonic() + 300
+    while client.hlen("plain:bench") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(plain.pid, signal.SIGTERM)
+    plain.wait(timeout=60)
+    stamps = {int(k): float(v) for k, v in client.hgetall("plain:bench").items()}
+    plain_ms = (stamps[n - 1] - stamps[0]) / (n - 1) * 1000.0
+    print(
+        f"\nworker framework overhead, {n} no-op vectors: {ours_ms:.3f} ms/vector (budget {OVERHEAD_BUDGET_MS} ms: "
+        f"{OVERHEAD_BUDGET_MS / ours_ms:.2f}x under it; lease, executor round trip, record and aggregates included); "
+        f"plain Celery solo worker, one no-op task per vector: {plain_ms:.3f} ms -> {plain_ms / ours_ms:.1f}x faster"
+    )

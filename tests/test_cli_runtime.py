@@ -1,0 +1,75 @@
+"""The runtime commands as a user types them: bad input is one line and exit 2, dry runs write
+nothing, `ops` tells what is covered; the Celery app refuses pickle and routes by machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from broker.app import RUN_CHUNK, PickleRefused, make_app, refuse_pickle, route_chunk
+from broker.cli import main
+from broker.keys import Keys
+from tests.conftest import ROOT
+
+SAMPLE = str(ROOT / "sweeps" / "data" / "sample_master.json")
+
+
+def _one_line_error(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys, redis_server, monkeypatch):
+    monkeypatch.delenv("SWEEPCTL_REDIS_URL", raising=False)
+    monkeypatch.setenv("SWEEPCTL_HOME", str(ROOT / "nonexistent-home"))
+    _one_line_error(capsys, ["enqueue", "--suite", "weekly", "--redis", redis_server], "unknown suite 'weekly'")
+    _one_line_error(capsys, ["enqueue", "--machine", "n999", "--redis", redis_server], "unknown machine type")
+    _one_line_error(capsys, ["enqueue", "--store", "missing.json", "--redis", redis_server], "no such master store")
+    _one_line_error(
+        capsys, ["enqueue", "--op", "pad", "--store", SAMPLE, "--redis", redis_server], "no traced configs of ttnn.pad"
+    )
+    _one_line_error(capsys, ["status", "--redis", "redis://127.0.0.1:1/0"], "does not answer")
+    _one_line_error(capsys, ["report", "run-nope", "--redis", redis_server], "no such run")
+    _one_line_error(capsys, ["workers"], "run `sweepctl up`")
+
+
+@pytest.mark.slow
+def test_dry_run_counts_per_machine_and_writes_nothing(capsys, redis_server):
+    assert main(["enqueue", "--store", SAMPLE, "--dry-run", "--json", "--redis", redis_server, "--prefix", "dry"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] and plan["vectors"] == 33
+    assert plan["per_machine"]["n300"] == {"queued": 13, "INVALID": 1, "NOT_RUN": 1}
+    assert plan["per_machine"]["galaxy"] == {"queued": 18}
+    client = redis.Redis.from_url(redis_server)
+    keys = Keys("dry")
+    assert client.zcard(keys.runs()) == 0 and not client.exists(keys.run(plan["run_id"]))
+    # only the validation cache was written: the next enqueue does not pay for host validation again
+    assert client.hlen(keys.validation("0.81.1", "n300")) > 0
+
+
+def test_ops_lists_the_catalogue_and_the_store_ops_it_lacks(capsys):
+    assert main(["ops", "--store", SAMPLE, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {row["op"] for row in data["ops"]}
+    assert {"ttnn.add", "ttnn.matmul", "ttnn.all_gather", "ttnn.conv2d"} <= names
+    assert data["store_ops_without_definition"] == ["ttnn.experimental.nlp_create_qkv_heads_decode"]
+    assert main(["ops"]) == 0
+    assert "ops covered" in capsys.readouterr().out
+
+
+def test_the_app_is_msgpack_only_and_refuses_pickle():
+    app = make_app("redis://127.0.0.1:1/0", Keys("x"))
+    assert list(app.conf.accept_content) == ["msgpack"] and app.conf.task_acks_late
+    assert app.conf.worker_disable_prefetch and app.conf.task_ignore_result and not app.conf.task_create_missing_queues
+    app.conf.accept_content = ["msgpack", "pickle"]
+    with pytest.raises(PickleRefused):
+        refuse_pickle(app.conf)
+
+
+def test_chunks_route_to_their_machines_queue():
+    assert route_chunk(RUN_CHUNK, (), {"machine": "galaxy"}, {}) == {"queue": "sweeps.galaxy"}
+    assert route_chunk("other.task", (), {}, {}) is None

@@ -1,0 +1,136 @@
+"""Suites and the catalogue over the real stores in ../shared/data and the shipped sample: every
+config becomes a vector (runnable or NOT_RUN with a reason), nothing is dropped or defaulted."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from sweeps import catalogue
+from sweeps.nightly import GRIDS
+from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
+from sweeps.vector import make_vector
+from tests.conftest import ADD_SWEEP, MINI, ROOT, TRACER_EXAMPLES
+from tracer.args import canonical_arguments
+from tracer.errors import InputError
+from tracer.store import MasterStore, read_inputs
+
+SAMPLE = ROOT / "sweeps" / "data" / "sample_master.json"
+ISSUE_OPS = (
+    "add multiply subtract matmul linear pad permute reshape transpose concat slice repeat embedding typecast softmax "
+    "layer_norm rms_norm silu gelu relu sigmoid sigmoid_accurate exp rsqrt neg sum mean max argmax topk to_layout "
+    "to_memory_config tilize_with_zero_padding untilize interleaved_to_sharded sharded_to_interleaved clamp where "
+    "transformer.scaled_dot_product_attention experimental.rotary_embedding conv2d max_pool2d upsample all_gather "
+    "reduce_scatter"
+).split()
+
+
+def _store(*paths) -> MasterStore:
+    store = MasterStore()
+    store.merge(read_inputs([str(p) for p in paths]))
+    return store
+
+
+def test_the_catalogue_covers_the_listed_ops_and_the_traced_ones():
+    missing = [op for op in ISSUE_OPS if catalogue.lookup(f"ttnn.{op}") is None]
+    assert missing == []
+    store = _store(ADD_SWEEP, MINI, SAMPLE)
+    traced = {op for op in store.ops if op != "ttnn.experimental.nlp_create_qkv_heads_decode"}
+    assert [op for op in sorted(traced) if catalogue.lookup(op) is None] == []
+
+
+def test_every_catalogue_op_is_a_registered_ttnn_op():
+    tsv = (ROOT.parent / "shared" / "reference" / "ttnn_0.81.1_registered_operations.tsv").read_text().splitlines()
+    registered = {line.split("\t")[0] for line in tsv[1:]}
+    assert sorted(set(catalogue.CATALOGUE) - registered) == []
+
+
+def test_test_ops_exist_only_behind_their_flag(monkeypatch):
+    monkeypatch.delenv(catalogue.TEST_OPS_ENV, raising=False)
+    assert catalogue.lookup("sweepctl.test.noop") is None
+    monkeypatch.setenv(catalogue.TEST_OPS_ENV, "1")
+    assert catalogue.lookup("sweepctl.test.noop").test_only
+
+
+def test_threshold_is_that_of_the_least_precise_dtype():
+    add = catalogue.lookup("ttnn.add")
+    assert add.threshold(["BFLOAT16", "FLOAT32"]) == catalogue.THRESHOLDS["BFLOAT16"]
+    assert add.threshold(["BFLOAT16", "BFLOAT4_B", "BFLOAT8_B"]) == catalogue.THRESHOLDS["BFLOAT4_B"]
+    assert add.threshold(["UINT32"]) == 0.9999
+
+
+@pytest.mark.parametrize("paths", [(ADD_SWEEP,), (MINI,), (TRACER_EXAMPLES,), (SAMPLE,)], ids=lambda p: p[0].name)
+def test_model_traced_turns_every_config_into_a_vector(paths):
+    store = _store(*paths)
+    expansion = model_traced(store, Selection())
+    ids = {v["id"] for v in expansion.vectors}
+    assert len(ids) == len(expansion.vectors)
+    from sweeps.profiles import route
+    from sweeps.suites import timeout_for
+
+    for op, entry in store.entries():
+        info = entry["executions"][0].get("machine_info")
+        profile = route(info)
+        canonical = canonical_arguments(entry["arguments"])
+        mesh = (info or {}).get("mesh_device_shape") or (list(profile.mesh_shape) if profile else [1, 1])
+        machine = profile.name if profile else "unknown"
+        expected = make_vector(
+            op, "model_traced", machine, mesh, canonical["args"], canonical["kwargs"], timeout_for(op, profile)
+        )
+        assert expected["id"] in ids, f"{op} {entry['config_hash'][:12]} was dropped"
+        vector = next(v for v in expansion.vectors if v["id"] == expected["id"])
+        assert vector["inputs"] == expected["inputs"] and vector["kwargs"] == expected["kwargs"]  # exactly as traced
+        reason = expansion.not_run.get(vector["id"])
+        assert reason == not_run_reason(op, canonical, profile, "x") or profile is None
+
+
+def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason():
+    expansion = model_traced(_store(MINI, SAMPLE), Selection())
+    reasons = sorted(set(expansion.not_run.values()))
+    assert any(r.startswith("traced on unknown: no machine profile") for r in reasons)
+    assert "no sweep definition for ttnn.experimental.nlp_create_qkv_heads_decode" in reasons
+    forced = model_traced(_store(MINI), Selection(machine="n300"))
+    assert {v["machine"] for v in forced.vectors} == {"n300"} and forced.not_run == {}
+
+
+def test_identical_inputs_collapse_to_one_vector_with_every_source(add_sweep, tmp_path):
+    op = "ttnn.add"
+    config = add_sweep["operations"][op]["configurations"][0]
+    twin = copy.deepcopy(config)
+    twin["config_hash"] = "f" * 64  # another trace spelling of the same call
+    twin["executions"][0]["source"] = "models/other/model.py"
+    twin["executions"][0]["trace_uid"] = "other"
+    data = {"operations": {op: {"configurations": [config, twin]}}}
+    path = tmp_path / "twins.json"
+    path.write_text(json.dumps(data))
+    expansion = model_traced(_store(path), Selection())
+    assert len(expansion.vectors) == 1
+    vector = expansion.vectors[0]
+    assert vector["sources"] == sorted({config["executions"][0]["source"], "models/other/model.py"})
+    assert vector["config_hash"] == min(config["config_hash"], "f" * 64)
+
+
+def test_all_cases_is_the_product_of_observed_values_and_respects_its_cap():
+    store = _store(ADD_SWEEP)
+    selection = Selection(ops=["ttnn.add"], suite="all_cases", cap=10**9)
+    counts = count_all_cases(store, selection)
+    expansion = all_cases(store, selection)
+    assert sum(counts.values()) >= len(expansion.vectors) > len(list(store.entries("ttnn.add")))
+    assert len({v["id"] for v in expansion.vectors}) == len(expansion.vectors)
+    traced = {v["id"] for v in model_traced(store, Selection(ops=["ttnn.add"])).vectors}
+    assert traced <= {v["id"] for v in expansion.vectors}  # the traced configs are points of the product
+    with pytest.raises(InputError, match="exceed the cap of 10"):
+        all_cases(store, Selection(ops=["ttnn.add"], suite="all_cases", cap=10))
+
+
+def test_nightly_grids_expand_for_their_machines():
+    expansion = expand(MasterStore(), Selection(suite="nightly", ops=["ttnn.matmul"]))
+    assert {v["machine"] for v in expansion.vectors} == set(GRIDS["ttnn.matmul"][1])
+    assert all(v["suite"] == "nightly" for v in expansion.vectors) and expansion.not_run == {}
+
+
+def test_unknown_suite_is_one_clear_error():
+    with pytest.raises(InputError, match="unknown suite 'weekly'"):
+        expand(MasterStore(), Selection(suite="weekly"))
