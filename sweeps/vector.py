@@ -59,7 +59,12 @@ def payload(vector: dict[str, Any]) -> bytes:
 
 
 def vector_id(vector: dict[str, Any]) -> str:
-    """sha256 of the canonical msgpack of the identity fields of a canonical vector."""
+    """sha256 of the canonical msgpack of the identity fields (any key order, tuples or lists)."""
+    return _canonical_id(canonical({key: vector.get(key) for key in IDENTITY}))
+
+
+def _canonical_id(vector: dict[str, Any]) -> str:
+    """vector_id of a vector that is canonical already (make_vector's): no second walk."""
     identity = {key: vector.get(key) for key in sorted(IDENTITY)}
     return hashlib.sha256(msgpack.packb(identity, use_bin_type=True)).hexdigest()[:32]
 
@@ -92,7 +97,7 @@ def make_vector(
             "sources": sorted(set(sources or [])),
         }
     )
-    vector["id"] = vector_id(vector)
+    vector["id"] = _canonical_id(vector)
     return vector
 
 

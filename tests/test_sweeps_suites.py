@@ -134,3 +134,11 @@ def test_nightly_grids_expand_for_their_machines():
 def test_unknown_suite_is_one_clear_error():
     with pytest.raises(InputError, match="unknown suite 'weekly'"):
         expand(MasterStore(), Selection(suite="weekly"))
+
+
+def test_the_fast_canonical_path_equals_the_checking_walk_on_real_stores():
+    store = _store(ADD_SWEEP, MINI, TRACER_EXAMPLES, SAMPLE)
+    for op, entry in store.entries():
+        canonical = canonical_arguments(entry["arguments"])
+        args = (op, "model_traced", "n300", [1, 2], canonical["args"], canonical["kwargs"], 30.0)
+        assert make_vector(*args, trusted=True) == make_vector(*args)

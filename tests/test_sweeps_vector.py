@@ -71,14 +71,14 @@ _CHILD = (
 
 
 def _interpreters(tmp_path):
-    """This venv's Python plus the machine's other CPython versions, each given msgpack in a
+    """This venv's Python plus the machine's other CPython versions, each given msgpack and orjson in a
     private --target directory (nothing installed into those interpreters)."""
     found = [(sys.executable, "")]
     for pattern in ("3.10*", "3.11*"):
         for python in sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{pattern}/bin/python3")))[:1]:
             target = tmp_path / os.path.basename(os.path.dirname(os.path.dirname(python)))
             subprocess.run(
-                [python, "-m", "pip", "install", "-q", "--target", str(target), "msgpack"],
+                [python, "-m", "pip", "install", "-q", "--target", str(target), "msgpack", "orjson"],
                 check=True,
                 capture_output=True,
             )
