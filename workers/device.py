@@ -15,13 +15,11 @@ from typing import Any
 
 import torch
 
-from sweeps import status
 from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, prepare, substitute
 from sweeps.memconfig import to_ttnn
-from sweeps.pcc import passes
 from sweeps.profiles import MachineProfile
-from workers.outcome import op_failure
+from workers.outcome import op_failure, verdict
 
 NAME = "ttnn"
 L1_SMALL_SIZE = 32768  # conv2d / pool / CCL need L1_SMALL (ttnn_api_facts.md §6)
@@ -127,11 +125,4 @@ class DeviceBackend:
         except Exception as exc:
             return {**op_failure(exc), "threshold": threshold}
         per_device = result[: reference.shape[0]] if result.dim() and result.shape != reference.shape else result
-        ok, value = passes(reference, per_device, threshold)
-        return {
-            "status": status.PASS if ok else status.FAIL_ACCURACY,
-            "pcc": value,
-            "threshold": threshold,
-            "message": "" if ok else f"PCC {value:.6f} below {threshold}",
-            "e2e_ms": e2e_ms,
-        }
+        return verdict(reference, per_device, threshold, e2e_ms)

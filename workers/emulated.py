@@ -12,11 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sweeps import status
 from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, prepare, quantize, substitute
-from sweeps.pcc import passes
-from workers.outcome import op_failure
+from workers.outcome import op_failure, verdict
 
 NAME = "emulated"
 
@@ -49,14 +47,7 @@ class EmulatedBackend:
             e2e_ms = (time.perf_counter() - start) * 1000.0
         except Exception as exc:  # the golden rejected the traced arguments, as the op would
             return {**op_failure(exc), "threshold": threshold}
-        ok, value = passes(reference, output, threshold)
-        return {
-            "status": status.PASS if ok else status.FAIL_ACCURACY,
-            "pcc": value,
-            "threshold": threshold,
-            "message": "" if ok else f"PCC {value:.6f} below {threshold}",
-            "e2e_ms": e2e_ms,
-        }
+        return verdict(reference, output, threshold, e2e_ms)
 
 
 def _no_device(value: dict[str, Any]) -> None:
