@@ -174,9 +174,19 @@ def prepare(ttnn: Any, opdef: OpDef, vector: dict[str, Any]) -> Prepared:
     return prepared
 
 
+_GOLDENS: dict[str, Callable[..., Any]] = {}
+
+
 def golden_function(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
     """The op's golden as (args, kwargs, ctx) -> torch: the catalogue's, else ttnn's own, called
-    with only the kwargs its signature takes."""
+    with only the kwargs its signature takes. Resolved once per op per process."""
+    found = _GOLDENS.get(opdef.name)
+    if found is None:
+        found = _GOLDENS[opdef.name] = _resolve_golden(ttnn, opdef)
+    return found
+
+
+def _resolve_golden(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
     if opdef.golden is not None:
         custom = opdef.golden
         return lambda args, kwargs, ctx: custom(ttnn, args, kwargs, ctx)

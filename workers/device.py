@@ -50,7 +50,6 @@ class DeviceBackend:
         self.profile = profile
         self.mesh = ttnn.open_mesh_device(ttnn.MeshShape(*profile.mesh_shape), l1_small_size=L1_SMALL_SIZE)
         self._submeshes: dict[tuple[int, int], Any] = {}
-        self._goldens: dict[str, Any] = {}
 
     def close(self) -> None:
         self.ttnn.close_mesh_device(self.mesh)
@@ -89,9 +88,7 @@ class DeviceBackend:
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         ttnn = self.ttnn
-        golden = self._goldens.get(opdef.name)
-        if golden is None:
-            golden = self._goldens[opdef.name] = golden_function(ttnn, opdef)
+        golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
         threshold = opdef.threshold(prepared.dtypes)
         mesh = self._mesh_for(vector["mesh_shape"])

@@ -25,13 +25,10 @@ class EmulatedBackend:
     def __init__(self, ttnn: Any, machine: str) -> None:
         self.ttnn = ttnn
         self.machine = machine
-        self._goldens: dict[str, Any] = {}
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         ttnn = self.ttnn
-        golden = self._goldens.get(opdef.name)
-        if golden is None:
-            golden = self._goldens[opdef.name] = golden_function(ttnn, opdef)
+        golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
         dtypes = {slot: t["dtype"] for slot, t in prepared.tensors.items()}
         threshold = opdef.threshold(prepared.dtypes)
