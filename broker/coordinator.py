@@ -180,7 +180,7 @@ def publish(
         fresh.extend(add_new(keys=[keys.vectors(run_id)], args=flat))
     results = Results(redis, keys)
     where = {"backend": "coordinator", "host": meta["host"], "ttnn_version": meta["versions"]["ttnn"]}
-    queued: dict[str, list[bytes]] = {}
+    queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
     added: Counter = Counter()
     pipe = redis.pipeline(transaction=False)
     for vector, payload, new in zip(vectors, payloads, fresh, strict=True):
@@ -189,7 +189,7 @@ def publish(
         added[vector["machine"]] += 1
         reason = plan_.expansion.not_run.get(vector["id"]) or plan_.invalid.get(vector["id"])
         if reason is None:
-            queued.setdefault(vector["machine"], []).append(payload)
+            queued.setdefault(vector["machine"], []).append(vector["id"])
             continue
         state = status.NOT_RUN if vector["id"] in plan_.expansion.not_run else status.INVALID
         outcome = {"status": state, "message": reason}
@@ -209,7 +209,7 @@ def publish(
             for start in range(0, len(items), size):
                 app.send_task(
                     RUN_CHUNK,
-                    kwargs={"run_id": run_id, "machine": machine, "vectors": items[start : start + size]},
+                    kwargs={"run_id": run_id, "machine": machine, "ids": items[start : start + size]},
                     producer=producer,
                 )
                 chunks += 1

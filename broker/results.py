@@ -3,7 +3,7 @@ in the same atomic step (a Lua script), so a report never scans results.
 
 `begin` starts an attempt (skipped when the vector already has a final record: a redelivered
 chunk); `finish` writes the record with HSETNX and, the first time a vector reaches a final
-status, bumps the counters. Aggregates (`{p}:run:R:agg` fields):
+status, bumps the counters; `step` does both in one round trip (a worker's hot path). Aggregates (`{p}:run:R:agg` fields):
 
   done, t_first, t_last              vectors with a final status; first/last finish (unix s)
   s|STATUS  os|OP|STATUS  ms|MACHINE|STATUS      counts
@@ -26,41 +26,41 @@ import msgpack
 from broker.keys import Keys
 from sweeps import status
 
-_BEGIN = """
--- KEYS: final, attempts, lease, worker ; ARGV: vector id, worker name, lease ttl
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
-local attempt = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-redis.call('HSET', KEYS[4], 'current', ARGV[1])
-return attempt
-"""
-
-_FINISH = """
--- KEYS: records, final, agg, failed, lease, worker
--- ARGV: field, record, vector id, status, is_final, op, machine, executed, pcc, pcc bucket, e2e bucket, failed, now,
---       backend
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('DEL', KEYS[5])
-if KEYS[6] ~= '' then redis.call('HSET', KEYS[6], 'current', '') end
-if ARGV[5] ~= '1' then return 1 end
-if redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4]) == 0 then return 2 end
-local agg = KEYS[3]
-redis.call('HINCRBY', agg, 'done', 1)
-redis.call('HSETNX', agg, 't_first', ARGV[13])
-redis.call('HSET', agg, 't_last', ARGV[13])
-redis.call('HINCRBY', agg, 's|' .. ARGV[4], 1)
-redis.call('HINCRBY', agg, 'os|' .. ARGV[6] .. '|' .. ARGV[4], 1)
-redis.call('HINCRBY', agg, 'ms|' .. ARGV[7] .. '|' .. ARGV[4], 1)
-if ARGV[9] ~= '' then
-  local key = 'pmin|' .. ARGV[6]
-  local cur = redis.call('HGET', agg, key)
-  if (not cur) or tonumber(ARGV[9]) < tonumber(cur) then redis.call('HSET', agg, key, ARGV[9]) end
-  redis.call('HINCRBY', agg, 'ph|' .. ARGV[6] .. '|' .. ARGV[10], 1)
+# One script, two optional halves, so a worker pays one round trip per vector: the record of the
+# vector it just ran, and the start of the next one.
+_STEP = """
+-- KEYS 1-6 finish: records, final, agg, failed, lease, worker | KEYS 7-9 begin: final, attempts, lease
+-- ARGV 1: '1' when finishing; 2-15 the finish fields (see finish_args); 16: '1' when beginning;
+-- 17-19: vector id, worker name, lease ttl. Returns the begun attempt, -1 when that vector is
+-- already final, 0 when nothing was begun.
+if ARGV[1] == '1' and redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 1 then
+  redis.call('DEL', KEYS[5])
+  if KEYS[6] ~= '' then redis.call('HSET', KEYS[6], 'current', '') end
+  if ARGV[6] == '1' and redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[5]) == 1 then
+    local agg, op, st = KEYS[3], ARGV[7], ARGV[5]
+    redis.call('HINCRBY', agg, 'done', 1)
+    redis.call('HSETNX', agg, 't_first', ARGV[14])
+    redis.call('HSET', agg, 't_last', ARGV[14])
+    redis.call('HINCRBY', agg, 's|' .. st, 1)
+    redis.call('HINCRBY', agg, 'os|' .. op .. '|' .. st, 1)
+    redis.call('HINCRBY', agg, 'ms|' .. ARGV[8] .. '|' .. st, 1)
+    if ARGV[9] == '1' then redis.call('HINCRBY', agg, 'b|' .. ARGV[15], 1) end
+    if ARGV[10] ~= '' then
+      local key = 'pmin|' .. op
+      local cur = redis.call('HGET', agg, key)
+      if (not cur) or tonumber(ARGV[10]) < tonumber(cur) then redis.call('HSET', agg, key, ARGV[10]) end
+      redis.call('HINCRBY', agg, 'ph|' .. op .. '|' .. ARGV[11], 1)
+    end
+    if ARGV[12] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. op .. '|' .. ARGV[12], 1) end
+    if ARGV[13] == '1' then redis.call('HSET', KEYS[4], ARGV[4], ARGV[3]) end
+  end
 end
-if ARGV[11] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. ARGV[6] .. '|' .. ARGV[11], 1) end
-if ARGV[8] == '1' then redis.call('HINCRBY', agg, 'b|' .. ARGV[14], 1) end
-if ARGV[12] == '1' then redis.call('HSET', KEYS[4], ARGV[3], ARGV[2]) end
-return 1
+if ARGV[16] ~= '1' then return 0 end
+if redis.call('HEXISTS', KEYS[7], ARGV[17]) == 1 then return -1 end
+local attempt = redis.call('HINCRBY', KEYS[8], ARGV[17], 1)
+redis.call('SET', KEYS[9], ARGV[18], 'EX', ARGV[19])
+if KEYS[6] ~= '' then redis.call('HSET', KEYS[6], 'current', ARGV[17]) end
+return attempt
 """
 
 PCC_BUCKET_MAX = 120
@@ -108,58 +108,66 @@ class Results:
         self.redis = redis
         self.keys = keys
         self.worker = worker
-        self._begin = redis.register_script(_BEGIN)
-        self._finish = redis.register_script(_FINISH)
+        self._step = redis.register_script(_STEP)
+
+    def step(
+        self,
+        finished: dict[str, Any] | None,
+        begin: tuple[str, str] | None,
+        lease_ttl: int = 30,
+        final: bool = True,
+        pipe: Any = None,
+    ) -> int:
+        """Write `finished` (once) and begin the attempt of `begin` = (run, vector) in one round trip.
+        Returns the attempt begun, -1 when that vector already has a final record, 0 if none."""
+        keys = self.keys
+        worker_key = keys.worker(self.worker) if self.worker else ""
+        if finished is not None:
+            run_id, vector_id = finished["run"], finished["vector"]
+            head = [keys.records(run_id), keys.final(run_id), keys.agg(run_id), keys.failed(run_id)]
+            head += [keys.lease(run_id, vector_id), worker_key]
+            args = ["1", *_finish_args(finished, final)]
+        else:
+            head, args = ["", "", "", "", "", worker_key], ["0"] + [""] * 14
+        if begin is not None:
+            run_id, vector_id = begin
+            tail = [keys.final(run_id), keys.attempts(run_id), keys.lease(run_id, vector_id)]
+            args += ["1", vector_id, self.worker, str(lease_ttl)]
+        else:
+            tail, args = ["", "", ""], args + ["0", "", "", ""]
+        result = self._step(keys=head + tail, args=args, client=pipe)
+        return 0 if pipe is not None else int(result)  # a pipeline answers when it executes
 
     def begin(self, run_id: str, vector_id: str, lease_ttl: int) -> int:
         """The attempt number now starting, or -1 when the vector already has a final record."""
-        keys = self.keys
-        return int(
-            self._begin(
-                keys=[
-                    keys.final(run_id),
-                    keys.attempts(run_id),
-                    keys.lease(run_id, vector_id),
-                    keys.worker(self.worker),
-                ],
-                args=[vector_id, self.worker, lease_ttl],
-            )
-        )
+        return self.step(None, (run_id, vector_id), lease_ttl)
 
     def finish(self, record: dict[str, Any], final: bool = True, pipe: Any = None) -> None:
         """Write one attempt's record once; aggregates move only on a vector's first final record."""
-        keys = self.keys
-        run_id, vector_id = record["run"], record["vector"]
-        pcc = record.get("pcc")
-        e2e = record.get("e2e_ms")
-        executed = status.is_executed(record["status"])
-        self._finish(
-            keys=[
-                keys.records(run_id),
-                keys.final(run_id),
-                keys.agg(run_id),
-                keys.failed(run_id),
-                keys.lease(run_id, vector_id),
-                keys.worker(self.worker) if self.worker else "",
-            ],
-            args=[
-                keys.record_field(vector_id, record["attempt"]),
-                msgpack.packb(record, use_bin_type=True),
-                vector_id,
-                record["status"],
-                "1" if final else "0",
-                record["op"],
-                record["machine"],
-                "1" if executed else "0",
-                repr(pcc) if executed and pcc is not None else "",
-                str(pcc_bucket(pcc)) if executed and pcc is not None else "",
-                str(e2e_bucket(e2e)) if executed and e2e is not None else "",
-                "1" if record["status"] in status.FAILED else "0",
-                repr(time.time()),
-                record["backend"],
-            ],
-            client=pipe,
-        )
+        self.step(record, None, final=final, pipe=pipe)
+
+
+def _finish_args(record: dict[str, Any], final: bool) -> list[str | bytes]:
+    pcc = record.get("pcc")
+    e2e = record.get("e2e_ms")
+    executed = status.is_executed(record["status"])
+    measured = executed and pcc is not None
+    return [
+        Keys.record_field(record["vector"], record["attempt"]),
+        msgpack.packb(record, use_bin_type=True),
+        record["vector"],
+        record["status"],
+        "1" if final else "0",
+        record["op"],
+        record["machine"],
+        "1" if executed else "0",
+        repr(pcc) if measured else "",
+        str(pcc_bucket(pcc)) if measured else "",
+        str(e2e_bucket(e2e)) if executed and e2e is not None else "",
+        "1" if record["status"] in status.FAILED else "0",
+        repr(time.time()),
+        record["backend"],
+    ]
 
 
 def make_record(

@@ -1,9 +1,11 @@
 """The worker daemon: one Celery process (solo pool, concurrency 1) on its machine's queue,
 pinned to a device set, with one executor process that owns the devices.
 
-For each vector of a chunk: `begin` (skip it when it already has a final record, else bump its
-attempt counter and take a lease), hand it to the executor with its timeout, `finish` (the
-attempt's record, written once, and the run's aggregates in the same step). A heartbeat thread
+A chunk message names vector ids; the vectors themselves are fetched from the run's hash. For
+each vector: `begin` (skip it when it already has a final record, else bump its attempt counter
+and take a lease), hand it to the executor with its timeout, `finish` (the attempt's record,
+written once, and the run's aggregates in the same step); the finish of one vector and the begin
+of the next share one round trip. A heartbeat thread
 renews the current lease and the worker's liveness. The Celery process never imports ttnn.
 """
 
@@ -113,42 +115,56 @@ class WorkerDaemon:
 
     # --- work -------------------------------------------------------------------------------
 
-    def run_chunk(self, run_id: str, payloads: list[bytes]) -> dict[str, int]:
+    def run_chunk(self, run_id: str, ids: list[str]) -> dict[str, int]:
+        """Run a chunk's vectors in order. Each round trip to Redis writes the record of the vector
+        just run and begins the next one, so a vector costs one Redis call and one executor call."""
         counts = {"ran": 0, "skipped": 0}
-        for payload in payloads:
+        payloads = self.redis.hmget(self.keys.vectors(run_id), ids) if ids else []
+        done: dict[str, Any] | None = None
+        for vector_id, payload in zip(ids, payloads, strict=True):
+            if payload is None:  # the run was deleted since it was queued
+                counts["skipped"] += 1
+                continue
             try:
                 vector = decode(payload)
             except VectorError as exc:
-                log.error("bad_vector", run=run_id, error=str(exc))
+                log.error("bad_vector", run=run_id, vector=vector_id, error=str(exc))
                 continue
-            attempt = self.results.begin(run_id, vector["id"], LEASE_TTL)
+            attempt = self.results.step(done, (run_id, vector["id"]), LEASE_TTL)
+            done = None
             if attempt < 0:
                 counts["skipped"] += 1
                 continue
             self.current = (run_id, vector["id"])
-            start = time.time()
-            if not self.executor.alive and not self.open_executor():
-                outcome = {"status": status.INFRA, "message": "the executor could not open the device"}
-            else:
-                outcome = self.executor.run(payload, float(vector["timeout"]))
-            record = make_record(
-                vector,
-                run_id,
-                attempt,
-                outcome,
-                backend=self.backend,
-                worker=self.name,
-                host=self.host,
-                devices=self.devices,
-                ttnn_version=self.executor.ttnn_version,
-                start=start,
-                end=time.time(),
-            )
-            self.results.finish(record)
-            self.current = None
+            done = self._run_one(run_id, vector, payload, attempt)
             counts["ran"] += 1
-            log.info("vector_done", run=run_id, vector=vector["id"], op=vector["op"], status=outcome["status"])
+        if done is not None:
+            self.results.finish(done)
+        self.current = None
+        log.debug("chunk_done", run=run_id, **counts)
         return counts
+
+    def _run_one(self, run_id: str, vector: dict[str, Any], payload: bytes, attempt: int) -> dict[str, Any]:
+        start = time.time()
+        if not self.executor.alive and not self.open_executor():
+            outcome = {"status": status.INFRA, "message": "the executor could not open the device"}
+        else:
+            outcome = self.executor.run(payload, float(vector["timeout"]))
+        if outcome["status"] != status.PASS:
+            log.info("vector_not_passed", run=run_id, vector=vector["id"], op=vector["op"], status=outcome["status"])
+        return make_record(
+            vector,
+            run_id,
+            attempt,
+            outcome,
+            backend=self.backend,
+            worker=self.name,
+            host=self.host,
+            devices=self.devices,
+            ttnn_version=self.executor.ttnn_version,
+            start=start,
+            end=time.time(),
+        )
 
 
 def _executor_log():
@@ -180,8 +196,8 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
     daemon = WorkerDaemon(client, keys, profile.name, devices, backend, name)
 
     @app.task(name=RUN_CHUNK, bind=True, acks_late=True)
-    def run_chunk(task, run_id: str, machine: str, vectors: list[bytes]) -> None:
-        daemon.run_chunk(run_id, vectors)
+    def run_chunk(task, run_id: str, machine: str, ids: list[str]) -> None:
+        daemon.run_chunk(run_id, ids)
 
     @signals.worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
