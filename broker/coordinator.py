@@ -183,7 +183,7 @@ def publish(
     queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
     added: Counter = Counter()
     pipe = redis.pipeline(transaction=False)
-    for vector, payload, new in zip(vectors, payloads, fresh, strict=True):
+    for vector, new in zip(vectors, fresh, strict=True):
         if not new:
             continue
         added[vector["machine"]] += 1

@@ -3,7 +3,8 @@ in the same atomic step (a Lua script), so a report never scans results.
 
 `begin` starts an attempt (skipped when the vector already has a final record: a redelivered
 chunk); `finish` writes the record with HSETNX and, the first time a vector reaches a final
-status, bumps the counters; `step` does both in one round trip (a worker's hot path). Aggregates (`{p}:run:R:agg` fields):
+status, bumps the counters; `step` does both in one round trip (a worker's hot path).
+Aggregates (`{p}:run:R:agg` fields):
 
   done, t_first, t_last              vectors with a final status; first/last finish (unix s)
   s|STATUS  os|OP|STATUS  ms|MACHINE|STATUS      counts
