@@ -182,7 +182,7 @@ def publish(
     where = {"backend": "coordinator", "host": meta["host"], "ttnn_version": meta["versions"]["ttnn"]}
     queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
     added: Counter = Counter()
-    pipe = redis.pipeline(transaction=False)
+    decided: list[list[Any]] = []  # finish ops of vectors that never run (NOT_RUN, INVALID)
     for vector, new in zip(vectors, fresh, strict=True):
         if not new:
             continue
@@ -192,9 +192,11 @@ def publish(
             queued.setdefault(vector["machine"], []).append(vector["id"])
             continue
         state = status.NOT_RUN if vector["id"] in plan_.expansion.not_run else status.INVALID
-        outcome = {"status": state, "message": reason}
-        record = make_record(vector, run_id, 0, outcome, start=now, end=now, **where)
-        results.finish(record, pipe=pipe)
+        record = make_record(vector, run_id, 0, {"status": state, "message": reason}, start=now, end=now, **where)
+        decided.append(results.finish_op(record))
+    pipe = redis.pipeline(transaction=False)
+    for start in range(0, len(decided), 1000):
+        results.write(run_id, decided[start : start + 1000], pipe=pipe)
     total = sum(added.values())
     pipe.hincrby(keys.run(run_id), "total", total)
     for machine, count in added.items():

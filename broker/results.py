@@ -1,9 +1,11 @@
 """Attempts and records: one record per attempt, written once, with the run's aggregates updated
 in the same atomic step (a Lua script), so a report never scans results.
 
-`begin` starts an attempt (skipped when the vector already has a final record: a redelivered
-chunk); `finish` writes the record with HSETNX and, the first time a vector reaches a final
-status, bumps the counters; `step` does both in one round trip (a worker's hot path).
+`claim` reads a chunk's vectors, final statuses and attempt counters in one round trip: a
+redelivered chunk skips vectors that already have a final record. `start` records an attempt
+(its number, a lease with a TTL the heartbeat renews, the worker's current vector); `finish`
+writes the attempt's record with HSETNX and, the first time a vector reaches a final status,
+bumps the counters. Both are idempotent, so a writer may resend them after a lost connection.
 Aggregates (`{p}:run:R:agg` fields):
 
   done, t_first, t_last              vectors with a final status; first/last finish (unix s)
@@ -27,41 +29,43 @@ import msgpack
 from broker.keys import Keys
 from sweeps import status
 
-# One script, two optional halves, so a worker pays one round trip per vector: the record of the
-# vector it just ran, and the start of the next one.
-_STEP = """
--- KEYS 1-6 finish: records, final, agg, failed, lease, worker | KEYS 7-9 begin: final, attempts, lease
--- ARGV 1: '1' when finishing; 2-15 the finish fields (see finish_args); 16: '1' when beginning;
--- 17-19: vector id, worker name, lease ttl. Returns the begun attempt, -1 when that vector is
--- already final, 0 when nothing was begun.
-if ARGV[1] == '1' and redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 1 then
-  redis.call('DEL', KEYS[5])
-  if KEYS[6] ~= '' then redis.call('HSET', KEYS[6], 'current', '') end
-  if ARGV[6] == '1' and redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[5]) == 1 then
-    local agg, op, st = KEYS[3], ARGV[7], ARGV[5]
-    redis.call('HINCRBY', agg, 'done', 1)
-    redis.call('HSETNX', agg, 't_first', ARGV[14])
-    redis.call('HSET', agg, 't_last', ARGV[14])
-    redis.call('HINCRBY', agg, 's|' .. st, 1)
-    redis.call('HINCRBY', agg, 'os|' .. op .. '|' .. st, 1)
-    redis.call('HINCRBY', agg, 'ms|' .. ARGV[8] .. '|' .. st, 1)
-    if ARGV[9] == '1' then redis.call('HINCRBY', agg, 'b|' .. ARGV[15], 1) end
-    if ARGV[10] ~= '' then
-      local key = 'pmin|' .. op
-      local cur = redis.call('HGET', agg, key)
-      if (not cur) or tonumber(ARGV[10]) < tonumber(cur) then redis.call('HSET', agg, key, ARGV[10]) end
-      redis.call('HINCRBY', agg, 'ph|' .. op .. '|' .. ARGV[11], 1)
+# Operations travel as one msgpack blob per script call (redis-py spends more packing many small
+# arguments than Redis spends running the script). KEYS: records, final, agg, failed, attempts.
+_WRITE = """
+local ops = cmsgpack.unpack(ARGV[1])
+local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+for _, op in ipairs(ops) do
+  if op[1] == 's' then
+    -- start: vector id, attempt, lease key, worker, ttl, worker key
+    redis.call('HSET', attempts, op[2], op[3])
+    redis.call('SET', op[4], op[5], 'EX', op[6])
+    if op[7] ~= '' then redis.call('HSET', op[7], 'current', op[2]) end
+  elseif redis.call('HSETNX', records, op[2], op[3]) == 1 then
+    -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
+    --         e2e bucket, failed, now, backend, lease key, worker key
+    if op[16] ~= '' then redis.call('DEL', op[16]) end
+    if op[17] ~= '' then redis.call('HSET', op[17], 'current', '') end
+    if op[6] == '1' and redis.call('HSETNX', final, op[4], op[5]) == 1 then
+      local name, st = op[7], op[5]
+      redis.call('HINCRBY', agg, 'done', 1)
+      redis.call('HSETNX', agg, 't_first', op[14])
+      redis.call('HSET', agg, 't_last', op[14])
+      redis.call('HINCRBY', agg, 's|' .. st, 1)
+      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, 1)
+      redis.call('HINCRBY', agg, 'ms|' .. op[8] .. '|' .. st, 1)
+      if op[9] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[15], 1) end
+      if op[10] ~= '' then
+        local key = 'pmin|' .. name
+        local cur = redis.call('HGET', agg, key)
+        if (not cur) or tonumber(op[10]) < tonumber(cur) then redis.call('HSET', agg, key, op[10]) end
+        redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[11], 1)
+      end
+      if op[12] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[12], 1) end
+      if op[13] == '1' then redis.call('HSET', failed, op[4], op[3]) end
     end
-    if ARGV[12] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. op .. '|' .. ARGV[12], 1) end
-    if ARGV[13] == '1' then redis.call('HSET', KEYS[4], ARGV[4], ARGV[3]) end
   end
 end
-if ARGV[16] ~= '1' then return 0 end
-if redis.call('HEXISTS', KEYS[7], ARGV[17]) == 1 then return -1 end
-local attempt = redis.call('HINCRBY', KEYS[8], ARGV[17], 1)
-redis.call('SET', KEYS[9], ARGV[18], 'EX', ARGV[19])
-if KEYS[6] ~= '' then redis.call('HSET', KEYS[6], 'current', ARGV[17]) end
-return attempt
+return #ops
 """
 
 PCC_BUCKET_MAX = 120
@@ -103,72 +107,70 @@ def ms_of_bucket(bucket: int) -> float:
 
 
 class Results:
-    """Writes attempts for one worker (or the coordinator, for vectors that never run)."""
+    """Reads and writes one run's attempts, for a worker (or the coordinator, for vectors that never run)."""
 
     def __init__(self, redis: Any, keys: Keys, worker: str = "") -> None:
         self.redis = redis
         self.keys = keys
         self.worker = worker
-        self._step = redis.register_script(_STEP)
+        self._write = redis.register_script(_WRITE)
 
-    def step(
-        self,
-        finished: dict[str, Any] | None,
-        begin: tuple[str, str] | None,
-        lease_ttl: int = 30,
-        final: bool = True,
-        pipe: Any = None,
-    ) -> int:
-        """Write `finished` (once) and begin the attempt of `begin` = (run, vector) in one round trip.
-        Returns the attempt begun, -1 when that vector already has a final record, 0 if none."""
+    def claim(self, run_id: str, ids: list[str]) -> list[tuple[bytes | None, int]]:
+        """(payload, attempt to run) per id; attempt -1 when the vector already has a final record."""
         keys = self.keys
-        worker_key = keys.worker(self.worker) if self.worker else ""
-        if finished is not None:
-            run_id, vector_id = finished["run"], finished["vector"]
-            head = [keys.records(run_id), keys.final(run_id), keys.agg(run_id), keys.failed(run_id)]
-            head += [keys.lease(run_id, vector_id), worker_key]
-            args = ["1", *_finish_args(finished, final)]
-        else:
-            head, args = ["", "", "", "", "", worker_key], ["0"] + [""] * 14
-        if begin is not None:
-            run_id, vector_id = begin
-            tail = [keys.final(run_id), keys.attempts(run_id), keys.lease(run_id, vector_id)]
-            args += ["1", vector_id, self.worker, str(lease_ttl)]
-        else:
-            tail, args = ["", "", ""], args + ["0", "", "", ""]
-        result = self._step(keys=head + tail, args=args, client=pipe)
-        return 0 if pipe is not None else int(result)  # a pipeline answers when it executes
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.vectors(run_id), ids)
+        pipe.hmget(keys.final(run_id), ids)
+        pipe.hmget(keys.attempts(run_id), ids)
+        payloads, finals, attempts = pipe.execute()
+        return [
+            (payload, -1 if done is not None else int(tried or 0) + 1)
+            for payload, done, tried in zip(payloads, finals, attempts, strict=True)
+        ]
 
-    def begin(self, run_id: str, vector_id: str, lease_ttl: int) -> int:
-        """The attempt number now starting, or -1 when the vector already has a final record."""
-        return self.step(None, (run_id, vector_id), lease_ttl)
+    def start_op(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> list[Any]:
+        worker_key = self.keys.worker(self.worker) if self.worker else ""
+        return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl, worker_key]
 
-    def finish(self, record: dict[str, Any], final: bool = True, pipe: Any = None) -> None:
+    def finish_op(self, record: dict[str, Any], final: bool = True) -> list[Any]:
+        pcc = record.get("pcc")
+        e2e = record.get("e2e_ms")
+        executed = status.is_executed(record["status"])
+        measured = executed and pcc is not None
+        lease = self.keys.lease(record["run"], record["vector"]) if record["attempt"] else ""
+        return [
+            "f",
+            Keys.record_field(record["vector"], record["attempt"]),
+            msgpack.packb(record, use_bin_type=True),
+            record["vector"],
+            record["status"],
+            "1" if final else "0",
+            record["op"],
+            record["machine"],
+            "1" if executed else "0",
+            repr(pcc) if measured else "",
+            str(pcc_bucket(pcc)) if measured else "",
+            str(e2e_bucket(e2e)) if executed and e2e is not None else "",
+            "1" if record["status"] in status.FAILED else "0",
+            repr(time.time()),
+            record["backend"],
+            lease,
+            self.keys.worker(self.worker) if self.worker else "",
+        ]
+
+    def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> None:
+        """Apply start/finish ops of one run in order, in one script call."""
+        keys = self.keys
+        names = [keys.records(run_id), keys.final(run_id), keys.agg(run_id), keys.failed(run_id), keys.attempts(run_id)]
+        blob = msgpack.packb(ops, use_bin_type=False)  # Redis's cmsgpack does not read the bin type
+        self._write(keys=names, args=[blob], client=pipe)
+
+    def start(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int = 30) -> None:
+        self.write(run_id, [self.start_op(run_id, vector_id, attempt, lease_ttl)])
+
+    def finish(self, record: dict[str, Any], final: bool = True) -> None:
         """Write one attempt's record once; aggregates move only on a vector's first final record."""
-        self.step(record, None, final=final, pipe=pipe)
-
-
-def _finish_args(record: dict[str, Any], final: bool) -> list[str | bytes]:
-    pcc = record.get("pcc")
-    e2e = record.get("e2e_ms")
-    executed = status.is_executed(record["status"])
-    measured = executed and pcc is not None
-    return [
-        Keys.record_field(record["vector"], record["attempt"]),
-        msgpack.packb(record, use_bin_type=True),
-        record["vector"],
-        record["status"],
-        "1" if final else "0",
-        record["op"],
-        record["machine"],
-        "1" if executed else "0",
-        repr(pcc) if measured else "",
-        str(pcc_bucket(pcc)) if measured else "",
-        str(e2e_bucket(e2e)) if executed and e2e is not None else "",
-        "1" if record["status"] in status.FAILED else "0",
-        repr(time.time()),
-        record["backend"],
-    ]
+        self.write(record["run"], [self.finish_op(record, final)])
 
 
 def make_record(

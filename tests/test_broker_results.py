@@ -30,9 +30,12 @@ def test_an_attempt_record_is_written_once_and_counted_once(redis_server):
     client, keys = _setup(redis_server, 1)
     results = Results(client, keys, worker="w1")
     vector = _vector(1)
-    attempt = results.begin(RUN, vector["id"], 30)
-    assert attempt == 1
+    client.hset(keys.vectors(RUN), vector["id"], b"payload")
+    [(payload, attempt)] = results.claim(RUN, [vector["id"]])
+    assert (payload, attempt) == (b"payload", 1)
+    results.start(RUN, vector["id"], attempt)
     assert client.get(keys.lease(RUN, vector["id"])) == b"w1"
+    assert client.hget(keys.worker("w1"), "current") == vector["id"].encode()
     outcome = {"status": status.PASS, "pcc": 0.9999, "threshold": 0.999, "e2e_ms": 2.0}
     record = make_record(vector, RUN, attempt, outcome, backend="emulated", worker="w1")
     results.finish(record)
@@ -42,7 +45,7 @@ def test_an_attempt_record_is_written_once_and_counted_once(redis_server):
     assert agg[b"done"] == b"1" and agg[b"s|PASS"] == b"1" and agg[b"b|emulated"] == b"1"
     assert client.get(keys.lease(RUN, vector["id"])) is None
     # a redelivered chunk: the finished vector is skipped, its attempt counter untouched
-    assert results.begin(RUN, vector["id"], 30) == -1
+    assert results.claim(RUN, [vector["id"]]) == [(b"payload", -1)]
     assert client.hget(keys.attempts(RUN), vector["id"]) == b"1"
 
 
@@ -50,11 +53,13 @@ def test_a_second_attempt_keeps_the_first_record_and_only_the_final_one_counts(r
     client, keys = _setup(redis_server, 1)
     results = Results(client, keys, worker="w1")
     vector = _vector(2)
-    first = results.begin(RUN, vector["id"], 30)
+    [(_, first)] = results.claim(RUN, [vector["id"]])
+    results.start(RUN, vector["id"], first)
     infra = make_record(vector, RUN, first, {"status": status.INFRA, "message": "device reset failed"})
     results.finish(infra, final=False)
-    second = results.begin(RUN, vector["id"], 30)
-    assert second == 2
+    [(_, second)] = results.claim(RUN, [vector["id"]])
+    assert (first, second) == (1, 2)
+    results.start(RUN, vector["id"], second)
     results.finish(make_record(vector, RUN, second, {"status": status.FAIL_OP, "message": "TT_FATAL at 0x7f12: bad"}))
     assert client.hlen(keys.records(RUN)) == 2
     prog = progress(client, keys, RUN)
@@ -67,7 +72,7 @@ def test_report_from_aggregates(redis_server):
     pccs = {1: 0.99999, 2: 0.9999, 3: 0.95}
     for n, pcc in pccs.items():
         vector = _vector(n)
-        attempt = results.begin(RUN, vector["id"], 30)
+        [(_, attempt)] = results.claim(RUN, [vector["id"]])
         state = status.PASS if pcc > 0.99 else status.FAIL_ACCURACY
         outcome = {"status": state, "pcc": pcc, "threshold": 0.99, "e2e_ms": float(n), "message": ""}
         results.finish(make_record(vector, RUN, attempt, outcome, backend="emulated"))

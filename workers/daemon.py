@@ -1,11 +1,12 @@
 """The worker daemon: one Celery process (solo pool, concurrency 1) on its machine's queue,
 pinned to a device set, with one executor process that owns the devices.
 
-A chunk message names vector ids; the vectors themselves are fetched from the run's hash. For
-each vector: `begin` (skip it when it already has a final record, else bump its attempt counter
-and take a lease), hand it to the executor with its timeout, `finish` (the attempt's record,
-written once, and the run's aggregates in the same step); the finish of one vector and the begin
-of the next share one round trip. A heartbeat thread
+A chunk message names vector ids; one round trip claims them (payloads, final statuses, attempt
+counters): vectors that already have a final record are skipped. For each other vector: queue its
+`start` (attempt number, lease), hand it to the executor with its timeout, queue its `finish`
+(the attempt's record, written once, and the run's aggregates in the same step). The record
+writer thread sends them, so the device never waits on Redis; the chunk is acked only after
+everything is written. A heartbeat thread
 renews the current lease and the worker's liveness. The Celery process never imports ttnn.
 """
 
@@ -15,6 +16,8 @@ import os
 import socket
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -25,6 +28,7 @@ from broker.results import Results, make_record
 from sweeps import status
 from sweeps.vector import VectorError, decode
 from workers.executor import Executor, ExecutorDied
+from workers.writer import RecordWriter
 
 LEASE_TTL = 30
 HEARTBEAT_EVERY = 5.0
@@ -58,8 +62,9 @@ class WorkerDaemon:
         self.name = name
         self.host = socket.gethostname()
         self.results = Results(redis, keys, worker=name)
+        self.writer = RecordWriter(self.results)  # redis-py's pool gives the thread its own connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
-        self.current: tuple[str, str] | None = None  # (run, vector) being run
+        self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
         self.heartbeat = Heartbeat(self)
 
     # --- liveness ---------------------------------------------------------------------------
@@ -86,8 +91,8 @@ class WorkerDaemon:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.keys.worker(self.name), "heartbeat", now)
         pipe.zadd(self.keys.workers(), {self.name: now})
-        if self.current is not None:
-            pipe.expire(self.keys.lease(*self.current), LEASE_TTL)
+        for run_id, vector_id in list(self.current):
+            pipe.expire(self.keys.lease(run_id, vector_id), LEASE_TTL)
         pipe.execute()
 
     def set_health(self, health: str) -> None:
@@ -95,6 +100,7 @@ class WorkerDaemon:
 
     def start(self) -> None:
         self.register()
+        self.writer.start()
         self.heartbeat.start()
         self.open_executor()
 
@@ -109,6 +115,8 @@ class WorkerDaemon:
         return True
 
     def stop(self) -> None:
+        self.writer.flush(timeout=30)
+        self.writer.stop()
         self.heartbeat.stopped.set()
         self.executor.stop()
         self.redis.hset(self.keys.worker(self.name), mapping={"health": "STOPPED", "current": ""})
@@ -116,55 +124,84 @@ class WorkerDaemon:
     # --- work -------------------------------------------------------------------------------
 
     def run_chunk(self, run_id: str, ids: list[str]) -> dict[str, int]:
-        """Run a chunk's vectors in order. Each round trip to Redis writes the record of the vector
-        just run and begins the next one, so a vector costs one Redis call and one executor call."""
+        """Run a chunk's vectors in order; returns once every record is in Redis (then Celery acks).
+
+        The executor is kept one vector ahead: the next vector waits in its pipe while the daemon
+        books the previous one, so the device does not idle on bookkeeping. A vector's timeout
+        counts from when it reaches the head (the executor starts it the moment the one before
+        ends). When the executor is killed or dies, the vector behind never started: it is sent
+        again, same attempt, to the respawned executor."""
         counts = {"ran": 0, "skipped": 0}
-        payloads = self.redis.hmget(self.keys.vectors(run_id), ids) if ids else []
-        done: dict[str, Any] | None = None
-        for vector_id, payload in zip(ids, payloads, strict=True):
-            if payload is None:  # the run was deleted since it was queued
+        todo: deque[_Item] = deque()
+        for vector_id, (payload, attempt) in zip(ids, self.results.claim(run_id, ids), strict=True):
+            if payload is None or attempt < 0:  # run deleted, or finished before (a redelivered chunk)
                 counts["skipped"] += 1
                 continue
             try:
-                vector = decode(payload)
+                todo.append(_Item(decode(payload), payload, attempt))
             except VectorError as exc:
                 log.error("bad_vector", run=run_id, vector=vector_id, error=str(exc))
+        inflight: deque[_Item] = deque()
+        while todo or inflight:
+            while todo and len(inflight) < 2:
+                item = todo.popleft()
+                self.writer.attempt_started(run_id, item.vector["id"], item.attempt, LEASE_TTL)
+                if not self.executor.alive and not self.open_executor():
+                    self._book(run_id, item, {"status": status.INFRA, "message": "the executor could not open"})
+                    continue
+                item.started = time.time() if not inflight else None
+                if not self.executor.send(item.payload):
+                    todo.appendleft(item)
+                    self.executor.kill()
+                    break
+                inflight.append(item)
+            self.current = [(run_id, i.vector["id"]) for i in inflight]
+            if not inflight:
                 continue
-            attempt = self.results.step(done, (run_id, vector["id"]), LEASE_TTL)
-            done = None
-            if attempt < 0:
-                counts["skipped"] += 1
-                continue
-            self.current = (run_id, vector["id"])
-            done = self._run_one(run_id, vector, payload, attempt)
+            head = inflight.popleft()
+            head.started = head.started or time.time()
+            outcome = self.executor.receive(float(head.vector["timeout"]) - (time.time() - head.started))
+            now = time.time()
+            self._book(run_id, head, outcome, now)
             counts["ran"] += 1
-        if done is not None:
-            self.results.finish(done)
-        self.current = None
+            if outcome["status"] in (status.HANG, status.CRASH):  # the executor is gone with its pipe
+                todo.extendleft(reversed(inflight))
+                inflight.clear()
+            elif inflight:
+                inflight[0].started = now
+        self.current = []
+        self.writer.flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
 
-    def _run_one(self, run_id: str, vector: dict[str, Any], payload: bytes, attempt: int) -> dict[str, Any]:
-        start = time.time()
-        if not self.executor.alive and not self.open_executor():
-            outcome = {"status": status.INFRA, "message": "the executor could not open the device"}
-        else:
-            outcome = self.executor.run(payload, float(vector["timeout"]))
+    def _book(self, run_id: str, item: _Item, outcome: dict[str, Any], end: float | None = None) -> None:
+        vector = item.vector
         if outcome["status"] != status.PASS:
             log.info("vector_not_passed", run=run_id, vector=vector["id"], op=vector["op"], status=outcome["status"])
-        return make_record(
+        record = make_record(
             vector,
             run_id,
-            attempt,
+            item.attempt,
             outcome,
             backend=self.backend,
             worker=self.name,
             host=self.host,
             devices=self.devices,
             ttnn_version=self.executor.ttnn_version,
-            start=start,
-            end=time.time(),
+            start=item.started,
+            end=end or time.time(),
         )
+        self.writer.attempt_finished(record)
+
+
+@dataclass
+class _Item:
+    """A vector of the chunk being run: decoded, its wire bytes, its attempt, when it started."""
+
+    vector: dict[str, Any]
+    payload: bytes
+    attempt: int
+    started: float | None = None
 
 
 def _executor_log():
@@ -208,6 +245,9 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
         daemon.stop()
 
     daemon.start()
+    import gc
+
+    gc.freeze()  # Celery, kombu and redis-py are long-lived: keep the collector off them
     log.info("executor_open", worker=name, health="GOOD" if daemon.executor.alive else "BAD")
     argv = [
         "worker",

@@ -36,13 +36,23 @@ def write_frame(stream: BinaryIO, value: Any, raw: bool = False) -> None:
     stream.flush()
 
 
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_frame(stream: BinaryIO) -> bytes | None:
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
+    """One frame, or None at EOF. Works on raw (unbuffered) pipes, where reads may come up short."""
+    header = _read_exactly(stream, _HEADER.size)
+    if header is None:
         return None
-    (size,) = _HEADER.unpack(header)
-    body = stream.read(size)
-    return body if len(body) == size else None
+    return _read_exactly(stream, _HEADER.unpack(header)[0])
 
 
 class ExecutorDied(Exception):
@@ -82,6 +92,7 @@ class Executor:
         """Spawn and wait until the backend is open; raises ExecutorDied when it cannot open."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers.executor", self.machine, self.backend],
+            bufsize=0,  # select() must see every frame: no Python buffer may hide one
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log if self.log is not None else subprocess.DEVNULL,
@@ -100,7 +111,8 @@ class Executor:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Started and not known dead (a death shows as EOF on its pipe; no syscall per vector)."""
+        return self.proc is not None and self.proc.returncode is None
 
     def _read(self, timeout: float) -> bytes | None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -109,23 +121,32 @@ class Executor:
             return None
         return read_frame(self.proc.stdout)
 
-    def run(self, payload: bytes, timeout: float) -> dict[str, Any]:
-        """The outcome of one vector; HANG after `timeout` s, CRASH when the executor dies in it."""
+    def send(self, payload: bytes) -> bool:
+        """Queue a vector in the executor's pipe (it runs vectors in order); False if it is gone."""
         if not self.alive:
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
         try:
             write_frame(self.proc.stdin, payload, raw=True)
         except BrokenPipeError:
-            return self._died()
+            return False
+        return True
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        """The outcome of the oldest vector sent; HANG when none comes within `timeout` s (the
+        executor's group is killed), CRASH when the executor dies. Either way it is gone after."""
         deadline = time.monotonic() + timeout
-        reply = self._read(timeout)
+        reply = self._read(max(0.0, timeout)) if self.alive else None
         if reply is None:
-            if self.alive and time.monotonic() >= deadline - 0.01:
+            if self.proc is not None and self.proc.poll() is None and time.monotonic() >= deadline - 0.01:
                 self.kill()
                 return {"status": status.HANG, "message": f"no result after {timeout:g} s; executor group killed"}
             return self._died()
         return msgpack.unpackb(reply, raw=False)
+
+    def run(self, payload: bytes, timeout: float) -> dict[str, Any]:
+        """The outcome of one vector (send, then receive)."""
+        return self.receive(timeout) if self.send(payload) else self._died()
 
     def _died(self) -> dict[str, Any]:
         died = self.kill()
@@ -178,7 +199,7 @@ def serve(machine: str, backend_name: str) -> int:
     """Executor main loop: one outcome frame per vector frame, until stdin closes."""
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # ttnn's prints (Config{...}) and any stray output go to the log, not the protocol
-    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    proto_in = os.fdopen(os.dup(0), "rb")  # buffered: a frame's header and body in one read
     from sweeps.catalogue import lookup, no_definition_reason
     from sweeps.vector import VectorError, decode
     from workers.testops import run_test_op
@@ -188,8 +209,10 @@ def serve(machine: str, backend_name: str) -> int:
     except Exception as exc:  # device open failed: the daemon books INFRA, never an op failure
         write_frame(proto_out, {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:1000]})
         return 1
+    import gc
     import importlib.metadata
 
+    gc.freeze()  # ttnn, torch and the backend are long-lived: keep the collector off them
     write_frame(proto_out, {"ready": True, "ttnn_version": importlib.metadata.version("ttnn")})
     while True:
         payload = read_frame(proto_in)
