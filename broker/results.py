@@ -3,7 +3,7 @@ in the same atomic step (a Lua script), so a report never scans results.
 
 `claim` reads a chunk's vectors, final statuses and attempt counters in one round trip: a
 redelivered chunk skips vectors that already have a final record. `start` records an attempt
-(its number, a lease with a TTL the heartbeat renews, the worker's current vector); `finish`
+(its number, and a lease with a TTL the heartbeat renews); `finish`
 writes the attempt's record with HSETNX and, the first time a vector reaches a final status,
 bumps the counters. Both are idempotent, so a writer may resend them after a lost connection.
 Aggregates (`{p}:run:R:agg` fields):
@@ -36,15 +36,13 @@ local ops = cmsgpack.unpack(ARGV[1])
 local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 for _, op in ipairs(ops) do
   if op[1] == 's' then
-    -- start: vector id, attempt, lease key, worker, ttl, worker key
+    -- start: vector id, attempt, lease key, worker, ttl
     redis.call('HSET', attempts, op[2], op[3])
     redis.call('SET', op[4], op[5], 'EX', op[6])
-    if op[7] ~= '' then redis.call('HSET', op[7], 'current', op[2]) end
   elseif redis.call('HSETNX', records, op[2], op[3]) == 1 then
     -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
-    --         e2e bucket, failed, now, backend, lease key, worker key
+    --         e2e bucket, failed, now, backend, lease key
     if op[16] ~= '' then redis.call('DEL', op[16]) end
-    if op[17] ~= '' then redis.call('HSET', op[17], 'current', '') end
     if op[6] == '1' and redis.call('HSETNX', final, op[4], op[5]) == 1 then
       local name, st = op[7], op[5]
       redis.call('HINCRBY', agg, 'done', 1)
@@ -129,8 +127,7 @@ class Results:
         ]
 
     def start_op(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> list[Any]:
-        worker_key = self.keys.worker(self.worker) if self.worker else ""
-        return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl, worker_key]
+        return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl]
 
     def finish_op(self, record: dict[str, Any], final: bool = True) -> list[Any]:
         pcc = record.get("pcc")
@@ -155,7 +152,6 @@ class Results:
             repr(time.time()),
             record["backend"],
             lease,
-            self.keys.worker(self.worker) if self.worker else "",
         ]
 
     def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> None:

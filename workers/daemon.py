@@ -88,10 +88,12 @@ class WorkerDaemon:
 
     def beat(self) -> None:
         now = time.time()
+        current = list(self.current)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(self.keys.worker(self.name), "heartbeat", now)
+        worker = {"heartbeat": now, "current": current[0][1] if current else ""}
+        pipe.hset(self.keys.worker(self.name), mapping=worker)
         pipe.zadd(self.keys.workers(), {self.name: now})
-        for run_id, vector_id in list(self.current):
+        for run_id, vector_id in current:
             pipe.expire(self.keys.lease(run_id, vector_id), LEASE_TTL)
         pipe.execute()
 

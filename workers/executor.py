@@ -79,6 +79,7 @@ class Executor:
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.ttnn_version = ""
+        self._buf = bytearray()  # bytes read from the executor, not yet a whole frame
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -115,11 +116,24 @@ class Executor:
         return self.proc is not None and self.proc.returncode is None
 
     def _read(self, timeout: float) -> bytes | None:
+        """The next frame within `timeout` s, or None (timeout or EOF). Reads whatever the pipe
+        holds at once and keeps the rest, so two queued replies cost one read."""
         assert self.proc is not None and self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        return read_frame(self.proc.stdout)
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self._buf) >= _HEADER.size:
+                end = _HEADER.size + _HEADER.unpack_from(self._buf)[0]
+                if len(self._buf) >= end:
+                    frame, self._buf = bytes(self._buf[_HEADER.size : end]), self._buf[end:]
+                    return frame
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
 
     def send(self, payload: bytes) -> bool:
         """Queue a vector in the executor's pipe (it runs vectors in order); False if it is gone."""
@@ -157,6 +171,7 @@ class Executor:
         if self.proc is None:
             return "not started"
         proc, self.proc = self.proc, None
+        self._buf = bytearray()
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
