@@ -350,7 +350,14 @@ def _runtime_parsers(sub: Any) -> None:
     down.add_argument("--json", action="store_true")
     down.set_defaults(func=c.cmd_down)
 
-    connected("workers", "workers: machine, devices, backend, health, current vector, last heartbeat", c.cmd_workers)
+    workers = connected(
+        "workers", "workers: machine, devices, backend, health, current vector, last heartbeat", c.cmd_workers
+    )
+    workers.add_argument("--release", metavar="NAME", help="return a quarantined (BAD) worker to service")
+    cancel = connected(
+        "cancel", "cancel a run: vectors not yet run become CANCELED, running ones are killed and booked", c.cmd_cancel
+    )
+    cancel.add_argument("run", help="run id")
     runs = connected("runs", "recent runs", c.cmd_runs)
     runs.add_argument("--limit", type=int, default=20)
     for name, help_text, func in (

@@ -189,6 +189,12 @@ def cmd_workers(args: argparse.Namespace) -> int:
     from broker.report import workers
 
     client, keys, _ = _connect(args)
+    if args.release:
+        if not client.exists(keys.worker(args.release)):
+            raise InputError(f"--release {args.release}", "no such worker (see `sweepctl workers`)")
+        client.hset(keys.worker(args.release), "release", "1")
+        print(f"{args.release}: release requested; it resets and health-checks its devices, then consumes again")
+        return 0
     rows = workers(client, keys)
     if args.json:
         _print_json(rows)
@@ -212,6 +218,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["meta"]["created"]))
         print(f"{r['run_id']}  {created}  {r['meta']['selection']['suite']:<12} {r['done']}/{r['total']}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from broker.lifecycle import cancel
+
+    client, keys, _ = _connect(args)
+    result = cancel(client, keys, args.run)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"run {args.run} canceled: {result['canceled']} vectors CANCELED before running, "
+            f"{result['running']} running now (their workers kill and book them), "
+            f"{result['already_final']} already final"
+        )
     return 0
 
 

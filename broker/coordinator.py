@@ -169,6 +169,8 @@ def publish(
     created = redis.hsetnx(keys.run(run_id), "meta", json.dumps(meta))
     if created:
         redis.zadd(keys.runs(), {run_id: now})
+        if meta["expires"]:
+            redis.hset(keys.run(run_id), "expires", meta["expires"])
     add_new = redis.register_script(_ADD_NEW)
     fresh: list[int] = []
     for start in range(0, len(vectors), 1000):  # one script call per 1000 vectors, not one HSETNX each

@@ -160,8 +160,13 @@ _OPS: tuple[OpDef, ...] = (
     ccl("experimental.reduce_scatter_minimal_async", golden=_reduce_scatter),
 )
 
-# Test-only ops, present only when SWEEPCTL_ENABLE_TEST_OPS=1 (benchmarks and fault tests).
-_TEST_OPS: tuple[OpDef, ...] = (OpDef("sweepctl.test.noop", "test", golden=_noop, test_only=True),)
+# Test-only ops, present only when SWEEPCTL_ENABLE_TEST_OPS=1 (benchmarks and fault tests); the
+# executor runs them itself (workers/testops.py): no-op, hang, hang ignoring SIGTERM, a signal, an
+# exit, an exception, memory exhaustion, a sleep of `seconds`.
+_TEST_OPS: tuple[OpDef, ...] = tuple(
+    OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True)
+    for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
+)
 
 CATALOGUE: dict[str, OpDef] = {op.name: op for op in _OPS}
 

@@ -26,12 +26,18 @@ from broker.app import RUN_CHUNK, make_app
 from broker.keys import Keys
 from broker.results import Results, make_record
 from sweeps import status
+from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
+from workers import recovery
 from workers.executor import Executor, ExecutorDied
 from workers.writer import RecordWriter
 
 LEASE_TTL = 30
-HEARTBEAT_EVERY = 5.0
+HEARTBEAT_EVERY = float(os.environ.get("SWEEPCTL_HEARTBEAT", "5"))
+
+
+class Quarantined(Exception):
+    """The device set failed its reset or health check: stop consuming, give the chunk back."""
 
 log = structlog.get_logger("sweepctl.worker")
 
@@ -65,6 +71,10 @@ class WorkerDaemon:
         self.writer = RecordWriter(self.results)  # redis-py's pool gives the thread its own connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
+        self.canceling: tuple[str, str] | None = None  # set by the heartbeat when a run is canceled
+        self.health = recovery.UNKNOWN
+        self.profile = get_profile(machine)
+        self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
         self.heartbeat = Heartbeat(self)
 
     # --- liveness ---------------------------------------------------------------------------
@@ -95,10 +105,45 @@ class WorkerDaemon:
         pipe.zadd(self.keys.workers(), {self.name: now})
         for run_id, vector_id in current:
             pipe.expire(self.keys.lease(run_id, vector_id), LEASE_TTL)
-        pipe.execute()
+        runs = sorted({run_id for run_id, _ in current})
+        for run_id in runs:
+            pipe.hget(self.keys.run(run_id), "state")
+        pipe.hget(self.keys.worker(self.name), "release")
+        replies = pipe.execute()
+        states = dict(zip(runs, replies[-1 - len(runs) : -1], strict=True))
+        if current and states.get(current[0][0]) == b"canceled" and self.canceling is None:
+            self.canceling = current[0]  # the main thread books the killed vector CANCELED
+            self.executor.kill_group()
+        if replies[-1] and self.health == recovery.BAD and self.consumer is not None:
+            self.redis.hdel(self.keys.worker(self.name), "release")
+            self.consumer.controller.hub.call_soon(self.release)
 
-    def set_health(self, health: str) -> None:
-        self.redis.hset(self.keys.worker(self.name), "health", health)
+    def set_health(self, health: str, why: str = "") -> None:
+        self.health = health
+        self.redis.hset(self.keys.worker(self.name), mapping={"health": health, "health_reason": why})
+
+    def recover(self, cause: str) -> None:
+        """After a hang or crash: reset, respawn, health check; quarantine when that fails."""
+        self.set_health(recovery.UNKNOWN, cause)
+        result = recovery.recover(self.executor, self.profile, self.backend)
+        log.info("recovery", worker=self.name, health=result.health, why=result.message)
+        self.set_health(result.health, result.message)
+        if result.health != recovery.GOOD:
+            raise Quarantined(result.message)
+
+    def quarantine(self) -> None:
+        """Stop taking chunks of this machine's queue; the worker stays up and shows BAD."""
+        if self.consumer is not None:
+            self.consumer.cancel_task_queue(self.profile.queue)
+
+    def release(self) -> None:
+        """A person fixed the devices (`sweepctl workers --release`): check them, then consume again."""
+        try:
+            self.recover("released by an operator")
+        except Quarantined:
+            return
+        if self.consumer is not None:
+            self.consumer.add_task_queue(self.profile.queue)
 
     def start(self) -> None:
         self.register()
@@ -131,50 +176,71 @@ class WorkerDaemon:
         The executor is kept one vector ahead: the next vector waits in its pipe while the daemon
         books the previous one, so the device does not idle on bookkeeping. A vector's timeout
         counts from when it reaches the head (the executor starts it the moment the one before
-        ends). When the executor is killed or dies, the vector behind never started: it is sent
-        again, same attempt, to the respawned executor."""
+        ends). After a hang or crash the devices are reset and health-checked before the next
+        vector; the vector behind never started and is sent again, same attempt. When recovery
+        fails the chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
+        claimed, expired = self.results.claim(run_id, ids), self._expired(run_id)
         todo: deque[_Item] = deque()
-        for vector_id, (payload, attempt) in zip(ids, self.results.claim(run_id, ids), strict=True):
+        for vector_id, (payload, attempt) in zip(ids, claimed, strict=True):
             if payload is None or attempt < 0:  # run deleted, or finished before (a redelivered chunk)
                 counts["skipped"] += 1
                 continue
             try:
-                todo.append(_Item(decode(payload), payload, attempt))
+                item = _Item(decode(payload), payload, attempt)
             except VectorError as exc:
                 log.error("bad_vector", run=run_id, vector=vector_id, error=str(exc))
-        inflight: deque[_Item] = deque()
-        while todo or inflight:
-            while todo and len(inflight) < 2:
-                item = todo.popleft()
-                self.writer.attempt_started(run_id, item.vector["id"], item.attempt, LEASE_TTL)
-                if not self.executor.alive and not self.open_executor():
-                    self._book(run_id, item, {"status": status.INFRA, "message": "the executor could not open"})
-                    continue
-                item.started = time.time() if not inflight else None
-                if not self.executor.send(item.payload):
-                    todo.appendleft(item)
-                    self.executor.kill()
-                    break
-                inflight.append(item)
-            self.current = [(run_id, i.vector["id"]) for i in inflight]
-            if not inflight:
                 continue
-            head = inflight.popleft()
-            head.started = head.started or time.time()
-            outcome = self.executor.receive(float(head.vector["timeout"]) - (time.time() - head.started))
-            now = time.time()
-            self._book(run_id, head, outcome, now)
-            counts["ran"] += 1
-            if outcome["status"] in (status.HANG, status.CRASH):  # the executor is gone with its pipe
-                todo.extendleft(reversed(inflight))
-                inflight.clear()
-            elif inflight:
-                inflight[0].started = now
+            if expired:
+                self._book(run_id, item, {"status": status.EXPIRED, "message": "the run expired before it ran"})
+            else:
+                todo.append(item)
+        inflight: deque[_Item] = deque()
+        try:
+            while todo or inflight:
+                while todo and len(inflight) < 2:
+                    item = todo.popleft()
+                    self.writer.attempt_started(run_id, item.vector["id"], item.attempt, LEASE_TTL)
+                    if not self.executor.alive and not self.open_executor():
+                        self._book(run_id, item, {"status": status.INFRA, "message": "the executor could not open"})
+                        continue
+                    item.started = time.time() if not inflight else None
+                    if not self.executor.send(item.payload):
+                        todo.appendleft(item)
+                        self.executor.kill()
+                        break
+                    inflight.append(item)
+                self.current = [(run_id, i.vector["id"]) for i in inflight]
+                if not inflight:
+                    continue
+                head = inflight.popleft()
+                head.started = head.started or time.time()
+                outcome = self.executor.receive(float(head.vector["timeout"]) - (time.time() - head.started))
+                now = time.time()
+                if self.canceling == (run_id, head.vector["id"]):
+                    outcome = {"status": status.CANCELED, "message": "killed while running: the run was canceled"}
+                self._book(run_id, head, outcome, now)
+                counts["ran"] += 1
+                if not self.executor.alive:  # hang, crash or cancel: the executor is gone with its pipe
+                    todo.extendleft(reversed(inflight))
+                    inflight.clear()
+                    self.canceling = None
+                    self.recover(f"{outcome['status']} on {head.vector['op']} vector {head.vector['id'][:12]}")
+                elif inflight:
+                    inflight[0].started = now
+        except Quarantined:
+            self.current = []
+            self.writer.flush()
+            self.quarantine()
+            raise
         self.current = []
         self.writer.flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
+
+    def _expired(self, run_id: str) -> bool:
+        expires = self.redis.hget(self.keys.run(run_id), "expires")
+        return expires is not None and time.time() > float(expires)
 
     def _book(self, run_id: str, item: _Item, outcome: dict[str, Any], end: float | None = None) -> None:
         vector = item.vector
@@ -225,8 +291,7 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
     """Run a Celery solo worker on the machine's queue until it is told to stop."""
     import redis as redis_lib
     from celery import signals
-
-    from sweeps.profiles import get_profile
+    from celery.exceptions import Reject
 
     configure_logging()
     profile = get_profile(machine)
@@ -236,10 +301,14 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
 
     @app.task(name=RUN_CHUNK, bind=True, acks_late=True)
     def run_chunk(task, run_id: str, machine: str, ids: list[str]) -> None:
-        daemon.run_chunk(run_id, ids)
+        try:
+            daemon.run_chunk(run_id, ids)
+        except Quarantined as exc:  # give the chunk back: finished vectors are skipped on redelivery
+            raise Reject(str(exc), requeue=True) from None
 
     @signals.worker_ready.connect(weak=False)
-    def _ready(**_: Any) -> None:
+    def _ready(sender: Any = None, **_: Any) -> None:
+        daemon.consumer = sender
         log.info("worker_ready", worker=name, machine=profile.name, backend=backend, queue=profile.queue)
 
     @signals.worker_shutdown.connect(weak=False)

@@ -166,6 +166,15 @@ class Executor:
         died = self.kill()
         return {"status": status.CRASH, "message": f"executor {died} while running the op"}
 
+    def kill_group(self) -> None:
+        """Kill the executor's process group from another thread; the daemon sees EOF and books it."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def kill(self) -> str:
         """Kill the executor's whole process group; returns how it ended."""
         if self.proc is None:

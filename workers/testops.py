@@ -1,19 +1,58 @@
 """Test-only ops, run by the executor itself (no backend, no ttnn): present in the catalogue only
 when SWEEPCTL_ENABLE_TEST_OPS=1, for benchmarks and fault-injection tests.
 
-`sweepctl.test.noop` returns PASS at once, so a run of them measures the framework alone:
-daemon, lease, executor round trip, record and aggregates.
+`noop` returns PASS at once, so a run of them measures the framework alone. The others misbehave
+the ways device ops do: `hang` (forever), `hang_ignore_sigterm`, `segv` (a signal), `exit`
+(`os._exit(3)`), `raise` (an exception: FAIL_OP), `oom` (allocates until refused), `sleep`
+(kwargs `seconds`, then PASS).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 from sweeps import status
 from sweeps.catalogue import OpDef
 
+_PASS = {"status": status.PASS, "pcc": 1.0, "threshold": 1.0, "message": "", "e2e_ms": 0.0}
+
 
 def run_test_op(opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
-    if opdef.name == "sweepctl.test.noop":
-        return {"status": status.PASS, "pcc": 1.0, "threshold": 1.0, "message": "", "e2e_ms": 0.0}
+    name = opdef.name.rsplit(".", 1)[-1]
+    if name == "noop":
+        return _PASS
+    if name == "sleep":
+        time.sleep(float(vector["kwargs"].get("seconds", 1.0)))
+        return _PASS
+    if name == "hang_ignore_sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        name = "hang"
+    if name == "hang":
+        while True:
+            time.sleep(3600)
+    if name == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name == "exit":
+        os._exit(3)
+    if name == "raise":
+        return {"status": status.FAIL_OP, "pcc": None, "message": "RuntimeError: TT_FATAL raised on purpose"}
+    if name == "oom":
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/statm") as statm:
+            in_use = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (in_use + (256 << 20), hard))  # room for 256 MiB more
+        hog = []
+        try:
+            while True:
+                hog.append(bytearray(64 << 20))
+        except MemoryError:
+            return {"status": status.FAIL_OP, "pcc": None, "message": "MemoryError: host memory exhausted"}
+        finally:
+            hog.clear()
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     return {"status": status.NOT_RUN, "message": f"unknown test op {opdef.name}"}
