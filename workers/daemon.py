@@ -215,15 +215,23 @@ class WorkerDaemon:
                     continue
                 head = inflight.popleft()
                 head.started = head.started or time.time()
-                outcome = self.executor.receive(float(head.vector["timeout"]) - (time.time() - head.started))
+                limit = float(head.vector["timeout"])
+                outcome = self.executor.receive(limit - (time.time() - head.started), limit)
                 now = time.time()
-                if self.canceling == (run_id, head.vector["id"]):
+                canceled = self.canceling == (run_id, head.vector["id"])
+                if canceled:
                     outcome = {"status": status.CANCELED, "message": "killed while running: the run was canceled"}
                 self._book(run_id, head, outcome, now)
                 counts["ran"] += 1
+                if canceled:  # the rest of the chunk: booked CANCELED by `sweepctl cancel`, or here if started
+                    for item in inflight:
+                        self._book(run_id, item, {"status": status.CANCELED, "message": "the run was canceled"})
+                    inflight.clear()
+                    todo.clear()
                 if not self.executor.alive:  # hang, crash or cancel: the executor is gone with its pipe
                     todo.extendleft(reversed(inflight))
                     inflight.clear()
+                    self.current = []
                     self.canceling = None
                     self.recover(f"{outcome['status']} on {head.vector['op']} vector {head.vector['id'][:12]}")
                 elif inflight:

@@ -146,15 +146,17 @@ class Executor:
             return False
         return True
 
-    def receive(self, timeout: float) -> dict[str, Any]:
+    def receive(self, timeout: float, limit: float | None = None) -> dict[str, Any]:
         """The outcome of the oldest vector sent; HANG when none comes within `timeout` s (the
-        executor's group is killed), CRASH when the executor dies. Either way it is gone after."""
+        executor's group is killed), CRASH when the executor dies. Either way it is gone after.
+        `limit` is the vector's whole timeout, for the message (`timeout` may be what is left)."""
         deadline = time.monotonic() + timeout
         reply = self._read(max(0.0, timeout)) if self.alive else None
         if reply is None:
             if self.proc is not None and self.proc.poll() is None and time.monotonic() >= deadline - 0.01:
                 self.kill()
-                return {"status": status.HANG, "message": f"no result after {timeout:g} s; executor group killed"}
+                limit = timeout if limit is None else limit
+                return {"status": status.HANG, "message": f"no result after {limit:g} s; executor group killed"}
             return self._died()
         return msgpack.unpackb(reply, raw=False)
 

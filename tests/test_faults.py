@@ -1,0 +1,213 @@
+"""Fault injection with real processes: a real redis-server, real worker daemons (Celery solo
+workers with their executors), and the test-only ops that hang, ignore SIGTERM, crash, exit,
+raise or exhaust memory. Each test reads back the records the workers wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import redis
+
+from broker.app import make_app
+from broker.coordinator import Plan, publish
+from broker.keys import Keys
+from sweeps import status
+from sweeps.suites import Expansion, Selection
+from sweeps.vector import make_vector
+from tests.conftest import ROOT
+
+PREFIX = "faults"
+pytestmark = pytest.mark.slow
+
+
+def vector(op: str, n: int, timeout: float = 3.0, **kwargs):
+    return make_vector(f"sweepctl.test.{op}", "faults", "n300", [1, 2], [n], kwargs, timeout)
+
+
+class Cluster:
+    """Workers on one redis-server, and the records they wrote."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url, self.tmp = url, tmp
+        self.client = redis.Redis.from_url(url)
+        self.keys = Keys(PREFIX)
+        self.procs: list[subprocess.Popen] = []
+        self.reset_log = tmp / "resets.log"
+
+    def worker(self, name: str, reset: str | None = None) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "SWEEPCTL_ENABLE_TEST_OPS": "1",
+            "SWEEPCTL_HEARTBEAT": "0.5",
+            "SWEEPCTL_RESET_COMMAND": reset or f"sh -c 'echo {name} >> {self.reset_log}'",
+        }
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
+        cmd += ["--name", name, "--redis", self.url, "--prefix", PREFIX]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+        self.procs.append(proc)
+        self.wait(lambda: self.health(name) == "GOOD", 120, f"{name} did not open its executor")
+        return proc
+
+    def health(self, name: str) -> str:
+        value = self.client.hget(self.keys.worker(name), "health")
+        return value.decode() if value else ""
+
+    def enqueue(self, run_id: str, vectors: list[dict], expires: float | None = None) -> None:
+        plan = Plan(run_id, Selection(), Expansion(vectors=vectors), {})
+        publish(make_app(self.url, self.keys), self.client, self.keys, plan, chunk=len(vectors), expires=expires)
+
+    def records(self, run_id: str) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for payload in self.client.hvals(self.keys.records(run_id)):
+            record = msgpack.unpackb(payload)
+            out.setdefault(record["vector"], []).append(record)
+        return out
+
+    def finals(self, run_id: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.final(run_id)).items()}
+
+    def wait(self, done, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return
+            time.sleep(0.1)
+        logs = "".join(p.read_text()[-1500:] for p in self.tmp.glob("*.log"))
+        pytest.fail(f"{what}\n{logs}")
+
+    def resets(self) -> list[str]:
+        return self.reset_log.read_text().split() if self.reset_log.exists() else []
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait(timeout=60)
+
+
+@pytest.fixture
+def cluster(redis_server, tmp_path):
+    found = Cluster(redis_server, tmp_path)
+    yield found
+    found.stop()
+
+
+def executors() -> list[int]:
+    """Pids of every live executor process on this machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().split()[2]
+            except OSError:
+                continue
+            if b"workers.executor" in cmdline and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(cluster):
+    cluster.worker("w-hang")
+    before = executors()
+    vectors = [
+        vector("noop", 0),
+        vector("hang", 1),
+        vector("noop", 2),
+        vector("hang_ignore_sigterm", 3),
+        vector("noop", 4),
+    ]
+    cluster.enqueue("hang", vectors)
+    cluster.wait(lambda: len(cluster.finals("hang")) == 5, 120, "the hang run did not finish")
+    finals = cluster.finals("hang")
+    assert [finals[v["id"]] for v in vectors] == [status.PASS, status.HANG, status.PASS, status.HANG, status.PASS]
+    records = cluster.records("hang")
+    assert all(len(r) == 1 for r in records.values())  # one record per attempt, one attempt each
+    assert "no result after 3 s" in records[vectors[1]["id"]][0]["message"]
+    assert cluster.resets() == ["w-hang", "w-hang"]  # the machine's reset ran after each hang
+    assert cluster.health("w-hang") == "GOOD"
+    assert len(executors()) == len(before)  # killed groups leave no orphan, SIGTERM ignored or not
+
+
+def test_crashes_are_recorded_once_and_the_executor_respawns(cluster):
+    cluster.worker("w-crash")
+    vectors = [vector("segv", 0), vector("noop", 1), vector("exit", 2), vector("noop", 3)]
+    cluster.enqueue("crash", vectors)
+    cluster.wait(lambda: len(cluster.finals("crash")) == 4, 120, "the crash run did not finish")
+    records = {vid: r[0] for vid, r in cluster.records("crash").items()}
+    assert [records[v["id"]]["status"] for v in vectors] == [status.CRASH, status.PASS, status.CRASH, status.PASS]
+    assert "SIGSEGV" in records[vectors[0]["id"]]["message"]
+    assert "exited with code 3" in records[vectors[2]["id"]]["message"]
+    assert len(cluster.resets()) == 2
+
+
+def test_exceptions_and_memory_exhaustion_are_op_failures_not_infra(cluster):
+    cluster.worker("w-raise")
+    vectors = [vector("raise", 0), vector("oom", 1, timeout=60), vector("noop", 2)]
+    cluster.enqueue("raise", vectors)
+    cluster.wait(lambda: len(cluster.finals("raise")) == 3, 120, "the raise run did not finish")
+    finals = cluster.finals("raise")
+    assert [finals[v["id"]] for v in vectors] == [status.FAIL_OP, status.FAIL_OP, status.PASS]
+    assert cluster.resets() == []  # an op's own failure is not a device fault
+
+
+def test_a_failed_reset_quarantines_the_worker_and_gives_its_chunk_back(cluster):
+    cluster.worker("w-bad", reset="false")
+    vectors = [vector("hang", 0), vector("noop", 1), vector("noop", 2)]
+    cluster.enqueue("quarantine", vectors)
+    cluster.wait(lambda: cluster.health("w-bad") == "BAD", 60, "the worker was not quarantined")
+    cluster.worker("w-good")
+    cluster.wait(lambda: len(cluster.finals("quarantine")) == 3, 60, "the chunk was not run elsewhere")
+    records = {vid: r for vid, r in cluster.records("quarantine").items()}
+    assert [(r["status"], r["worker"]) for r in records[vectors[0]["id"]]] == [(status.HANG, "w-bad")]
+    for v in vectors[1:]:
+        assert [(r["status"], r["worker"]) for r in records[v["id"]]] == [(status.PASS, "w-good")]
+    listed = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "workers", "--json", "--redis", cluster.url, "--prefix", PREFIX],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    health = {w["name"]: w["health"] for w in json.loads(listed.stdout)}
+    assert health == {"w-bad": "BAD", "w-good": "GOOD"}
+    assert "exited 1" in cluster.client.hget(cluster.keys.worker("w-bad"), "health_reason").decode()
+
+
+def test_cancel_before_and_while_running(cluster):
+    cluster.worker("w-cancel")
+    vectors = [vector("sleep", 0, timeout=60, seconds=30), vector("noop", 1), vector("noop", 2)]
+    cluster.enqueue("cancel", vectors)
+    running = cluster.keys.lease("cancel", vectors[0]["id"])
+    cluster.wait(lambda: cluster.client.exists(running), 30, "the long vector did not start")
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "cancel", "cancel", "--json", "--redis", cluster.url, "--prefix", PREFIX],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    assert json.loads(out.stdout)["running"] >= 1
+    cluster.wait(lambda: len(cluster.finals("cancel")) == 3, 30, "the canceled run did not settle")
+    assert time.monotonic() - started < 20  # the 30 s vector was killed, not waited for
+    records = {vid: r[0] for vid, r in cluster.records("cancel").items()}
+    assert records[vectors[0]["id"]]["status"] == status.CANCELED and records[vectors[0]["id"]]["attempt"] == 1
+    assert "killed while running" in records[vectors[0]["id"]]["message"]
+    # the next vector waited in the executor's pipe (started, never ran): its worker booked it;
+    # the last was still in the chunk: `sweepctl cancel` booked it, attempt 0
+    assert (records[vectors[1]["id"]]["status"], records[vectors[1]["id"]]["worker"]) == (status.CANCELED, "w-cancel")
+    assert (records[vectors[2]["id"]]["status"], records[vectors[2]["id"]]["attempt"]) == (status.CANCELED, 0)
+
+
+def test_an_expired_run_never_runs(cluster):
+    vectors = [vector("noop", 0), vector("noop", 1)]
+    cluster.enqueue("expired", vectors, expires=0.2)
+    time.sleep(0.5)
+    cluster.worker("w-late")
+    cluster.wait(lambda: len(cluster.finals("expired")) == 2, 60, "the expired run did not settle")
+    assert set(cluster.finals("expired").values()) == {status.EXPIRED}
