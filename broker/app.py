@@ -14,6 +14,7 @@ Settings and why (DESIGN.md §4):
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
@@ -44,7 +45,10 @@ def refuse_pickle(conf: Any) -> None:
         raise PickleRefused("sweepctl refuses to start: the Celery configuration accepts pickle")
 
 
-def make_app(redis_url: str, keys: Keys, visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT) -> Celery:
+def make_app(redis_url: str, keys: Keys, visibility_timeout: int | None = None) -> Celery:
+    """`visibility_timeout` defaults to $SWEEPCTL_VISIBILITY_TIMEOUT, else 6 h."""
+    if visibility_timeout is None:
+        visibility_timeout = int(os.environ.get("SWEEPCTL_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
     app = Celery("sweepctl", broker=redis_url, set_as_current=False)
     app.conf.update(
         accept_content=["msgpack"],
@@ -64,7 +68,14 @@ def make_app(redis_url: str, keys: Keys, visibility_timeout: int = DEFAULT_VISIB
         task_queues=[Queue(profile.queue) for profile in PROFILES.values()],
         task_default_queue=next(iter(PROFILES.values())).queue,
         task_routes=(route_chunk,),
-        broker_transport_options={"visibility_timeout": visibility_timeout, "global_keyprefix": keys.celery_prefix},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            "global_keyprefix": keys.celery_prefix,
+            # kombu sweeps for expired unacked messages every interval x throttle seconds (100 s by
+            # default); a short visibility timeout (tests, small deployments) wants a short sweep
+            "unacked_restore_interval": 1 if visibility_timeout < 600 else 10,
+            "unacked_restore_throttle": 1 if visibility_timeout < 600 else 10,
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -104,6 +105,24 @@ def ms_of_bucket(bucket: int) -> float:
     return 2.0 ** ((bucket + 0.5) / 8.0) / 1000.0
 
 
+RUN, FINAL, LEASED = "run", "final", "leased"
+
+
+@dataclass
+class Claim:
+    """One vector of a claimed chunk: its payload, what to do, and the attempts before."""
+
+    vector_id: str
+    payload: bytes | None
+    action: str  # RUN, FINAL (skip: it has a final record) or LEASED (skip: running elsewhere)
+    tried: int  # attempts started before this claim
+    lost: bool = False  # the last of them died with its worker: no record, no lease
+
+    @property
+    def attempt(self) -> int:
+        return self.tried + 1
+
+
 class Results:
     """Reads and writes one run's attempts, for a worker (or the coordinator, for vectors that never run)."""
 
@@ -113,18 +132,33 @@ class Results:
         self.worker = worker
         self._write = redis.register_script(_WRITE)
 
-    def claim(self, run_id: str, ids: list[str]) -> list[tuple[bytes | None, int]]:
-        """(payload, attempt to run) per id; attempt -1 when the vector already has a final record."""
+    def claim(self, run_id: str, ids: list[str]) -> list[Claim]:
+        """What to do with each vector of a chunk, in one round trip (two when attempts came before):
+        run it (with its attempt number), or skip it because it is final, or because another
+        worker holds its lease right now (a chunk redelivered past the visibility timeout must not
+        run it twice). An earlier attempt with neither a record nor a lease died with its worker."""
         keys = self.keys
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(keys.vectors(run_id), ids)
         pipe.hmget(keys.final(run_id), ids)
         pipe.hmget(keys.attempts(run_id), ids)
         payloads, finals, attempts = pipe.execute()
-        return [
-            (payload, -1 if done is not None else int(tried or 0) + 1)
-            for payload, done, tried in zip(payloads, finals, attempts, strict=True)
+        claims = [
+            Claim(vid, payload, FINAL if done is not None else RUN, int(tried or 0))
+            for vid, payload, done, tried in zip(ids, payloads, finals, attempts, strict=True)
         ]
+        retried = [c for c in claims if c.action == RUN and c.tried]
+        if retried:
+            for claim in retried:
+                pipe.exists(keys.lease(run_id, claim.vector_id))
+                pipe.hexists(keys.records(run_id), keys.record_field(claim.vector_id, claim.tried))
+            found = pipe.execute()
+            for claim, leased, recorded in zip(retried, found[::2], found[1::2], strict=True):
+                if leased:
+                    claim.action = LEASED
+                elif not recorded:
+                    claim.lost = True
+        return claims
 
     def start_op(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> list[Any]:
         return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl]

@@ -6,7 +6,8 @@ import redis
 
 from broker.keys import Keys
 from broker.report import build, progress
-from broker.results import Results, make_record, pcc_bucket, pcc_of_bucket, signature
+from broker.results import FINAL, LEASED, Results, make_record, pcc_bucket, pcc_of_bucket, signature
+from broker.results import RUN as RUN_IT
 from sweeps import status
 from sweeps.vector import make_vector
 
@@ -31,8 +32,9 @@ def test_an_attempt_record_is_written_once_and_counted_once(redis_server):
     results = Results(client, keys, worker="w1")
     vector = _vector(1)
     client.hset(keys.vectors(RUN), vector["id"], b"payload")
-    [(payload, attempt)] = results.claim(RUN, [vector["id"]])
-    assert (payload, attempt) == (b"payload", 1)
+    [claim] = results.claim(RUN, [vector["id"]])
+    assert (claim.payload, claim.action, claim.attempt) == (b"payload", RUN_IT, 1)
+    attempt = claim.attempt
     results.start(RUN, vector["id"], attempt)
     assert client.get(keys.lease(RUN, vector["id"])) == b"w1"
     outcome = {"status": status.PASS, "pcc": 0.9999, "threshold": 0.999, "e2e_ms": 2.0}
@@ -44,7 +46,7 @@ def test_an_attempt_record_is_written_once_and_counted_once(redis_server):
     assert agg[b"done"] == b"1" and agg[b"s|PASS"] == b"1" and agg[b"b|emulated"] == b"1"
     assert client.get(keys.lease(RUN, vector["id"])) is None
     # a redelivered chunk: the finished vector is skipped, its attempt counter untouched
-    assert results.claim(RUN, [vector["id"]]) == [(b"payload", -1)]
+    assert results.claim(RUN, [vector["id"]])[0].action == FINAL
     assert client.hget(keys.attempts(RUN), vector["id"]) == b"1"
 
 
@@ -52,12 +54,15 @@ def test_a_second_attempt_keeps_the_first_record_and_only_the_final_one_counts(r
     client, keys = _setup(redis_server, 1)
     results = Results(client, keys, worker="w1")
     vector = _vector(2)
-    [(_, first)] = results.claim(RUN, [vector["id"]])
+    first = results.claim(RUN, [vector["id"]])[0].attempt
     results.start(RUN, vector["id"], first)
+    # while attempt 1 holds its lease, a redelivered copy of the chunk must not run the vector
+    assert results.claim(RUN, [vector["id"]])[0].action == LEASED
     infra = make_record(vector, RUN, first, {"status": status.INFRA, "message": "device reset failed"})
     results.finish(infra, final=False)
-    [(_, second)] = results.claim(RUN, [vector["id"]])
-    assert (first, second) == (1, 2)
+    again = results.claim(RUN, [vector["id"]])[0]
+    assert (first, again.action, again.attempt, again.lost) == (1, RUN_IT, 2, False)
+    second = again.attempt
     results.start(RUN, vector["id"], second)
     results.finish(make_record(vector, RUN, second, {"status": status.FAIL_OP, "message": "TT_FATAL at 0x7f12: bad"}))
     assert client.hlen(keys.records(RUN)) == 2
@@ -71,7 +76,7 @@ def test_report_from_aggregates(redis_server):
     pccs = {1: 0.99999, 2: 0.9999, 3: 0.95}
     for n, pcc in pccs.items():
         vector = _vector(n)
-        [(_, attempt)] = results.claim(RUN, [vector["id"]])
+        attempt = results.claim(RUN, [vector["id"]])[0].attempt
         state = status.PASS if pcc > 0.99 else status.FAIL_ACCURACY
         outcome = {"status": state, "pcc": pcc, "threshold": 0.99, "e2e_ms": float(n), "message": ""}
         results.finish(make_record(vector, RUN, attempt, outcome, backend="emulated"))
@@ -102,3 +107,13 @@ def test_signature_strips_addresses_shapes_and_numbers():
     b = signature("TT_FATAL @ op.cpp:456: Shard width 33 must match physical width 64 at 0x55aa")
     assert a == b
     assert signature("shape [1, 1, 32, 64] bad") == signature("shape [2, 4, 64, 128] bad")
+
+
+def test_an_attempt_whose_worker_died_is_claimed_as_lost(redis_server):
+    client, keys = _setup(redis_server, 1)
+    results = Results(client, keys, worker="w1")
+    vector = _vector(3)
+    results.start(RUN, vector["id"], 1, lease_ttl=1)
+    client.delete(keys.lease(RUN, vector["id"]))  # the lease lapsed: nobody renews it any more
+    claim = results.claim(RUN, [vector["id"]])[0]
+    assert (claim.action, claim.tried, claim.lost, claim.attempt) == (RUN_IT, 1, True, 2)

@@ -42,9 +42,10 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
         self.reset_log = tmp / "resets.log"
 
-    def worker(self, name: str, reset: str | None = None) -> subprocess.Popen:
+    def worker(self, name: str, reset: str | None = None, **extra: str) -> subprocess.Popen:
         env = {
             **os.environ,
+            **extra,
             "SWEEPCTL_ENABLE_TEST_OPS": "1",
             "SWEEPCTL_HEARTBEAT": "0.5",
             "SWEEPCTL_RESET_COMMAND": reset or f"sh -c 'echo {name} >> {self.reset_log}'",
@@ -211,3 +212,40 @@ def test_an_expired_run_never_runs(cluster):
     cluster.worker("w-late")
     cluster.wait(lambda: len(cluster.finals("expired")) == 2, 60, "the expired run did not settle")
     assert set(cluster.finals("expired").values()) == {status.EXPIRED}
+
+
+def _worker_env(visibility: int) -> dict[str, str]:
+    return {"SWEEPCTL_VISIBILITY_TIMEOUT": str(visibility), "SWEEPCTL_LEASE_TTL": "2"}
+
+
+def test_sigkill_of_a_worker_mid_vector_redelivers_and_books_the_lost_attempt(cluster):
+    worker = cluster.worker("w-doomed", **_worker_env(4))
+    vectors = [vector("sleep", 0, timeout=30, seconds=3), vector("noop", 1)]
+    cluster.enqueue("killed", vectors)
+    lease = cluster.keys.lease("killed", vectors[0]["id"])
+    cluster.wait(lambda: cluster.client.exists(lease), 30, "the vector did not start")
+    os.killpg(worker.pid, signal.SIGKILL)  # the Celery worker dies; its message stays unacked
+    cluster.worker("w-heir", **_worker_env(4))
+    cluster.wait(lambda: len(cluster.finals("killed")) == 2, 90, "the killed worker's chunk was not redelivered")
+    records = sorted(cluster.records("killed")[vectors[0]["id"]], key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["status"], r["worker"]) for r in records] == [
+        (1, status.INFRA, "w-heir"),  # booked by the heir: no record and no lease for attempt 1
+        (2, status.PASS, "w-heir"),
+    ]
+    assert "its worker died" in records[0]["message"]
+    assert set(cluster.finals("killed").values()) == {status.PASS}
+
+
+def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
+    cluster.worker("w-slow", **_worker_env(2))
+    cluster.worker("w-idle", **_worker_env(2))
+    slow = vector("sleep", 0, timeout=60, seconds=14)  # outlives the visibility timeout and a restore cycle
+    cluster.enqueue("visibility", [slow])
+    cluster.wait(lambda: len(cluster.finals("visibility")) == 1, 90, "the slow vector did not finish")
+    records = cluster.records("visibility")[slow["id"]]
+    assert [(r["attempt"], r["status"]) for r in records] == [(1, status.PASS)]
+    # the chunk was redelivered while it ran, and the copy saw the live lease and skipped it
+    skips = [json.loads(line) for p in cluster.tmp.glob("w-*.log") for line in p.read_text().splitlines()
+             if '"chunk_done"' in line]  # fmt: skip
+    assert any(s["skipped"] == 1 and s["ran"] == 0 for s in skips)
+    assert cluster.client.hget(cluster.keys.attempts("visibility"), slow["id"]) == b"1"

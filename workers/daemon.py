@@ -20,11 +20,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions as redis_errors
 import structlog
 
 from broker.app import RUN_CHUNK, make_app
 from broker.keys import Keys
-from broker.results import Results, make_record
+from broker.results import RUN, Results, make_record
 from sweeps import status
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
@@ -32,12 +33,14 @@ from workers import recovery
 from workers.executor import Executor, ExecutorDied
 from workers.writer import RecordWriter
 
-LEASE_TTL = 30
+LEASE_TTL = int(os.environ.get("SWEEPCTL_LEASE_TTL", "30"))
+MAX_LOST_ATTEMPTS = 2  # a vector whose worker died in it twice is booked INFRA, not run again
 HEARTBEAT_EVERY = float(os.environ.get("SWEEPCTL_HEARTBEAT", "5"))
 
 
 class Quarantined(Exception):
     """The device set failed its reset or health check: stop consuming, give the chunk back."""
+
 
 log = structlog.get_logger("sweepctl.worker")
 
@@ -180,17 +183,23 @@ class WorkerDaemon:
         vector; the vector behind never started and is sent again, same attempt. When recovery
         fails the chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
-        claimed, expired = self.results.claim(run_id, ids), self._expired(run_id)
+        claims, expired = self._claim(run_id, ids), self._expired(run_id)
         todo: deque[_Item] = deque()
-        for vector_id, (payload, attempt) in zip(ids, claimed, strict=True):
-            if payload is None or attempt < 0:  # run deleted, or finished before (a redelivered chunk)
+        for claim in claims:
+            if claim.payload is None or claim.action != RUN:  # deleted, final, or running elsewhere
                 counts["skipped"] += 1
                 continue
             try:
-                item = _Item(decode(payload), payload, attempt)
+                item = _Item(decode(claim.payload), claim.payload, claim.attempt)
             except VectorError as exc:
-                log.error("bad_vector", run=run_id, vector=vector_id, error=str(exc))
+                log.error("bad_vector", run=run_id, vector=claim.vector_id, error=str(exc))
                 continue
+            if claim.lost:  # its worker died in it: book that attempt INFRA, retry once at most
+                lost = _Item(item.vector, item.payload, claim.tried)
+                infra = {"status": status.INFRA, "message": f"attempt {claim.tried}: its worker died while running it"}
+                self._book(run_id, lost, infra, final=claim.tried >= MAX_LOST_ATTEMPTS)
+                if claim.tried >= MAX_LOST_ATTEMPTS:
+                    continue
             if expired:
                 self._book(run_id, item, {"status": status.EXPIRED, "message": "the run expired before it ran"})
             else:
@@ -246,11 +255,24 @@ class WorkerDaemon:
         log.debug("chunk_done", run=run_id, **counts)
         return counts
 
+    def _claim(self, run_id: str, ids: list[str]) -> list[Any]:
+        """Claim a chunk, waiting out a Redis that is restarting (the message stays unacked)."""
+        delay = 0.2
+        while True:
+            try:
+                return self.results.claim(run_id, ids)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                log.warning("claim_retry", run=run_id, error=str(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _expired(self, run_id: str) -> bool:
         expires = self.redis.hget(self.keys.run(run_id), "expires")
         return expires is not None and time.time() > float(expires)
 
-    def _book(self, run_id: str, item: _Item, outcome: dict[str, Any], end: float | None = None) -> None:
+    def _book(
+        self, run_id: str, item: _Item, outcome: dict[str, Any], end: float | None = None, final: bool = True
+    ) -> None:
         vector = item.vector
         if outcome["status"] != status.PASS:
             log.info("vector_not_passed", run=run_id, vector=vector["id"], op=vector["op"], status=outcome["status"])
@@ -267,7 +289,7 @@ class WorkerDaemon:
             start=item.started,
             end=end or time.time(),
         )
-        self.writer.attempt_finished(record)
+        self.writer.attempt_finished(record, final)
 
 
 @dataclass

@@ -37,8 +37,8 @@ class RecordWriter(threading.Thread):
     def attempt_started(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> None:
         self._put(run_id, ("start", vector_id, attempt, lease_ttl))
 
-    def attempt_finished(self, record: dict[str, Any]) -> None:
-        self._put(record["run"], ("finish", record))
+    def attempt_finished(self, record: dict[str, Any], final: bool = True) -> None:
+        self._put(record["run"], ("finish", record, final))
 
     def _put(self, run_id: str, item: tuple[Any, ...]) -> None:
         with self._wake:
@@ -86,7 +86,7 @@ class RecordWriter(threading.Thread):
         results = self.results
         by_run: dict[str, list[list[Any]]] = {}
         for run_id, item in batch:  # ops of one run keep their order; runs are independent
-            op = results.finish_op(item[1]) if item[0] == "finish" else results.start_op(run_id, *item[1:])
+            op = results.finish_op(*item[1:]) if item[0] == "finish" else results.start_op(run_id, *item[1:])
             by_run.setdefault(run_id, []).append(op)
         while True:
             try:
