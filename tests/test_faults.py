@@ -249,3 +249,48 @@ def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
              if '"chunk_done"' in line]  # fmt: skip
     assert any(s["skipped"] == 1 and s["ran"] == 0 for s in skips)
     assert cluster.client.hget(cluster.keys.attempts("visibility"), slow["id"]) == b"1"
+
+
+def test_redis_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path):
+    import shutil
+
+    from broker.embedded import free_port
+
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+
+    def start_redis() -> subprocess.Popen:
+        cmd = [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
+        cmd += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return proc
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        pytest.fail("redis-server did not start")
+
+    server = start_redis()
+    cluster = Cluster(f"redis://127.0.0.1:{port}/0", tmp_path)
+    try:
+        cluster.worker("w-steady")
+        vectors = [vector("sleep", i, timeout=30, seconds=0.1) for i in range(60)]
+        cluster.enqueue("restart", vectors)  # 60 one-vector chunks: most wait in the queue
+        cluster.wait(lambda: len(cluster.finals("restart")) >= 10, 60, "the run did not start")
+        server.terminate()  # a clean stop: the AOF holds the queue and the records
+        server.wait(timeout=30)
+        time.sleep(5)
+        server = start_redis()
+        cluster.client = redis.Redis(port=port)
+        cluster.wait(lambda: len(cluster.finals("restart")) == 60, 180, "the run did not finish after the restart")
+        records = cluster.records("restart")
+        assert sorted(records) == sorted(v["id"] for v in vectors)
+        assert all([r["status"] for r in rs] == [status.PASS] for rs in records.values())  # none duplicated
+        assert cluster.client.hvals(cluster.keys.attempts("restart")) == [b"1"] * 60
+        assert list(cluster.client.scan_iter(cluster.keys.lease("restart", "*"))) == []  # none stuck RUNNING
+    finally:
+        cluster.stop()
+        server.terminate()
+        server.wait(timeout=30)
