@@ -40,6 +40,10 @@ for _, op in ipairs(ops) do
     -- start: vector id, attempt, lease key, worker, ttl
     redis.call('HSET', attempts, op[2], op[3])
     redis.call('SET', op[4], op[5], 'EX', op[6])
+  elseif op[1] == 'r' then
+    -- release: vector id, attempts before, lease key (an attempt started that never ran)
+    redis.call('DEL', op[4])
+    if op[3] > 0 then redis.call('HSET', attempts, op[2], op[3]) else redis.call('HDEL', attempts, op[2]) end
   elseif redis.call('HSETNX', records, op[2], op[3]) == 1 then
     -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
     --         e2e bucket, failed, now, backend, lease key
@@ -162,6 +166,10 @@ class Results:
 
     def start_op(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> list[Any]:
         return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl]
+
+    def release_op(self, run_id: str, vector_id: str, attempt: int) -> list[Any]:
+        """Undo the start of an attempt that never ran (its worker gave the chunk back)."""
+        return ["r", vector_id, attempt - 1, self.keys.lease(run_id, vector_id)]
 
     def finish_op(self, record: dict[str, Any], final: bool = True) -> list[Any]:
         pcc = record.get("pcc")

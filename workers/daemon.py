@@ -210,6 +210,7 @@ class WorkerDaemon:
                 while todo and len(inflight) < 2:
                     item = todo.popleft()
                     self.writer.attempt_started(run_id, item.vector["id"], item.attempt, LEASE_TTL)
+                    item.begun = True
                     if not self.executor.alive and not self.open_executor():
                         self._book(run_id, item, {"status": status.INFRA, "message": "the executor could not open"})
                         continue
@@ -247,6 +248,9 @@ class WorkerDaemon:
                     inflight[0].started = now
         except Quarantined:
             self.current = []
+            for item in [*inflight, *todo]:  # started here but never run: free them for the next worker
+                if item.begun:
+                    self.writer.attempt_released(run_id, item.vector["id"], item.attempt)
             self.writer.flush()
             self.quarantine()
             raise
@@ -300,6 +304,7 @@ class _Item:
     payload: bytes
     attempt: int
     started: float | None = None
+    begun: bool = False  # its attempt start was written
 
 
 def _executor_log():

@@ -37,6 +37,9 @@ class RecordWriter(threading.Thread):
     def attempt_started(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> None:
         self._put(run_id, ("start", vector_id, attempt, lease_ttl))
 
+    def attempt_released(self, run_id: str, vector_id: str, attempt: int) -> None:
+        self._put(run_id, ("release", vector_id, attempt))
+
     def attempt_finished(self, record: dict[str, Any], final: bool = True) -> None:
         self._put(record["run"], ("finish", record, final))
 
@@ -86,7 +89,13 @@ class RecordWriter(threading.Thread):
         results = self.results
         by_run: dict[str, list[list[Any]]] = {}
         for run_id, item in batch:  # ops of one run keep their order; runs are independent
-            op = results.finish_op(*item[1:]) if item[0] == "finish" else results.start_op(run_id, *item[1:])
+            kind, args = item[0], item[1:]
+            if kind == "finish":
+                op = results.finish_op(*args)
+            elif kind == "start":
+                op = results.start_op(run_id, *args)
+            else:
+                op = results.release_op(run_id, *args)
             by_run.setdefault(run_id, []).append(op)
         while True:
             try:
