@@ -244,10 +244,15 @@ def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
     cluster.wait(lambda: len(cluster.finals("visibility")) == 1, 90, "the slow vector did not finish")
     records = cluster.records("visibility")[slow["id"]]
     assert [(r["attempt"], r["status"]) for r in records] == [(1, status.PASS)]
-    # the chunk was redelivered while it ran, and the copy saw the live lease and skipped it
-    skips = [json.loads(line) for p in cluster.tmp.glob("w-*.log") for line in p.read_text().splitlines()
-             if '"chunk_done"' in line]  # fmt: skip
-    assert any(s["skipped"] == 1 and s["ran"] == 0 for s in skips)
+    # the chunk was redelivered while it ran; the copy waited on the live lease, then skipped it
+
+    def copy_skipped() -> bool:
+        lines = [line for p in cluster.tmp.glob("w-*.log") for line in p.read_text().splitlines()]
+        done = [json.loads(line) for line in lines if '"chunk_done"' in line]
+        return any(d["skipped"] == 1 and d["ran"] == 0 for d in done)
+
+    cluster.wait(copy_skipped, 15, "the chunk was not redelivered, or its copy did not skip the vector")
+    assert len(cluster.records("visibility")[slow["id"]]) == 1
     assert cluster.client.hget(cluster.keys.attempts("visibility"), slow["id"]) == b"1"
 
 
@@ -294,3 +299,36 @@ def test_redis_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_pa
         cluster.stop()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_warm_shutdown_finishes_the_running_vector_and_gives_the_rest_back(cluster):
+    worker = cluster.worker("w-warm")
+    vectors = [vector("sleep", 0, timeout=30, seconds=3), vector("noop", 1), vector("noop", 2)]
+    cluster.enqueue("warm", vectors)
+    lease = cluster.keys.lease("warm", vectors[0]["id"])
+    cluster.wait(lambda: cluster.client.exists(lease), 30, "the vector did not start")
+    os.killpg(worker.pid, signal.SIGTERM)  # warm: the running vector finishes
+    worker.wait(timeout=60)
+    finals = cluster.finals("warm")
+    assert finals.get(vectors[0]["id"]) == status.PASS
+    cluster.worker("w-next")
+    cluster.wait(lambda: len(cluster.finals("warm")) == 3, 60, "the given-back vectors did not run")
+    records = cluster.records("warm")
+    assert [(r["worker"], r["status"]) for r in records[vectors[0]["id"]]] == [("w-warm", status.PASS)]
+    assert all(len(records[v["id"]]) == 1 for v in vectors)  # nothing ran twice, nothing lost
+
+
+def test_cold_shutdown_redelivers_and_leaves_no_orphan_executor(cluster):
+    before = executors()
+    worker = cluster.worker("w-cold", **_worker_env(4))
+    vectors = [vector("hang", 0, timeout=8), vector("noop", 1)]
+    cluster.enqueue("cold", vectors)
+    lease = cluster.keys.lease("cold", vectors[0]["id"])
+    cluster.wait(lambda: cluster.client.exists(lease), 30, "the vector did not start")
+    os.killpg(worker.pid, signal.SIGQUIT)  # cold: the worker goes now; the hung executor must follow
+    worker.wait(timeout=30)
+    cluster.wait(lambda: len(executors()) == len(before), 10, "the hung executor outlived its worker")
+    cluster.worker("w-after", **_worker_env(4))
+    cluster.wait(lambda: len(cluster.finals("cold")) == 2, 90, "the chunk was not redelivered")
+    hung = sorted(cluster.records("cold")[vectors[0]["id"]], key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["status"]) for r in hung] == [(1, status.INFRA), (2, status.HANG)]

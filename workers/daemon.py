@@ -25,7 +25,7 @@ import structlog
 
 from broker.app import RUN_CHUNK, make_app
 from broker.keys import Keys
-from broker.results import RUN, Results, make_record
+from broker.results import LEASED, RUN, Results, make_record
 from sweeps import status
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
@@ -40,6 +40,10 @@ HEARTBEAT_EVERY = float(os.environ.get("SWEEPCTL_HEARTBEAT", "5"))
 
 class Quarantined(Exception):
     """The device set failed its reset or health check: stop consuming, give the chunk back."""
+
+
+class GivenBack(Exception):
+    """A warm shutdown stopped the chunk after the running vector: the rest goes back to the queue."""
 
 
 log = structlog.get_logger("sweepctl.worker")
@@ -75,6 +79,7 @@ class WorkerDaemon:
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
         self.canceling: tuple[str, str] | None = None  # set by the heartbeat when a run is canceled
+        self.stopping = False  # a warm shutdown: finish the running vector, give the rest back
         self.health = recovery.UNKNOWN
         self.profile = get_profile(machine)
         self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
@@ -183,7 +188,7 @@ class WorkerDaemon:
         vector; the vector behind never started and is sent again, same attempt. When recovery
         fails the chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
-        claims, expired = self._claim(run_id, ids), self._expired(run_id)
+        claims, expired = self._claim_settled(run_id, ids), self._expired(run_id)
         todo: deque[_Item] = deque()
         for claim in claims:
             if claim.payload is None or claim.action != RUN:  # deleted, final, or running elsewhere
@@ -207,7 +212,7 @@ class WorkerDaemon:
         inflight: deque[_Item] = deque()
         try:
             while todo or inflight:
-                while todo and len(inflight) < 2:
+                while todo and len(inflight) < (0 if self.stopping else 2):
                     item = todo.popleft()
                     self.writer.attempt_started(run_id, item.vector["id"], item.attempt, LEASE_TTL)
                     item.begun = True
@@ -222,6 +227,8 @@ class WorkerDaemon:
                     inflight.append(item)
                 self.current = [(run_id, i.vector["id"]) for i in inflight]
                 if not inflight:
+                    if self.stopping and todo:  # what is in the executor has finished: hand back the rest
+                        raise GivenBack(f"warm shutdown of {self.name}")
                     continue
                 head = inflight.popleft()
                 head.started = head.started or time.time()
@@ -246,18 +253,31 @@ class WorkerDaemon:
                     self.recover(f"{outcome['status']} on {head.vector['op']} vector {head.vector['id'][:12]}")
                 elif inflight:
                     inflight[0].started = now
-        except Quarantined:
+        except (Quarantined, GivenBack) as exc:
             self.current = []
             for item in [*inflight, *todo]:  # started here but never run: free them for the next worker
                 if item.begun:
                     self.writer.attempt_released(run_id, item.vector["id"], item.attempt)
             self.writer.flush()
-            self.quarantine()
+            if isinstance(exc, Quarantined):
+                self.quarantine()
             raise
         self.current = []
         self.writer.flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
+
+    def _claim_settled(self, run_id: str, ids: list[str]) -> list[Any]:
+        """Claim a chunk; a vector another worker holds the lease of (this chunk came back past the
+        visibility timeout) is waited for: it ends final there, or its lease lapses and it is ours."""
+        claims = self._claim(run_id, ids)
+        while True:
+            leased = [c.vector_id for c in claims if c.action == LEASED]
+            if not leased:
+                return claims
+            time.sleep(HEARTBEAT_EVERY)
+            again = {c.vector_id: c for c in self._claim(run_id, leased)}
+            claims = [again.get(c.vector_id, c) for c in claims]
 
     def _claim(self, run_id: str, ids: list[str]) -> list[Any]:
         """Claim a chunk, waiting out a Redis that is restarting (the message stays unacked)."""
@@ -338,13 +358,17 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
     def run_chunk(task, run_id: str, machine: str, ids: list[str]) -> None:
         try:
             daemon.run_chunk(run_id, ids)
-        except Quarantined as exc:  # give the chunk back: finished vectors are skipped on redelivery
-            raise Reject(str(exc), requeue=True) from None
+        except Exception as exc:  # never ack a chunk that did not finish: give it back (finals are skipped)
+            raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from None
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender: Any = None, **_: Any) -> None:
         daemon.consumer = sender
         log.info("worker_ready", worker=name, machine=profile.name, backend=backend, queue=profile.queue)
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _shutting_down(**_: Any) -> None:
+        daemon.stopping = True
 
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:

@@ -221,8 +221,25 @@ def _open_backend(machine: str, backend: str) -> Any:
     return DeviceBackend(ttnn, get_profile(machine))
 
 
+def _watch_parent(interval: float = 1.0) -> None:
+    """If the daemon dies without killing us (SIGKILL, cold shutdown), kill our own group: an
+    executor stuck in a hung op must not outlive its worker."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def serve(machine: str, backend_name: str) -> int:
     """Executor main loop: one outcome frame per vector frame, until stdin closes."""
+    _watch_parent()
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # ttnn's prints (Config{...}) and any stray output go to the log, not the protocol
     proto_in = os.fdopen(os.dup(0), "rb")  # buffered: a frame's header and body in one read
