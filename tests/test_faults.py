@@ -332,3 +332,23 @@ def test_cold_shutdown_redelivers_and_leaves_no_orphan_executor(cluster):
     cluster.wait(lambda: len(cluster.finals("cold")) == 2, 90, "the chunk was not redelivered")
     hung = sorted(cluster.records("cold")[vectors[0]["id"]], key=lambda r: r["attempt"])
     assert [(r["attempt"], r["status"]) for r in hung] == [(1, status.INFRA), (2, status.HANG)]
+
+
+def test_a_pickled_message_is_refused_and_the_worker_keeps_working(cluster):
+    from celery import Celery
+
+    worker = cluster.worker("w-strict")
+    hostile = Celery("hostile", broker=cluster.url, set_as_current=False)
+    hostile.conf.update(
+        task_serializer="pickle",
+        accept_content=["pickle"],
+        broker_transport_options={"global_keyprefix": cluster.keys.celery_prefix},
+    )
+    hostile.send_task("sweepctl.run_chunk", kwargs={"run_id": "x", "machine": "n300", "ids": []}, queue="sweeps.n300")
+    time.sleep(2)
+    vectors = [vector("noop", 0)]
+    cluster.enqueue("after-pickle", vectors)
+    cluster.wait(lambda: len(cluster.finals("after-pickle")) == 1, 60, "the worker stopped working")
+    assert worker.poll() is None
+    log = (cluster.tmp / "w-strict.log").read_text()
+    assert "ContentDisallowed" in log or "disallowed" in log.lower()
