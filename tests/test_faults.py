@@ -140,16 +140,20 @@ def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(cluster):
     assert len(executors()) == len(before)  # killed groups leave no orphan, SIGTERM ignored or not
 
 
-def test_crashes_are_recorded_once_and_the_executor_respawns(cluster):
+def test_a_poison_vector_crashes_twice_ends_crash_and_the_executor_respawns(cluster):
     cluster.worker("w-crash")
     vectors = [vector("segv", 0), vector("noop", 1), vector("exit", 2), vector("noop", 3)]
     cluster.enqueue("crash", vectors)
     cluster.wait(lambda: len(cluster.finals("crash")) == 4, 120, "the crash run did not finish")
-    records = {vid: r[0] for vid, r in cluster.records("crash").items()}
-    assert [records[v["id"]]["status"] for v in vectors] == [status.CRASH, status.PASS, status.CRASH, status.PASS]
-    assert "SIGSEGV" in records[vectors[0]["id"]]["message"]
-    assert "exited with code 3" in records[vectors[2]["id"]]["message"]
-    assert len(cluster.resets()) == 2
+    finals = cluster.finals("crash")
+    assert [finals[v["id"]] for v in vectors] == [status.CRASH, status.PASS, status.CRASH, status.PASS]
+    records = {vid: sorted(r, key=lambda x: x["attempt"]) for vid, r in cluster.records("crash").items()}
+    for poison, how in ((vectors[0], "SIGSEGV"), (vectors[2], "exited with code 3")):
+        # one record per attempt: crashed, retried once on a fresh executor, crashed again, not retried
+        assert [(r["attempt"], r["status"]) for r in records[poison["id"]]] == [(1, status.CRASH), (2, status.CRASH)]
+        assert all(how in r["message"] for r in records[poison["id"]])
+    assert [len(records[v["id"]]) for v in (vectors[1], vectors[3])] == [1, 1]
+    assert len(cluster.resets()) == 4  # every crash: reset, respawn, health check
 
 
 def test_exceptions_and_memory_exhaustion_are_op_failures_not_infra(cluster):

@@ -185,7 +185,8 @@ class WorkerDaemon:
         books the previous one, so the device does not idle on bookkeeping. A vector's timeout
         counts from when it reaches the head (the executor starts it the moment the one before
         ends). After a hang or crash the devices are reset and health-checked before the next
-        vector; the vector behind never started and is sent again, same attempt. When recovery
+        vector; the vector behind never started and is sent again, same attempt. A vector that
+        crashed the executor runs once more (a poison vector crashes it twice and ends CRASH). When recovery
         fails the chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
         claims, expired = self._claim_settled(run_id, ids), self._expired(run_id)
@@ -238,8 +239,11 @@ class WorkerDaemon:
                 canceled = self.canceling == (run_id, head.vector["id"])
                 if canceled:
                     outcome = {"status": status.CANCELED, "message": "killed while running: the run was canceled"}
-                self._book(run_id, head, outcome, now)
+                retry = outcome["status"] == status.CRASH and not head.crashed  # the device's fault, or the op's?
+                self._book(run_id, head, outcome, now, final=not retry)
                 counts["ran"] += 1
+                if retry:  # once more on fresh devices; a vector that kills the executor twice is CRASH
+                    todo.appendleft(_Item(head.vector, head.payload, head.attempt + 1, crashed=True))
                 if canceled:  # the rest of the chunk: booked CANCELED by `sweepctl cancel`, or here if started
                     for item in inflight:
                         self._book(run_id, item, {"status": status.CANCELED, "message": "the run was canceled"})
@@ -325,6 +329,7 @@ class _Item:
     attempt: int
     started: float | None = None
     begun: bool = False  # its attempt start was written
+    crashed: bool = False  # an earlier attempt killed the executor
 
 
 def _executor_log():
