@@ -358,6 +358,9 @@ def _runtime_parsers(sub: Any) -> None:
         "cancel", "cancel a run: vectors not yet run become CANCELED, running ones are killed and booked", c.cmd_cancel
     )
     cancel.add_argument("run", help="run id")
+    retry = connected("retry", "a new attempt for the vectors of a run that ended in these statuses", c.cmd_retry)
+    retry.add_argument("run", help="run id")
+    retry.add_argument("--status", nargs="+", required=True, help="e.g. HANG CRASH INFRA FAIL_OP")
     runs = connected("runs", "recent runs", c.cmd_runs)
     runs.add_argument("--limit", type=int, default=20)
     for name, help_text, func in (

@@ -237,6 +237,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    from broker.app import make_app
+    from broker.lifecycle import retry
+
+    client, keys, url = _connect(args)
+    result = retry(make_app(url, keys), client, keys, args.run, [s.upper() for s in args.status])
+    if args.json:
+        _print_json(result)
+    else:
+        where = ", ".join(f"{m} {n}" for m, n in result["per_machine"].items()) or "nothing to retry"
+        print(f"run {args.run}: {result['retried']} vectors get a new attempt ({where}); old records kept")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from broker.display import progress_line
     from broker.report import progress, workers

@@ -1,4 +1,4 @@
-"""Run lifecycle after enqueue: cancel (and, with `enqueue --expires`, expiry).
+"""Run lifecycle after enqueue: cancel, retry (and, with `enqueue --expires`, expiry).
 
 Cancel marks the run canceled and gives every vector that has neither a final record nor a live
 lease a CANCELED final record at once (so queued chunks skip them wherever they are); a vector
@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from broker.coordinator import run_meta
+from broker.app import RUN_CHUNK
+from broker.coordinator import chunk_size, run_meta
 from broker.keys import Keys
-from broker.results import Results, make_record
+from broker.results import Results, decode_record, make_record
 from sweeps import status
 from sweeps.vector import decode
 from tracer.errors import InputError
@@ -41,3 +42,43 @@ def cancel(redis: Any, keys: Keys, run_id: str) -> dict[str, int]:
     for start in range(0, len(ops), 1000):
         results.write(run_id, ops[start : start + 1000])
     return {"canceled": len(ops), "running": running, "already_final": len(finals)}
+
+
+NOT_RETRIED = frozenset({status.INVALID, status.NOT_RUN})  # they would fail the same way: fix the config
+
+
+def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) -> dict[str, Any]:
+    """Give vectors whose final status is one of `statuses` a new attempt; their records stay."""
+    meta = run_meta(redis, keys, run_id)
+    if meta is None:
+        raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
+    unknown = [s for s in statuses if s not in status.ALL]
+    if unknown:
+        raise InputError("--status", f"unknown status {unknown[0]} (known: {', '.join(status.ALL)})")
+    refused = [s for s in statuses if s in NOT_RETRIED]
+    if refused:
+        raise InputError("--status", f"{refused[0]} vectors never reach a device; fix the config instead")
+    wanted = set(statuses)
+    chosen = [k.decode() for k, v in redis.hgetall(keys.final(run_id)).items() if v.decode() in wanted]
+    results = Results(redis, keys)
+    ops, by_machine = [], {}
+    tried = dict(zip(chosen, redis.hmget(keys.attempts(run_id), chosen), strict=True)) if chosen else {}
+    for vid in chosen:
+        last = int(tried[vid] or 0)
+        fields = [keys.record_field(vid, n) for n in range(last + 2)]
+        found = [decode_record(r) for r in redis.hmget(keys.records(run_id), fields) if r is not None]
+        record = max((r for r in found if r["status"] in wanted), key=lambda r: r["attempt"])
+        ops.append(results.unfinal_op(record))
+        by_machine.setdefault(record["machine"], []).append(vid)
+    redis.hdel(keys.run(run_id), "state")  # a canceled run that is retried runs again
+    for start in range(0, len(ops), 1000):
+        results.write(run_id, ops[start : start + 1000])
+    chunks = 0
+    with app.producer_or_acquire() as producer:
+        for machine, ids in by_machine.items():
+            size = chunk_size(len(ids))
+            for start in range(0, len(ids), size):
+                chunk = {"run_id": run_id, "machine": machine, "ids": ids[start : start + size]}
+                app.send_task(RUN_CHUNK, kwargs=chunk, producer=producer)
+                chunks += 1
+    return {"retried": len(chosen), "chunks": chunks, "per_machine": {m: len(v) for m, v in sorted(by_machine.items())}}

@@ -25,7 +25,7 @@ def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
         raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
     run = {_text(k): _text(v) for k, v in redis.hgetall(keys.run(run_id)).items()}
     agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
-    counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|")}
+    counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|") and int(v)}
     total = int(run.get("total", 0))
     done = int(agg.get("done", 0))
     t_first, t_last = float(agg.get("t_first", 0) or 0), float(agg.get("t_last", 0) or 0)
@@ -112,6 +112,8 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
     backends: dict[str, int] = {}
     for name, value in agg.items():
         kind, _, rest = name.partition("|")
+        if kind in ("os", "ms") and not int(value):  # a retried vector's old status, counted back down
+            continue
         if kind == "os":
             op, state = rest.rsplit("|", 1)
             per_op[op]["counts"][state] = int(value)

@@ -40,6 +40,19 @@ for _, op in ipairs(ops) do
     -- start: vector id, attempt, lease key, worker, ttl
     redis.call('HSET', attempts, op[2], op[3])
     redis.call('SET', op[4], op[5], 'EX', op[6])
+  elseif op[1] == 'u' then
+    -- unfinal (retry): vector id, status, op, machine, executed, pcc bucket, e2e bucket, backend
+    if redis.call('HDEL', final, op[2]) == 1 then
+      local name, st = op[4], op[3]
+      redis.call('HINCRBY', agg, 'done', -1)
+      redis.call('HINCRBY', agg, 's|' .. st, -1)
+      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, -1)
+      redis.call('HINCRBY', agg, 'ms|' .. op[5] .. '|' .. st, -1)
+      if op[6] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[9], -1) end
+      if op[7] ~= '' then redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[7], -1) end
+      if op[8] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[8], -1) end
+      redis.call('HDEL', failed, op[2])
+    end
   elseif op[1] == 'r' then
     -- release: vector id, attempts before, lease key (an attempt started that never ran)
     redis.call('DEL', op[4])
@@ -166,6 +179,12 @@ class Results:
 
     def start_op(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> list[Any]:
         return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl]
+
+    def unfinal_op(self, record: dict[str, Any]) -> list[Any]:
+        """Take a vector's final record out of the aggregates (the record itself stays), for a retry.
+        The lowest PCC is kept: it was seen, and a minimum cannot be taken back."""
+        f = self.finish_op(record)
+        return ["u", record["vector"], record["status"], record["op"], record["machine"], f[8], f[10], f[11], f[14]]
 
     def release_op(self, run_id: str, vector_id: str, attempt: int) -> list[Any]:
         """Undo the start of an attempt that never ran (its worker gave the chunk back)."""

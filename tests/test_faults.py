@@ -356,3 +356,27 @@ def test_a_pickled_message_is_refused_and_the_worker_keeps_working(cluster):
     assert worker.poll() is None
     log = (cluster.tmp / "w-strict.log").read_text()
     assert "ContentDisallowed" in log or "disallowed" in log.lower()
+
+
+def test_retry_gives_chosen_statuses_a_new_attempt_and_keeps_the_old_records(cluster):
+    cluster.worker("w-retry")
+    vectors = [vector("hang", 0, timeout=2), vector("raise", 1), vector("noop", 2)]
+    cluster.enqueue("retry", vectors)
+    cluster.wait(lambda: len(cluster.finals("retry")) == 3, 60, "the first attempt did not finish")
+    cli = [sys.executable, "-m", "broker.cli", "retry", "retry", "--status", "HANG", "--json"]
+    out = subprocess.run(cli + ["--redis", cluster.url, "--prefix", PREFIX], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["retried"] == 1
+    hang = vectors[0]["id"]
+    cluster.wait(lambda: cluster.client.hlen(cluster.keys.records("retry")) == 4, 60, "the retry did not run")
+    cluster.wait(lambda: len(cluster.finals("retry")) == 3, 30, "the retried vector has no final status")
+    attempts = sorted((r["attempt"], r["status"]) for r in cluster.records("retry")[hang])
+    assert attempts == [(1, status.HANG), (2, status.HANG)]  # the old record kept, a new attempt added
+    status_cli = [sys.executable, "-m", "broker.cli", "status", "retry", "--json"]
+    listed = subprocess.run(status_cli + ["--redis", cluster.url, "--prefix", PREFIX], capture_output=True, text=True,
+                            cwd=ROOT, check=True)  # fmt: skip
+    counts = json.loads(listed.stdout)["counts"]
+    assert counts == {status.HANG: 1, status.FAIL_OP: 1, status.PASS: 1}  # counted once, not twice
+    bad = subprocess.run(cli[:-2] + ["INVALID", "--redis", cluster.url, "--prefix", PREFIX], capture_output=True,
+                         text=True, cwd=ROOT)  # fmt: skip
+    assert bad.returncode == 2 and "never reach a device" in bad.stderr
