@@ -380,3 +380,17 @@ def test_retry_gives_chosen_statuses_a_new_attempt_and_keeps_the_old_records(clu
     bad = subprocess.run(cli[:-2] + ["INVALID", "--redis", cluster.url, "--prefix", PREFIX], capture_output=True,
                          text=True, cwd=ROOT)  # fmt: skip
     assert bad.returncode == 2 and "never reach a device" in bad.stderr
+
+
+def test_a_released_worker_checks_its_devices_and_consumes_again(cluster):
+    fixed = cluster.tmp / "fixed"
+    cluster.worker("w-flaky", reset=f"test -f {fixed}")  # the reset fails until a person fixes the box
+    cluster.enqueue("flaky", [vector("hang", 0, timeout=2)])
+    cluster.wait(lambda: cluster.health("w-flaky") == "BAD", 60, "the worker was not quarantined")
+    fixed.touch()
+    cli = [sys.executable, "-m", "broker.cli", "workers", "--release", "w-flaky", "--redis", cluster.url]
+    assert subprocess.run(cli + ["--prefix", PREFIX], capture_output=True, cwd=ROOT).returncode == 0
+    cluster.wait(lambda: cluster.health("w-flaky") == "GOOD", 30, "the released worker did not recover")
+    cluster.enqueue("after-release", [vector("noop", 1)])
+    cluster.wait(lambda: len(cluster.finals("after-release")) == 1, 30, "the released worker does not consume")
+    assert [r[0]["worker"] for r in cluster.records("after-release").values()] == ["w-flaky"]
