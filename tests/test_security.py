@@ -73,3 +73,55 @@ def test_acl_roles_worker_cannot_delete_a_run_and_reporter_cannot_enqueue(acl_re
     assert not coordinator.exists(keys.run("r2"))
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(acl_redis("default").replace("change-me-default", "")).ping()
+
+
+@pytest.mark.slow
+def test_a_run_over_tls(tmp_path):
+    import json
+    import os
+    import signal
+    import sys
+
+    if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no openssl to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
+    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(cmd + ["--name", "w-tls", "--redis", url], cwd=ROOT, env=env, stdout=log, stderr=log,
+                              start_new_session=True)  # fmt: skip
+    try:
+        keys = Keys()
+        vector = make_vector("sweepctl.test.noop", "s", "n300", [1, 2], [0], {}, 30.0)
+        publish(make_app(url, keys), client, keys, Plan("tls", Selection(), Expansion(vectors=[vector]), {}))
+        deadline = time.monotonic() + 120
+        while client.hlen(keys.final("tls")) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        report = subprocess.run([sys.executable, "-m", "broker.cli", "report", "tls", "--json", "--redis", url],
+                                capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        assert json.loads(report.stdout)["counts"] == {status.PASS: 1}, (tmp_path / "worker.log").read_text()[-2000:]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        server.terminate()
+        server.wait(timeout=10)
