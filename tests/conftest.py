@@ -39,14 +39,29 @@ def _no_user_store(monkeypatch, tmp_path):
     os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
+def wait_for_redis(url: str, timeout: float = 10.0) -> None:
+    """Until a redis-server just started answers PING (fails the test if it never does)."""
+    import time
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server at {url} did not start")
+            time.sleep(0.02)
+
+
 @pytest.fixture
 def redis_server(tmp_path_factory):
     """A real redis-server on a free loopback port (never 6379), with its own data dir."""
     import shutil
     import subprocess
-    import time
-
-    import redis
 
     from broker.embedded import free_port
 
@@ -59,13 +74,7 @@ def redis_server(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
+    wait_for_redis(url)
     yield url
     proc.terminate()
     proc.wait(timeout=10)

@@ -22,7 +22,7 @@ from broker.keys import Keys
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for_redis
 
 PREFIX = "faults"
 pytestmark = pytest.mark.slow
@@ -272,14 +272,8 @@ def test_redis_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_pa
         cmd = [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
         cmd += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return proc
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        pytest.fail("redis-server did not start")
+        wait_for_redis(f"redis://127.0.0.1:{port}/0")
+        return proc
 
     server = start_redis()
     cluster = Cluster(f"redis://127.0.0.1:{port}/0", tmp_path)

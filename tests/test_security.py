@@ -19,7 +19,7 @@ from broker.results import Results, make_record
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for_redis
 
 ACL = ROOT / "deploy" / "users.acl"
 
@@ -33,12 +33,7 @@ def acl_redis(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = lambda user: f"redis://{user}:change-me-{user}@127.0.0.1:{port}/0"  # noqa: E731
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url("coordinator")).ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
+    wait_for_redis(url("coordinator"))
     yield url
     proc.terminate()
     proc.wait(timeout=10)
@@ -98,13 +93,8 @@ def test_a_run_over_tls(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+    wait_for_redis(url)
     client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
     cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
