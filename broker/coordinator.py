@@ -12,7 +12,6 @@ from __future__ import annotations
 import getpass
 import importlib.metadata
 import json
-import os
 import socket
 import time
 import uuid
@@ -27,9 +26,9 @@ from broker.app import RUN_CHUNK
 from broker.keys import Keys
 from broker.results import Results, make_record
 from sweeps import status
-from sweeps.materialize import tensor_slots
 from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
 from sweeps.vector import payload as vector_payload
+from sweeps.vector import tensor_slots
 from tracer.store import MasterStore
 
 MAX_CHUNK = 256  # ~1 s of 4 ms ops per message
@@ -236,7 +235,3 @@ def run_meta(redis: Any, keys: Keys, run_id: str) -> dict[str, Any] | None:
 def latest_run(redis: Any, keys: Keys) -> str | None:
     found = redis.zrevrange(keys.runs(), 0, 0)
     return found[0].decode() if found else None
-
-
-def host_name() -> str:
-    return os.environ.get("SWEEPCTL_HOST", socket.gethostname())

@@ -11,7 +11,7 @@ mesh along the placement's shard dims.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 
 from sweeps.catalogue import OpDef
 from sweeps.memconfig import to_ttnn
+from sweeps.vector import tensor_slots
 
 BLOCK_FLOATS = frozenset({"BFLOAT8_B", "BFLOAT4_B"})
 INTEGER_DTYPES = {
@@ -42,22 +43,6 @@ class Prepared:
     output_dtype: str
     dtypes: list[str]  # every tensor dtype of the vector, output included
     device_inputs: list[torch.Tensor] = field(default_factory=list)  # collectives: one per device
-
-
-def tensor_slots(vector: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(slot, tensor description) for every tensor argument: positions as "0", "1"…, kwargs by name."""
-    for index, value in enumerate(vector["inputs"]):
-        yield from _tensors_in(str(index), value)
-    for name, value in vector["kwargs"].items():
-        yield from _tensors_in(name, value)
-
-
-def _tensors_in(slot: str, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(value, dict) and "tensor" in value:
-        yield slot, value["tensor"]
-    elif isinstance(value, list):  # concat's list of tensors
-        for index, item in enumerate(value):
-            yield from _tensors_in(f"{slot}.{index}", item)
 
 
 def seed_of(vector: dict[str, Any]) -> int:

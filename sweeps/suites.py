@@ -15,7 +15,7 @@ an argument the trace could not read, no machine profile) instead of being dropp
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,7 +242,3 @@ def expand(store: MasterStore, selection: Selection) -> Expansion:
 
             return nightly(selection)
     raise InputError("--suite", f"unknown suite {selection.suite!r} (known: {', '.join(SUITES)})")
-
-
-def ops_in(vectors: Iterable[dict[str, Any]]) -> list[str]:
-    return sorted({v["op"] for v in vectors})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -117,3 +118,19 @@ def decode(payload: bytes) -> dict[str, Any]:
     if missing:
         raise VectorError(f"malformed vector payload: missing {', '.join(missing)}")
     return vector
+
+
+def tensor_slots(vector: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(slot, tensor description) for every tensor argument: positions as "0", "1"…, kwargs by name."""
+    for index, value in enumerate(vector["inputs"]):
+        yield from _tensors_in(str(index), value)
+    for name, value in vector["kwargs"].items():
+        yield from _tensors_in(name, value)
+
+
+def _tensors_in(slot: str, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(value, dict) and "tensor" in value:
+        yield slot, value["tensor"]
+    elif isinstance(value, list):  # concat's list of tensors
+        for index, item in enumerate(value):
+            yield from _tensors_in(f"{slot}.{index}", item)

@@ -73,3 +73,15 @@ def test_the_app_is_msgpack_only_and_refuses_pickle():
 def test_chunks_route_to_their_machines_queue():
     assert route_chunk(RUN_CHUNK, (), {"machine": "galaxy"}, {}) == {"queue": "sweeps.galaxy"}
     assert route_chunk("other.task", (), {}, {}) is None
+
+
+def test_the_coordinator_and_the_celery_worker_never_import_ttnn_or_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, broker.cli, broker.commands, broker.coordinator, broker.lifecycle, workers.daemon; "
+        "print(sorted(m for m in ('ttnn', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"  # only executors (and the validation child) load them
