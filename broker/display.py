@@ -85,13 +85,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"executed {report['executed']}, failed {report['failed']}, pass rate {_pct(report['pass_rate'])} of executed",
         "  " + "  ".join(f"{s} {report['counts'][s]}" for s in status.ALL if report["counts"].get(s)),
         "",
-        f"{'op':<42} {'exec':>5} {'pass':>5} {'rate':>7} {'pcc min':>9} {'pcc med':>9} "
+        f"{'op':<46} {'exec':>5} {'pass':>5} {'rate':>7} {'pcc min':>9} {'pcc med':>9} "
         f"{'e2e p50':>9} {'p95 ms':>8}  other",
     ]
     for op, row in report["ops"].items():
         other = " ".join(f"{s}={n}" for s, n in row["counts"].items() if s != status.PASS)
         lines.append(
-            f"{op:<42} {row['executed']:>5} {row['pass']:>5} {_pct(row['pass_rate']):>7} "
+            f"{op:<46} {row['executed']:>5} {row['pass']:>5} {_pct(row['pass_rate']):>7} "
             f"{_num(row['pcc_min'], '{:.5f}'):>9} {_num(row['pcc_median'], '{:.5f}'):>9} "
             f"{_num(row['e2e_ms_p50']):>9} {_num(row['e2e_ms_p95']):>8}  {other}"
         )

@@ -104,6 +104,11 @@ def _pcc_median(histogram: dict[int, int]) -> float | None:
     return None
 
 
+def _clamp(median: float | None, low: float | None) -> float | None:
+    """A bucket's low edge can sit below the lowest PCC seen; the median cannot."""
+    return None if median is None else max(median, low) if low is not None else median
+
+
 def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict[str, Any]:
     prog = progress(redis, keys, run_id)
     agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
@@ -138,7 +143,7 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
             "counts": dict(sorted(counts.items())),
             "pass_rate": counts.get(status.PASS, 0) / executed if executed else None,
             "pcc_min": row["pcc_min"],
-            "pcc_median": _pcc_median(row["ph"]),
+            "pcc_median": _clamp(_pcc_median(row["ph"]), row["pcc_min"]),
             "e2e_ms_p50": ms_of_bucket(p50) if p50 is not None else None,
             "e2e_ms_p95": ms_of_bucket(p95) if p95 is not None else None,
         }
