@@ -31,25 +31,18 @@ def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
     t_first, t_last = float(agg.get("t_first", 0) or 0), float(agg.get("t_last", 0) or 0)
     executed = sum(n for s, n in counts.items() if status.is_executed(s))
     span = t_last - max(t_first, meta["created"]) if t_last else 0.0
-    ran = executed
-    rate = ran / span if span > 0 and ran > 1 else None
+    rate = executed / span if span > 0 and executed > 1 else None
     left = total - done
     return {
         "run_id": run_id,
         "meta": meta,
         "total": total,
         "done": done,
-        "running": redis.hlen(keys.attempts(run_id)) - _final_attempted(counts),
         "counts": dict(sorted(counts.items())),
         "rate_per_s": rate,
         "eta_s": left / rate if rate and left else (0.0 if not left else None),
         "complete": total > 0 and done >= total,
     }
-
-
-def _final_attempted(counts: dict[str, int]) -> int:
-    """Finals that went through a worker (an attempt counter exists for them)."""
-    return sum(n for s, n in counts.items() if s not in (status.NOT_RUN, status.INVALID))
 
 
 def workers(redis: Any, keys: Keys, stale_after: float = 30.0) -> list[dict[str, Any]]:
