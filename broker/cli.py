@@ -368,8 +368,9 @@ def _runtime_parsers(sub: Any) -> None:
         ("watch", "a live progress bar until the run is complete", c.cmd_watch),
         (
             "report",
-            "per op and machine: executed, pass, fails by status, pass rate, PCC, e2e; failing vectors. "
-            "Exit 1 when anything executed failed",
+            "per op and machine: executed, pass, fails by status, pass rate, PCC, e2e; failure buckets; "
+            "failing vectors. Exit 1 when anything executed failed (with --expectations: failed unexpectedly; "
+            "with --compare: regressed against the base)",
             c.cmd_report,
         ),
     ):
@@ -378,7 +379,22 @@ def _runtime_parsers(sub: Any) -> None:
         if name == "watch":
             command.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
         if name == "report":
-            command.add_argument("--limit", type=int, default=50, help="failing vectors to list (default: %(default)s)")
+            _report_options(command)
+
+    expectations = sub.add_parser(
+        "expectations",
+        help="the expectations file: expected_passing / known_failure / not_supported / exclude per op, config, model",
+    )
+    exp_sub = expectations.add_subparsers(dest="expectations_command", required=True, metavar="EXPECTATIONS_COMMAND")
+    check = exp_sub.add_parser(
+        "check",
+        help="validate an expectations file: its schema, unknown ops and machines, stale config hashes, "
+        "models the store never traced. Exit 1 when anything is found",
+    )
+    check.add_argument("file", help="expectations YAML")
+    check.add_argument("--store", help="master store to check hashes and models against")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=c.cmd_expectations_check)
 
     demo = connected(
         "demo",
@@ -388,6 +404,37 @@ def _runtime_parsers(sub: Any) -> None:
     demo.add_argument("--store", default=c.SAMPLE_STORE, help="master store (default: the shipped sample)")
     demo.add_argument("--keep", action="store_true", help="leave the embedded Redis and workers running")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
+
+
+def _report_options(command: argparse.ArgumentParser) -> None:
+    from broker.compare import E2E_TOLERANCE_PCT, PCC_TOLERANCE
+    from broker.export import FORMATS
+
+    command.add_argument("--limit", type=int, default=50, help="failing vectors to list (default: %(default)s)")
+    command.add_argument(
+        "--by", choices=("op", "machine", "model"), default="op",
+        help="op (default); machine: each machine then its ops; model: every unique config each model "
+        "traced with its status on each machine",
+    )  # fmt: skip
+    command.add_argument("--model", help="with --by model: only models whose name contains this")
+    command.add_argument(
+        "--format", choices=("text", *FORMATS), default="text",
+        help="text (default); json; csv and junit (one row / testcase per vector); html (offline page with "
+        "plots); optest (tt-metal's OpRun/OpTest JSON for its Superset import)",
+    )  # fmt: skip
+    command.add_argument(
+        "--output", "-o", help="write here instead of stdout (optest: a directory gets tt-metal's file name)"
+    )
+    command.add_argument("--compare", metavar="BASE", help="compare against run BASE; exit 1 when this run regressed")
+    command.add_argument(
+        "--pcc-tolerance", type=float, default=PCC_TOLERANCE, help="PCC drop that counts (default: %(default)s)"
+    )
+    command.add_argument(
+        "--e2e-tolerance", type=float, default=E2E_TOLERANCE_PCT,
+        help="e2e slowdown in %% that counts (default: %(default)s)",
+    )  # fmt: skip
+    command.add_argument("--ignore-perf", action="store_true", help="e2e regressions are listed but do not fail")
+    command.add_argument("--expectations", metavar="FILE", help="judge against this expectations YAML (XFAIL/XPASS)")
 
 
 def main(argv: list[str] | None = None) -> int:

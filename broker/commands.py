@@ -287,17 +287,118 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if prog["complete"] else 1
 
 
+def _write_output(path: str, text: str) -> None:
+    """All or nothing: a temp file next to the target, renamed over it."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError("--output", f"directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".sweepctl-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from broker.display import report_lines
-    from broker.report import build
+    """Exit 1: executed failures; with --expectations, unexpected failures; with --compare, a regression."""
+    from broker import display
+    from broker.report import build, by_model
 
     client, keys, _ = _connect(args)
-    report = build(client, keys, _run_id(args, client, keys), failures_limit=args.limit)
-    if args.json:
-        _print_json(report)
+    run_id = _run_id(args, client, keys)
+    expectations = None
+    if args.expectations:
+        from broker.expectations import load
+
+        expectations = load(args.expectations)  # a bad file fails before anything is read
+    fmt = "json" if args.json else args.format
+    report = build(client, keys, run_id, failures_limit=args.limit)
+    failed = bool(report["failed"])
+    rows = None
+    if expectations is not None or args.by == "model" or fmt in ("csv", "junit", "html", "optest"):
+        from broker.rows import rows as read_rows
+
+        rows = read_rows(client, keys, run_id)
+    if expectations is not None:
+        from broker.expectations import judge_rows
+
+        report["expectations"] = judge_rows(expectations, rows)
+        failed = report["expectations"]["regressed"]
+    if args.by == "model":
+        report["models"] = by_model(rows, args.model)
+    if args.compare:
+        from broker.compare import Tolerances, compare
+
+        tol = Tolerances(args.pcc_tolerance, args.e2e_tolerance, perf_regresses=not args.ignore_perf)
+        report["compare"] = compare(client, keys, run_id, args.compare, tol)
+        failed = report["compare"]["regressed"]
+    if fmt == "text":
+        lines = []
+        if args.compare:
+            lines = display.compare_lines(report["compare"])
+        else:
+            lines = display.report_lines(report, by=args.by)
+            if args.by == "model":
+                lines += display.model_lines(report["models"])
+            lines += display.bucket_lines(report["buckets"])
+            if expectations is not None:
+                lines += display.expectation_lines(report["expectations"])
+        text = "\n".join(lines) + "\n"
+    elif fmt == "json":
+        text = json.dumps(report, indent=2, default=str) + "\n"
     else:
-        print("\n".join(report_lines(report)))
-    return 1 if report["failed"] else 0
+        text = _export(fmt, report, rows, expectations)
+    output = args.output
+    if output and fmt == "optest" and os.path.isdir(output):
+        from broker.export import optest_filename
+
+        output = os.path.join(output, optest_filename(report))
+    if output:
+        _write_output(output, text)
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 1 if failed else 0
+
+
+def _export(fmt: str, report: dict[str, Any], rows: list[Any], expectations: Any) -> str:
+    from broker import export
+
+    if fmt == "csv":
+        return export.to_csv(rows, expectations)
+    if fmt == "junit":
+        return export.to_junit(report["run_id"], rows, expectations)
+    if fmt == "optest":
+        return export.to_optest(report, rows, expectations)
+    from broker.htmlreport import render
+
+    return render(report, rows)
+
+
+def cmd_expectations_check(args: argparse.Namespace) -> int:
+    from broker.expectations import check, load
+    from tracer.store import MasterStore
+
+    expectations = load(args.file)
+    store = MasterStore.load(args.store, missing_ok=False) if args.store else None
+    problems = check(expectations, store)
+    if args.json:
+        _print_json({"file": args.file, "entries": len(expectations.entries), "problems": problems})
+    else:
+        against = f" against {args.store}" if store is not None else " (no --store: hashes and models not checked)"
+        print(f"{args.file}: {len(expectations.entries)} entries, {len(problems)} problems{against}")
+        for line in problems:
+            print(f"  {line}")
+    return 1 if problems else 0
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -307,7 +408,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The whole job on the sample store: up, enqueue, a live progress bar, the report."""
     from broker.app import make_app
     from broker.coordinator import plan, publish
-    from broker.display import report_lines
+    from broker.display import bucket_lines, report_lines
     from broker.report import build
     from sweeps.suites import Selection
 
@@ -332,7 +433,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         watch(client, keys, summary["run_id"], timeout=args.timeout)
         report = build(client, keys, summary["run_id"])
         print()
-        print("\n".join(report_lines(report)))
+        print("\n".join(report_lines(report) + bucket_lines(report["buckets"])))
+        if not owned or args.keep:  # the Redis stays up: say what to look at next
+            print(f"\nmore: sweepctl report {summary['run_id']} --format html -o report.html  (--by model, --compare)")
         return 0 if report["complete"] else 1
     finally:
         if owned and not args.keep:

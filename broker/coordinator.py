@@ -29,6 +29,7 @@ from sweeps import status
 from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
 from sweeps.vector import payload as vector_payload
 from sweeps.vector import tensor_slots
+from tracer.errors import InputError
 from tracer.store import MasterStore
 
 MAX_CHUNK = 256  # ~1 s of 4 ms ops per message
@@ -230,6 +231,14 @@ def publish(
 def run_meta(redis: Any, keys: Keys, run_id: str) -> dict[str, Any] | None:
     raw = redis.hget(keys.run(run_id), "meta")
     return json.loads(raw) if raw else None
+
+
+def require_run(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
+    """The run's meta, or one clear error for a run id this Redis does not know."""
+    meta = run_meta(redis, keys, run_id)
+    if meta is None:
+        raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
+    return meta
 
 
 def latest_run(redis: Any, keys: Keys) -> str | None:

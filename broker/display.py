@@ -75,7 +75,7 @@ def workers_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report_lines(report: dict[str, Any]) -> list[str]:
+def report_lines(report: dict[str, Any], by: str = "op") -> list[str]:
     meta = report["meta"]
     backends = ", ".join(f"backend={b} ({n})" for b, n in sorted(report["backends"].items())) or "nothing executed"
     lines = [
@@ -84,6 +84,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"{report['done']}/{report['total']} vectors final{'' if report['complete'] else ' (still running)'}; "
         f"executed {report['executed']}, failed {report['failed']}, pass rate {_pct(report['pass_rate'])} of executed",
         "  " + "  ".join(f"{s} {report['counts'][s]}" for s in status.ALL if report["counts"].get(s)),
+    ]
+    if by == "machine":
+        return lines + [""] + machine_lines(report) + _failure_lines(report)
+    if by == "model":
+        return lines + _failure_lines(report)
+    lines += [
         "",
         f"{'op':<46} {'exec':>5} {'pass':>5} {'rate':>7} {'pcc min':>9} {'pcc med':>9} "
         f"{'e2e p50':>9} {'p95 ms':>8}  other",
@@ -99,6 +105,11 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     for machine, row in report["machines"].items():
         counts = " ".join(f"{s}={n}" for s, n in row["counts"].items())
         lines.append(f"{machine:<12} {row['executed']:>5} {_pct(row['pass_rate']):>7}  {counts}")
+    return lines + _failure_lines(report)
+
+
+def _failure_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if report["failures"]:
         shown, total = report["failures_shown"], report["failures_total"]
         lines += ["", f"failing vectors ({shown} of {total}):"]
@@ -107,4 +118,94 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {r['status']:<13} {r['op']} on {r['machine']} vector {r['vector'][:12]}{pcc}: {r['message'][:160]}"
             )
+    return lines
+
+
+def machine_lines(report: dict[str, Any]) -> list[str]:
+    """`--by machine`: each machine, then its ops."""
+    lines = [f"{'machine / op':<46} {'exec':>5} {'rate':>7}  counts"]
+    for machine, row in report["machines"].items():
+        counts = " ".join(f"{s}={n}" for s, n in row["counts"].items())
+        lines.append(f"{machine:<46} {row['executed']:>5} {_pct(row['pass_rate']):>7}  {counts}")
+        for op, sub in row["ops"].items():
+            counts = " ".join(f"{s}={n}" for s, n in sub["counts"].items())
+            lines.append(f"  {op:<44} {sub['executed']:>5} {_pct(sub['pass_rate']):>7}  {counts}")
+    return lines
+
+
+def bucket_lines(buckets: list[dict[str, Any]], limit: int = 20) -> list[str]:
+    if not buckets:
+        return []
+    lines = ["", f"failure buckets ({min(limit, len(buckets))} of {len(buckets)}; executed failures first):"]
+    for b in buckets[:limit]:
+        states = " ".join(f"{s}={n}" for s, n in b["statuses"].items())
+        ops = ", ".join(list(b["ops"])[:4]) + (" ..." if len(b["ops"]) > 4 else "")
+        lines.append(f"  {b['count']:>6}  {states}  ops: {ops}  machines: {', '.join(b['machines'])}")
+        lines.append(f"          e.g. vector {b['example_vector'][:12]}: {b['signature'][:150]}")
+    return lines
+
+
+def model_lines(view: dict[str, Any]) -> list[str]:
+    """`--by model`: every unique config each model traced, with its status per machine."""
+    lines: list[str] = []
+    for model, entry in view.items():
+        machines = entry["machines"]
+        counts = " ".join(f"{s}={n}" for s, n in entry["counts"].items())
+        lines += ["", f"model {model}: {len(entry['configs'])} configs  {counts}"]
+        lines.append(f"  {'op':<40} {'config':<16} " + " ".join(f"{m:<13}" for m in machines))
+        for config in entry["configs"]:
+            cells = " ".join(f"{config['status'].get(m, '-'):<13}" for m in machines)
+            lines.append(f"  {config['op']:<40} {config['config'][:16]:<16} {cells}")
+    return lines or ["no vectors with a traced model in this run"]
+
+
+def compare_lines(diff: dict[str, Any]) -> list[str]:
+    c = diff["counts"]
+    tol = diff["tolerances"]
+    lines = [
+        f"run {diff['run_id']} against base {diff['base_id']}: {diff['compared']} vectors compared "
+        f"({diff['joined_by_config_hash']} joined by config_hash), {diff['not_comparable']} not comparable "
+        f"(INFRA/EXPIRED/CANCELED/never ran), {diff['only_in_run']} only in the run, "
+        f"{diff['only_in_base']} only in the base",
+        f"  newly failing {c['newly_failing']}, newly passing {c['newly_passing']}, PCC drops > {tol['pcc']} "
+        f"{c['pcc_drops']}, e2e regressions > {tol['e2e_pct']:g}% {c['e2e_regressions']}, new failure signatures "
+        f"{len(diff['new_signatures'])}",
+    ]
+    for kind, title in (
+        ("newly_failing", "newly failing"),
+        ("pcc_drops", "PCC drops"),
+        ("e2e_regressions", "e2e regressions"),
+        ("newly_passing", "newly passing"),
+    ):
+        items = diff["changes"][kind]
+        if not items:
+            continue
+        lines += ["", f"{title} ({len(items)} of {c[kind]}):"]
+        for it in items:
+            b, r = it["base"], it["run"]
+            lines.append(
+                f"  {it['op']} on {it['machine']} vector {it['vector'][:12]}: {b['status']} -> {r['status']}"
+                f"  pcc {_num(b['pcc'], '{:.5f}')} -> {_num(r['pcc'], '{:.5f}')}"
+                f"  e2e {_num(b['e2e_ms'])} -> {_num(r['e2e_ms'])} ms"
+            )
+    if diff["new_signatures"]:
+        lines += ["", "new failure signatures:"]
+        lines += [f"  {s['count']:>6}  {s['signature'][:150]}" for s in diff["new_signatures"][:20]]
+    lines += ["", "REGRESSED" if diff["regressed"] else "no regression"]
+    return lines
+
+
+def expectation_lines(judged: dict[str, Any]) -> list[str]:
+    counts = " ".join(f"{s}={n}" for s, n in judged["counts"].items())
+    lines = ["", f"against {judged['expectations']}: {counts}"]
+    fails = judged["unexpected_failures"]
+    if fails:
+        lines.append(f"unexpected failures ({len(fails)}):")
+        lines += [
+            f"  {f['status']:<13} {f['op']} on {f['machine']} vector {f['vector'][:12]}: {f['message'][:140]}"
+            for f in fails[:50]
+        ]
+    if judged["xpass_to_promote"]:
+        lines.append("XPASS: these entries now pass; promote them to expected_passing:")
+        lines += [f"  {p['entry']} ({p['status']}): {p['vectors']} vectors passed" for p in judged["xpass_to_promote"]]
     return lines

@@ -13,17 +13,16 @@ import time
 from typing import Any
 
 from broker.app import RUN_CHUNK
-from broker.coordinator import chunk_size, run_meta
+from broker.coordinator import chunk_size, require_run
 from broker.keys import Keys
-from broker.results import Results, decode_record, make_record
+from broker.results import Results, decode_record, make_record, parse_final
 from sweeps import status
 from sweeps.vector import decode
 from tracer.errors import InputError
 
 
 def cancel(redis: Any, keys: Keys, run_id: str) -> dict[str, int]:
-    if run_meta(redis, keys, run_id) is None:
-        raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
+    require_run(redis, keys, run_id)
     redis.hset(keys.run(run_id), "state", "canceled")
     finals = {k.decode() for k in redis.hkeys(keys.final(run_id))}
     results = Results(redis, keys)
@@ -49,9 +48,7 @@ NOT_RETRIED = frozenset({status.INVALID, status.NOT_RUN})  # they would fail the
 
 def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) -> dict[str, Any]:
     """Give vectors whose final status is one of `statuses` a new attempt; their records stay."""
-    meta = run_meta(redis, keys, run_id)
-    if meta is None:
-        raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
+    require_run(redis, keys, run_id)
     unknown = [s for s in statuses if s not in status.ALL]
     if unknown:
         raise InputError("--status", f"unknown status {unknown[0]} (known: {', '.join(status.ALL)})")
@@ -59,7 +56,7 @@ def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) ->
     if refused:
         raise InputError("--status", f"{refused[0]} vectors never reach a device; fix the config instead")
     wanted = set(statuses)
-    chosen = [k.decode() for k, v in redis.hgetall(keys.final(run_id)).items() if v.decode() in wanted]
+    chosen = [k.decode() for k, v in redis.hgetall(keys.final(run_id)).items() if parse_final(v)[0] in wanted]
     results = Results(redis, keys)
     ops, by_machine = [], {}
     tried = dict(zip(chosen, redis.hmget(keys.attempts(run_id), chosen), strict=True)) if chosen else {}

@@ -5,14 +5,13 @@ kept as results land, plus the failing records; never a scan of every result.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
-from broker.coordinator import run_meta
+from broker.coordinator import require_run
 from broker.keys import Keys
 from broker.results import decode_record, ms_of_bucket, pcc_of_bucket
 from sweeps import status
-from tracer.errors import InputError
 
 
 def _text(value: Any) -> str:
@@ -20,9 +19,7 @@ def _text(value: Any) -> str:
 
 
 def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
-    meta = run_meta(redis, keys, run_id)
-    if meta is None:
-        raise InputError(f"run {run_id}", "no such run in this Redis (see `sweepctl runs`)")
+    meta = require_run(redis, keys, run_id)
     run = {_text(k): _text(v) for k, v in redis.hgetall(keys.run(run_id)).items()}
     agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
     counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|") and int(v)}
@@ -108,10 +105,20 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
     per_op: dict[str, dict[str, Any]] = defaultdict(lambda: {"counts": {}, "ph": {}, "eh": {}, "pcc_min": None})
     per_machine: dict[str, dict[str, int]] = defaultdict(dict)
     backends: dict[str, int] = {}
+    machine_ops: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    buckets: dict[str, dict[str, Any]] = {}
     for name, value in agg.items():
         kind, _, rest = name.partition("|")
-        if kind in ("os", "ms") and not int(value):  # a retried vector's old status, counted back down
+        if kind in ("os", "ms", "om", "fb") and not int(value):  # a retried vector's old status, counted back down
             continue
+        if kind == "om":
+            machine, op, state = rest.split("|")
+            machine_ops[machine][op][state] = int(value)
+        elif kind == "fb":
+            sig, state, op, machine = rest.split("|")
+            bucket = buckets.setdefault(sig, {"statuses": Counter(), "ops": Counter(), "machines": Counter()})
+            for field, key in (("statuses", state), ("ops", op), ("machines", machine)):
+                bucket[field][key] += int(value)
         if kind == "os":
             op, state = rest.rsplit("|", 1)
             per_op[op]["counts"][state] = int(value)
@@ -142,11 +149,9 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
         }
     machines = {}
     for machine, counts in sorted(per_machine.items()):
-        executed = sum(n for s, n in counts.items() if status.is_executed(s))
         machines[machine] = {
-            "executed": executed,
-            "counts": dict(sorted(counts.items())),
-            "pass_rate": counts.get(status.PASS, 0) / executed if executed else None,
+            **_rates(counts),
+            "ops": {op: _rates(c) for op, c in sorted(machine_ops[machine].items())},
         }
     failures = []
     for _, payload in redis.hscan_iter(keys.failed(run_id), count=500):
@@ -168,4 +173,59 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
         "failures_shown": len(failures),
         "failures_total": redis.hlen(keys.failed(run_id)),
         "backends": backends,
+        "buckets": _buckets(buckets, agg),
     }
+
+
+def _rates(counts: dict[str, int]) -> dict[str, Any]:
+    executed = sum(n for s, n in counts.items() if status.is_executed(s))
+    return {
+        "executed": executed,
+        "counts": dict(sorted(counts.items())),
+        "pass_rate": counts.get(status.PASS, 0) / executed if executed else None,
+    }
+
+
+def _buckets(found: dict[str, dict[str, Any]], agg: dict[str, str]) -> list[dict[str, Any]]:
+    """Failure buckets, biggest first: executed failures before configs that never ran."""
+    rows = []
+    for sig, bucket in found.items():
+        count = sum(bucket["statuses"].values())
+        rows.append(
+            {
+                "signature_id": sig,
+                "signature": agg.get(f"st|{sig}", ""),
+                "count": count,
+                "executed": any(status.is_executed(s) for s in bucket["statuses"]),
+                "statuses": dict(bucket["statuses"].most_common()),
+                "ops": dict(bucket["ops"].most_common()),
+                "machines": dict(bucket["machines"].most_common()),
+                "example_vector": agg.get(f"sx|{sig}", ""),
+            }
+        )
+    return sorted(rows, key=lambda r: (not r["executed"], -r["count"], r["signature"]))
+
+
+def by_model(rows: list[Any], model: str | None = None) -> dict[str, Any]:
+    """The op-by-op view per model: every unique config the model traced (config_hash, or the vector
+    id for untraced vectors) with its status on each machine it ran on."""
+    models: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
+    for row in rows:
+        for name in row.models or ["(no traced source)"]:
+            if model and model not in name:
+                continue
+            config = (row.vector["op"], row.vector.get("config_hash") or row.id)
+            models.setdefault(name, {}).setdefault(config, {})[row.vector["machine"]] = row.status
+    out = {}
+    for name, configs in sorted(models.items()):
+        machines = sorted({m for statuses in configs.values() for m in statuses})
+        counts = Counter(s for statuses in configs.values() for s in statuses.values())
+        out[name] = {
+            "machines": machines,
+            "counts": dict(sorted(counts.items())),
+            "configs": [
+                {"op": op, "config": config, "status": statuses}
+                for (op, config), statuses in sorted(configs.items())
+            ],
+        }
+    return out

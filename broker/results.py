@@ -10,15 +10,22 @@ Aggregates (`{p}:run:R:agg` fields):
 
   done, t_first, t_last              vectors with a final status; first/last finish (unix s)
   s|STATUS  os|OP|STATUS  ms|MACHINE|STATUS      counts
+  om|MACHINE|OP|STATUS                            counts per machine and op
+  fb|SIG|STATUS|OP|MACHINE                        failure buckets: final non-PASS vectors per signature
+  st|SIG  sx|SIG                                  a bucket's signature text and one example vector
   pmin|OP                            lowest PCC of an executed vector
   ph|OP|B                            PCC histogram, B = floor(10 * -log10(1 - pcc)), capped at 120
   b|BACKEND                          executed vectors per backend (emulated results say so)
   eh|OP|B                            e2e histogram, B = floor(8 * log2(ms * 1000)) (microseconds)
+The final hash holds `STATUS|pcc|e2e_ms|SIG` per vector (parse_final): enough to compare two runs
+without reading a record. SIG is sig_id(signature): 12 hex digits of its sha1.
 Histograms give the median PCC to a tenth of a decade of (1 - PCC) and e2e percentiles to 9%.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import re
 import time
@@ -41,14 +48,18 @@ for _, op in ipairs(ops) do
     redis.call('HSET', attempts, op[2], op[3])
     redis.call('SET', op[4], op[5], 'EX', op[6])
   elseif op[1] == 'u' then
-    -- unfinal (retry): vector id, status, op, machine, executed, pcc bucket, e2e bucket, backend
+    -- unfinal (retry): vector id, status, op, machine, executed, pcc bucket, e2e bucket, backend, sig id
     if redis.call('HDEL', final, op[2]) == 1 then
       local name, st = op[4], op[3]
       redis.call('HINCRBY', agg, 'done', -1)
       redis.call('HINCRBY', agg, 's|' .. st, -1)
       redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, -1)
       redis.call('HINCRBY', agg, 'ms|' .. op[5] .. '|' .. st, -1)
+      redis.call('HINCRBY', agg, 'om|' .. op[5] .. '|' .. name .. '|' .. st, -1)
       if op[6] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[9], -1) end
+      if op[10] ~= '' then
+        redis.call('HINCRBY', agg, 'fb|' .. op[10] .. '|' .. st .. '|' .. name .. '|' .. op[5], -1)
+      end
       if op[7] ~= '' then redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[7], -1) end
       if op[8] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[8], -1) end
       redis.call('HDEL', failed, op[2])
@@ -59,9 +70,9 @@ for _, op in ipairs(ops) do
     if op[3] > 0 then redis.call('HSET', attempts, op[2], op[3]) else redis.call('HDEL', attempts, op[2]) end
   elseif redis.call('HSETNX', records, op[2], op[3]) == 1 then
     -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
-    --         e2e bucket, failed, now, backend, lease key
+    --         e2e bucket, failed, now, backend, lease key, final summary, sig id, signature
     if op[16] ~= '' then redis.call('DEL', op[16]) end
-    if op[6] == '1' and redis.call('HSETNX', final, op[4], op[5]) == 1 then
+    if op[6] == '1' and redis.call('HSETNX', final, op[4], op[17]) == 1 then
       local name, st = op[7], op[5]
       redis.call('HINCRBY', agg, 'done', 1)
       redis.call('HSETNX', agg, 't_first', op[14])
@@ -69,7 +80,13 @@ for _, op in ipairs(ops) do
       redis.call('HINCRBY', agg, 's|' .. st, 1)
       redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, 1)
       redis.call('HINCRBY', agg, 'ms|' .. op[8] .. '|' .. st, 1)
+      redis.call('HINCRBY', agg, 'om|' .. op[8] .. '|' .. name .. '|' .. st, 1)
       if op[9] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[15], 1) end
+      if op[18] ~= '' then
+        redis.call('HINCRBY', agg, 'fb|' .. op[18] .. '|' .. st .. '|' .. name .. '|' .. op[8], 1)
+        redis.call('HSETNX', agg, 'st|' .. op[18], op[19])
+        redis.call('HSETNX', agg, 'sx|' .. op[18], op[4])
+      end
       if op[10] ~= '' then
         local key = 'pmin|' .. name
         local cur = redis.call('HGET', agg, key)
@@ -88,17 +105,39 @@ PCC_BUCKET_MAX = 120
 _SIGNATURE_SUBS = (
     (re.compile(r"0x[0-9a-fA-F]+"), "<addr>"),
     (re.compile(r"[\[(\{]\s*-?\d+(?:\s*,\s*-?\d+)+\s*[\])\}]"), "<shape>"),
-    (re.compile(r"(?<![A-Za-z_])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"), "<n>"),
+    (re.compile(r"\b\d+(?:x\d+)+\b"), "<dims>"),  # 8x10 grids
+    (re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])"), "<n>"),  # not the 300 of n300
     (re.compile(r"\s+"), " "),
 )
 
 
+@functools.lru_cache(maxsize=8192)
 def signature(message: str) -> str:
     """An error message without its addresses, shapes and numbers: failures with one cause group."""
     text = message.split(" backtrace", 1)[0]
     for pattern, repl in _SIGNATURE_SUBS:
         text = pattern.sub(repl, text)
     return text.strip()[:300]
+
+
+@functools.lru_cache(maxsize=8192)
+def sig_id(signature_text: str) -> str:
+    return hashlib.sha1(signature_text.encode()).hexdigest()[:12]
+
+
+def final_summary(record: dict[str, Any]) -> str:
+    """The final hash's value for a vector: status, PCC, e2e ms and failure signature id."""
+    pcc, e2e, sig = record.get("pcc"), record.get("e2e_ms"), record.get("signature") or ""
+    bucketed = sig and record["status"] != status.PASS
+    return f"{record['status']}|{'' if pcc is None else repr(pcc)}|{'' if e2e is None else repr(e2e)}|" + (
+        sig_id(sig) if bucketed else ""
+    )
+
+
+def parse_final(value: bytes | str) -> tuple[str, float | None, float | None, str]:
+    text = value.decode() if isinstance(value, bytes) else value
+    state, pcc, e2e, sig = text.split("|")
+    return state, float(pcc) if pcc else None, float(e2e) if e2e else None, sig
 
 
 def pcc_bucket(pcc: float) -> int:
@@ -184,7 +223,8 @@ class Results:
         """Take a vector's final record out of the aggregates (the record itself stays), for a retry.
         The lowest PCC is kept: it was seen, and a minimum cannot be taken back."""
         f = self.finish_op(record)
-        return ["u", record["vector"], record["status"], record["op"], record["machine"], f[8], f[10], f[11], f[14]]
+        return ["u", record["vector"], record["status"], record["op"], record["machine"], f[8], f[10], f[11], f[14],
+                f[17]]  # fmt: skip
 
     def release_op(self, run_id: str, vector_id: str, attempt: int) -> list[Any]:
         """Undo the start of an attempt that never ran (its worker gave the chunk back)."""
@@ -196,6 +236,8 @@ class Results:
         executed = status.is_executed(record["status"])
         measured = executed and pcc is not None
         lease = self.keys.lease(record["run"], record["vector"]) if record["attempt"] else ""
+        summary = final_summary(record)
+        sig = summary.rsplit("|", 1)[1]
         return [
             "f",
             Keys.record_field(record["vector"], record["attempt"]),
@@ -213,6 +255,9 @@ class Results:
             repr(time.time()),
             record["backend"],
             lease,
+            summary,
+            sig,
+            record.get("signature") or "" if sig else "",
         ]
 
     def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> None:

@@ -19,6 +19,7 @@ import redis
 from broker.app import make_app
 from broker.coordinator import Plan, publish
 from broker.keys import Keys
+from broker.results import parse_final
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
@@ -74,7 +75,7 @@ class Cluster:
         return out
 
     def finals(self, run_id: str) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.final(run_id)).items()}
+        return {k.decode(): parse_final(v)[0] for k, v in self.client.hgetall(self.keys.final(run_id)).items()}
 
     def wait(self, done, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

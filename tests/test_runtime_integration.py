@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from broker.keys import Keys
+from broker.results import parse_final
 from sweeps import status
 from tests.conftest import ROOT
 
@@ -69,7 +70,7 @@ def test_a_run_on_two_machine_types_reaches_a_final_status_for_every_vector(redi
     assert watch.returncode == 0, watch.stderr[-2000:]
 
     vectors = {k.decode(): msgpack.unpackb(v) for k, v in client.hgetall(keys.vectors(run_id)).items()}
-    finals = {k.decode(): v.decode() for k, v in client.hgetall(keys.final(run_id)).items()}
+    finals = {k.decode(): parse_final(v)[0] for k, v in client.hgetall(keys.final(run_id)).items()}
     records = [msgpack.unpackb(v) for v in client.hgetall(keys.records(run_id)).values()]
     assert set(finals) == set(vectors) and len(vectors) == 33
     # one record per vector: each ran once (attempt 1) or was decided by the coordinator (attempt 0)

@@ -1,0 +1,153 @@
+"""`sweepctl report RUN --compare BASE`: what changed between two runs, and whether RUN regressed.
+
+Vectors are joined on their id (op, machine, mesh, inputs, kwargs); a vector of one run whose id
+the other lacks is joined on (config_hash, machine) when both have one, so a re-traced store whose
+ids moved still compares. Only executed outcomes compare: a vector that hit INFRA, EXPIRED or
+CANCELED in either run is "not comparable", never a regression. Everything is read from the two
+runs' final hashes (`STATUS|pcc|e2e|SIG` per vector) in two HGETALLs, so two 1,000,000-vector
+runs compare in seconds; vector payloads are read only for the vectors that changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker.coordinator import require_run
+from broker.keys import Keys
+from broker.results import parse_final
+from sweeps import status
+from sweeps.vector import decode
+
+PCC_TOLERANCE = 0.001  # absolute PCC drop that counts, between two executed vectors
+E2E_TOLERANCE_PCT = 25.0  # e2e slowdown that counts, on vectors that passed in both runs
+E2E_FLOOR_MS = 0.05  # ...and never below this absolute difference (timer noise on tiny ops)
+LISTED = 50  # vectors listed per change kind (the counts are always complete)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    pcc: float = PCC_TOLERANCE
+    e2e_pct: float = E2E_TOLERANCE_PCT
+    e2e_floor_ms: float = E2E_FLOOR_MS
+    perf_regresses: bool = True  # e2e regressions set the exit code too
+
+
+def _finals(redis: Any, keys: Keys, run_id: str) -> dict[bytes, bytes]:
+    return redis.hgetall(keys.final(run_id))
+
+
+def _rejoin(redis: Any, keys: Keys, base_id: str, run_id: str, only_base: list[bytes], only_run: list[bytes]):
+    """Pairs (base vector id, run vector id) for ids present in one run only, by config_hash and machine."""
+    def index(rid: str, ids: list[bytes]) -> dict[tuple[str, str], bytes]:
+        out = {}
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            for vid, raw in zip(chunk, redis.hmget(keys.vectors(rid), chunk), strict=True):
+                if raw is not None:
+                    vector = decode(raw)
+                    if vector.get("config_hash"):
+                        out[(vector["config_hash"], vector["machine"])] = vid
+        return out
+
+    if not only_base or not only_run:
+        return []
+    base_index, run_index = index(base_id, only_base), index(run_id, only_run)
+    return [(base_index[k], run_index[k]) for k in base_index.keys() & run_index.keys()]
+
+
+def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances = Tolerances()) -> dict[str, Any]:
+    require_run(redis, keys, run_id)
+    require_run(redis, keys, base_id)
+    base, run = _finals(redis, keys, base_id), _finals(redis, keys, run_id)
+    pairs = [(vid, vid) for vid in base.keys() & run.keys()]
+    only_base = [vid for vid in base if vid not in run]
+    only_run = [vid for vid in run if vid not in base]
+    rejoined = _rejoin(redis, keys, base_id, run_id, only_base, only_run)
+    pairs += rejoined
+    changes: dict[str, list[tuple[bytes, tuple, tuple]]] = {
+        "newly_failing": [], "newly_passing": [], "pcc_drops": [], "e2e_regressions": [],
+    }  # fmt: skip
+    counts = {"compared": 0, "not_comparable": 0, "unchanged": 0}
+    executed, passed = status.EXECUTED, status.PASS
+    for base_vid, run_vid in pairs:
+        b, r = parse_final(base[base_vid]), parse_final(run[run_vid])
+        if b[0] not in executed or r[0] not in executed:
+            counts["not_comparable"] += 1
+            continue
+        counts["compared"] += 1
+        kind = None
+        if b[0] == passed and r[0] != passed:
+            kind = "newly_failing"
+        elif b[0] != passed and r[0] == passed:
+            kind = "newly_passing"
+        elif b[1] is not None and r[1] is not None and b[1] - r[1] > tol.pcc:
+            kind = "pcc_drops"
+        elif (
+            b[0] == passed == r[0]
+            and b[2] is not None
+            and r[2] is not None
+            and r[2] - b[2] > max(tol.e2e_floor_ms, b[2] * tol.e2e_pct / 100.0)
+        ):
+            kind = "e2e_regressions"
+        if kind is None:
+            counts["unchanged"] += 1
+        else:
+            changes[kind].append((run_vid, b, r))
+    run_sigs = _signatures(redis, keys, run_id)
+    base_sigs = _signatures(redis, keys, base_id)
+    new_sigs = [
+        {"signature_id": sig, "signature": text, "count": n}
+        for sig, (text, n) in sorted(run_sigs.items(), key=lambda kv: -kv[1][1])
+        if sig not in base_sigs
+    ]
+    listed = {kind: _describe(redis, keys, run_id, items) for kind, items in changes.items()}
+    regressions = len(changes["newly_failing"]) + len(changes["pcc_drops"])
+    if tol.perf_regresses:
+        regressions += len(changes["e2e_regressions"])
+    return {
+        "run_id": run_id,
+        "base_id": base_id,
+        "tolerances": {"pcc": tol.pcc, "e2e_pct": tol.e2e_pct, "e2e_floor_ms": tol.e2e_floor_ms},
+        **counts,
+        "joined_by_config_hash": len(rejoined),
+        "only_in_base": len(only_base) - len(rejoined),
+        "only_in_run": len(only_run) - len(rejoined),
+        "counts": {kind: len(items) for kind, items in changes.items()},
+        "changes": listed,
+        "new_signatures": new_sigs,
+        "regressed": regressions > 0,
+    }
+
+
+def _signatures(redis: Any, keys: Keys, run_id: str) -> dict[str, tuple[str, int]]:
+    """Executed-failure signatures of a run with their counts, from its aggregates."""
+    agg = {k.decode(): v.decode() for k, v in redis.hgetall(keys.agg(run_id)).items()}
+    out: dict[str, tuple[str, int]] = {}
+    for name, value in agg.items():
+        if name.startswith("fb|") and int(value) > 0:
+            _, sig, state, _, _ = name.split("|")
+            if status.is_executed(state):
+                text, n = out.get(sig, (agg.get(f"st|{sig}", ""), 0))
+                out[sig] = (text, n + int(value))
+    return out
+
+
+def _describe(redis: Any, keys: Keys, run_id: str, items: list[tuple[bytes, tuple, tuple]]) -> list[dict[str, Any]]:
+    """The first LISTED changes of a kind with op, machine and config hash from their vectors."""
+    items = sorted(items, key=lambda item: item[0])[:LISTED]
+    raws = redis.hmget(keys.vectors(run_id), [vid for vid, _, _ in items]) if items else []
+    rows = []
+    for (vid, b, r), raw in zip(items, raws, strict=True):
+        vector = decode(raw) if raw is not None else {}
+        rows.append(
+            {
+                "vector": vid.decode(),
+                "op": vector.get("op", "?"),
+                "machine": vector.get("machine", "?"),
+                "config_hash": vector.get("config_hash"),
+                "base": {"status": b[0], "pcc": b[1], "e2e_ms": b[2]},
+                "run": {"status": r[0], "pcc": r[1], "e2e_ms": r[2]},
+            }
+        )
+    return sorted(rows, key=lambda row: (row["op"], row["machine"], row["vector"]))
