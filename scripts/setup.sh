@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh-machine set-up: a Python that has ttnn wheels (3.12, else 3.10), a virtualenv in .venv with
-# the project, its worker extra (ttnn, torch) and dev tools, and redis-server from Debian if missing.
+# the project, its worker extra (ttnn, torch) and dev tools, and redis-server and chromium from Debian if missing.
 # Idempotent: re-running only reinstalls when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,10 +33,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "setup: installing redis-server from Debian's packages"
+# Debian packages: redis-server (tests and the embedded default), chromium (the HTML report test
+# renders the page in a real headless browser).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]} from Debian's packages"
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q redis-server
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
 fi

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,15 +59,14 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory):
+@contextlib.contextmanager
+def running_redis(directory: Path) -> Iterator[str]:
     """A real redis-server on a free loopback port (never 6379), with its own data dir."""
     import shutil
     import subprocess
 
     from broker.embedded import free_port
 
-    directory = tmp_path_factory.mktemp("redis")
     port = free_port()
     proc = subprocess.Popen(
         [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
@@ -74,7 +75,15 @@ def redis_server(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    wait_for_redis(url)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        wait_for_redis(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -3,8 +3,8 @@ when SWEEPCTL_ENABLE_TEST_OPS=1, for benchmarks and fault-injection tests.
 
 `noop` returns PASS at once, so a run of them measures the framework alone. The others misbehave
 the ways device ops do: `hang` (forever), `hang_ignore_sigterm`, `segv` (a signal), `exit`
-(`os._exit(3)`), `raise` (an exception: FAIL_OP), `oom` (allocates until refused), `sleep`
-(kwargs `seconds`, then PASS).
+(`os._exit(3)`), `raise` (FAIL_OP, with kwargs `message` if given), `oom` (allocates until
+refused), `sleep` (kwargs `seconds`, then PASS with the time slept as e2e).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def run_test_op(opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
     if name == "noop":
         return _PASS
     if name == "sleep":
+        start = time.perf_counter()
         time.sleep(float(vector["kwargs"].get("seconds", 1.0)))
-        return _PASS
+        return {**_PASS, "e2e_ms": (time.perf_counter() - start) * 1000.0}
     if name == "hang_ignore_sigterm":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         name = "hang"
@@ -38,7 +39,8 @@ def run_test_op(opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
     if name == "exit":
         os._exit(3)
     if name == "raise":
-        return {"status": status.FAIL_OP, "pcc": None, "message": "RuntimeError: TT_FATAL raised on purpose"}
+        message = vector["kwargs"].get("message", "RuntimeError: TT_FATAL raised on purpose")
+        return {"status": status.FAIL_OP, "pcc": None, "message": message}
     if name == "oom":
         import resource
 
