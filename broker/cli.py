@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  sweepctl up                     # embedded Redis + emulated workers\n"
             "  sweepctl enqueue --op pad --suite model_traced\n"
             "  sweepctl watch; sweepctl report\n"
+            "  sweepctl report --compare BASE; sweepctl report --format html -o report.html\n"
             "exit codes: 0 ok, 1 the work found failures, 2 bad input (one line on stderr)"
         ),
     )

@@ -10,6 +10,8 @@ runs compare in seconds; vector payloads are read only for the vectors that chan
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,41 +61,43 @@ def _rejoin(redis: Any, keys: Keys, base_id: str, run_id: str, only_base: list[b
 def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances = Tolerances()) -> dict[str, Any]:
     require_run(redis, keys, run_id)
     require_run(redis, keys, base_id)
-    base, run = _finals(redis, keys, base_id), _finals(redis, keys, run_id)
-    pairs = [(vid, vid) for vid in base.keys() & run.keys()]
-    only_base = [vid for vid in base if vid not in run]
-    only_run = [vid for vid in run if vid not in base]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Redis serialises one hash while we parse the other
+        base, run = pool.map(lambda rid: _finals(redis, keys, rid), (base_id, run_id))
+    common = base.keys() & run.keys()
+    only_base = [vid for vid in base if vid not in common]
+    only_run = [vid for vid in run if vid not in common]
     rejoined = _rejoin(redis, keys, base_id, run_id, only_base, only_run)
-    pairs += rejoined
     changes: dict[str, list[tuple[bytes, tuple, tuple]]] = {
         "newly_failing": [], "newly_passing": [], "pcc_drops": [], "e2e_regressions": [],
     }  # fmt: skip
-    counts = {"compared": 0, "not_comparable": 0, "unchanged": 0}
-    executed, passed = status.EXECUTED, status.PASS
-    for base_vid, run_vid in pairs:
-        b, r = parse_final(base[base_vid]), parse_final(run[run_vid])
-        if b[0] not in executed or r[0] not in executed:
-            counts["not_comparable"] += 1
+    executed = {s.encode() for s in status.EXECUTED}
+    passed = status.PASS.encode()
+    slower, floor, pcc_tol = 1.0 + tol.e2e_pct / 100.0, tol.e2e_floor_ms, tol.pcc
+    compared = not_comparable = 0
+    # the hot loop works on the raw `STATUS|pcc|e2e|SIG` bytes: floats are parsed only when compared
+    for base_vid, run_vid in itertools.chain(((vid, vid) for vid in common), rejoined):
+        b_raw, r_raw = base[base_vid], run[run_vid]
+        bs, bp, be, _ = b_raw.split(b"|")
+        rs, rp, re_, _ = r_raw.split(b"|")
+        if bs not in executed or rs not in executed:
+            not_comparable += 1
             continue
-        counts["compared"] += 1
-        kind = None
-        if b[0] == passed and r[0] != passed:
-            kind = "newly_failing"
-        elif b[0] != passed and r[0] == passed:
-            kind = "newly_passing"
-        elif b[1] is not None and r[1] is not None and b[1] - r[1] > tol.pcc:
-            kind = "pcc_drops"
-        elif (
-            b[0] == passed == r[0]
-            and b[2] is not None
-            and r[2] is not None
-            and r[2] - b[2] > max(tol.e2e_floor_ms, b[2] * tol.e2e_pct / 100.0)
-        ):
-            kind = "e2e_regressions"
-        if kind is None:
-            counts["unchanged"] += 1
-        else:
-            changes[kind].append((run_vid, b, r))
+        compared += 1
+        if bs == passed:
+            if rs != passed:
+                changes["newly_failing"].append((run_vid, parse_final(b_raw), parse_final(r_raw)))
+                continue
+        elif rs == passed:
+            changes["newly_passing"].append((run_vid, parse_final(b_raw), parse_final(r_raw)))
+            continue
+        if bp and rp and float(bp) - float(rp) > pcc_tol:
+            changes["pcc_drops"].append((run_vid, parse_final(b_raw), parse_final(r_raw)))
+        elif bs == passed == rs and be and re_:
+            b_e2e, r_e2e = float(be), float(re_)
+            if r_e2e > b_e2e * slower and r_e2e - b_e2e > floor:
+                changes["e2e_regressions"].append((run_vid, parse_final(b_raw), parse_final(r_raw)))
+    changed = sum(len(items) for items in changes.values())
+    counts = {"compared": compared, "not_comparable": not_comparable, "unchanged": compared - changed}
     run_sigs = _signatures(redis, keys, run_id)
     base_sigs = _signatures(redis, keys, base_id)
     new_sigs = [
