@@ -64,8 +64,8 @@ def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances =
     with ThreadPoolExecutor(max_workers=2) as pool:  # Redis serialises one hash while we parse the other
         base, run = pool.map(lambda rid: _finals(redis, keys, rid), (base_id, run_id))
     common = base.keys() & run.keys()
-    only_base = [vid for vid in base if vid not in common]
-    only_run = [vid for vid in run if vid not in common]
+    only_base = [vid for vid in base if vid not in common] if len(common) < len(base) else []
+    only_run = [vid for vid in run if vid not in common] if len(common) < len(run) else []
     rejoined = _rejoin(redis, keys, base_id, run_id, only_base, only_run)
     changes: dict[str, list[tuple[bytes, tuple, tuple]]] = {
         "newly_failing": [], "newly_passing": [], "pcc_drops": [], "e2e_regressions": [],
@@ -75,7 +75,7 @@ def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances =
     slower, floor, pcc_tol = 1.0 + tol.e2e_pct / 100.0, tol.e2e_floor_ms, tol.pcc
     compared = not_comparable = 0
     # the hot loop works on the raw `STATUS|pcc|e2e|SIG` bytes: floats are parsed only when compared
-    for base_vid, run_vid in itertools.chain(((vid, vid) for vid in common), rejoined):
+    for base_vid, run_vid in itertools.chain(zip(common, common, strict=True), rejoined):
         b_raw, r_raw = base[base_vid], run[run_vid]
         bs, bp, be, _ = b_raw.split(b"|")
         rs, rp, re_, _ = r_raw.split(b"|")
