@@ -288,24 +288,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _write_output(path: str, text: str) -> None:
-    """All or nothing: a temp file next to the target, renamed over it."""
-    import tempfile
+    from tracer.store import atomic_write
 
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise InputError("--output", f"directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".sweepctl-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text.encode())
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -342,7 +330,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         report["compare"] = compare(client, keys, run_id, args.compare, tol)
         failed = report["compare"]["regressed"]
     if fmt == "text":
-        lines = []
         if args.compare:
             lines = display.compare_lines(report["compare"])
         else:

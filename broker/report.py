@@ -119,7 +119,7 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
             bucket = buckets.setdefault(sig, {"statuses": Counter(), "ops": Counter(), "machines": Counter()})
             for field, key in (("statuses", state), ("ops", op), ("machines", machine)):
                 bucket[field][key] += int(value)
-        if kind == "os":
+        elif kind == "os":
             op, state = rest.rsplit("|", 1)
             per_op[op]["counts"][state] = int(value)
         elif kind == "ms":

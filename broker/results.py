@@ -125,13 +125,16 @@ def sig_id(signature_text: str) -> str:
     return hashlib.sha1(signature_text.encode()).hexdigest()[:12]
 
 
-def final_summary(record: dict[str, Any]) -> str:
-    """The final hash's value for a vector: status, PCC, e2e ms and failure signature id."""
-    pcc, e2e, sig = record.get("pcc"), record.get("e2e_ms"), record.get("signature") or ""
-    bucketed = sig and record["status"] != status.PASS
-    return f"{record['status']}|{'' if pcc is None else repr(pcc)}|{'' if e2e is None else repr(e2e)}|" + (
-        sig_id(sig) if bucketed else ""
-    )
+def bucket_of(record: dict[str, Any]) -> str:
+    """The failure bucket (signature id) a final record counts in; "" for a PASS or no message."""
+    text = record.get("signature") or ""
+    return sig_id(text) if text and record["status"] != status.PASS else ""
+
+
+def final_summary(record: dict[str, Any], sig: str) -> str:
+    """The final hash's value for a vector: status, PCC, e2e ms and its bucket_of signature id."""
+    pcc, e2e = record.get("pcc"), record.get("e2e_ms")
+    return f"{record['status']}|{'' if pcc is None else repr(pcc)}|{'' if e2e is None else repr(e2e)}|{sig}"
 
 
 def parse_final(value: bytes | str) -> tuple[str, float | None, float | None, str]:
@@ -236,8 +239,7 @@ class Results:
         executed = status.is_executed(record["status"])
         measured = executed and pcc is not None
         lease = self.keys.lease(record["run"], record["vector"]) if record["attempt"] else ""
-        summary = final_summary(record)
-        sig = summary.rsplit("|", 1)[1]
+        sig = bucket_of(record)
         return [
             "f",
             Keys.record_field(record["vector"], record["attempt"]),
@@ -255,9 +257,9 @@ class Results:
             repr(time.time()),
             record["backend"],
             lease,
-            summary,
+            final_summary(record, sig),
             sig,
-            record.get("signature") or "" if sig else "",
+            record["signature"] if sig else "",
         ]
 
     def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> None:

@@ -7,7 +7,6 @@ one place that reads a run in full (vectors, final hash, records), in large page
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from sweeps.vector import decode, tensor_slots
 from tracer.store import model_of
 
 PAGE = 5000
+PENDING = "pending"
 
 
 @dataclass
@@ -42,18 +42,11 @@ class Row:
         return sum(math.prod(tensor.get("shape") or [0]) for _, tensor in tensor_slots(self.vector))
 
 
-PENDING = "pending"
-
-
-def _hscan(redis: Any, key: str) -> Iterator[tuple[bytes, bytes]]:
-    yield from redis.hscan_iter(key, count=PAGE)
-
-
 def rows(redis: Any, keys: Keys, run_id: str) -> list[Row]:
     """Every vector of the run, sorted by op, machine and id."""
     finals = redis.hgetall(keys.final(run_id))
     best: dict[str, dict[str, Any]] = {}  # vector id -> record of its final attempt
-    for _, raw in _hscan(redis, keys.records(run_id)):
+    for _, raw in redis.hscan_iter(keys.records(run_id), count=PAGE):
         record = decode_record(raw)
         final = finals.get(record["vector"].encode())
         if final is None or parse_final(final)[0] != record["status"]:
@@ -62,7 +55,7 @@ def rows(redis: Any, keys: Keys, run_id: str) -> list[Row]:
         if kept is None or record["attempt"] > kept["attempt"]:
             best[record["vector"]] = record
     out = []
-    for vid, raw in _hscan(redis, keys.vectors(run_id)):
+    for vid, raw in redis.hscan_iter(keys.vectors(run_id), count=PAGE):
         vector = decode(raw)
         final = finals.get(vid)
         if final is None:

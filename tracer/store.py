@@ -188,22 +188,10 @@ class MasterStore:
 
     def save(self, path: str) -> None:
         """Atomic: readers see the old store or the new one, never half of it."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with bulk():
             data = jsonio.dumps(self.to_json())
-        fd, tmp = tempfile.mkstemp(prefix=".store-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, _file_mode(path))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, data)
 
     def entries(self, op: str | None = None) -> Iterable[tuple[str, dict[str, Any]]]:
         for name in sorted(self.ops) if op is None else [op]:
@@ -237,6 +225,23 @@ class MasterStore:
             "unparsed_args": unparsed_total,
             "per_op": per_op,
         }
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of it: temp file in the same directory,
+    fsync, rename. The file keeps an existing file's mode."""
+    fd, tmp = tempfile.mkstemp(prefix=".sweepctl-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _file_mode(path: str) -> int:
