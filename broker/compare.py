@@ -17,6 +17,7 @@ from typing import Any
 
 from broker.coordinator import require_run
 from broker.keys import Keys
+from broker.report import failure_buckets, read_agg
 from broker.results import parse_final
 from sweeps import status
 from sweeps.vector import decode
@@ -126,14 +127,11 @@ def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances =
 
 def _signatures(redis: Any, keys: Keys, run_id: str) -> dict[str, tuple[str, int]]:
     """Executed-failure signatures of a run with their counts, from its aggregates."""
-    agg = {k.decode(): v.decode() for k, v in redis.hgetall(keys.agg(run_id)).items()}
-    out: dict[str, tuple[str, int]] = {}
-    for name, value in agg.items():
-        if name.startswith("fb|") and int(value) > 0:
-            _, sig, state, _, _ = name.split("|")
-            if status.is_executed(state):
-                text, n = out.get(sig, (agg.get(f"st|{sig}", ""), 0))
-                out[sig] = (text, n + int(value))
+    out = {}
+    for bucket in failure_buckets(read_agg(redis, keys, run_id)):
+        executed = sum(n for state, n in bucket["statuses"].items() if status.is_executed(state))
+        if executed:
+            out[bucket["signature_id"]] = (bucket["signature"], executed)
     return out
 
 

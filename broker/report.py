@@ -21,7 +21,7 @@ def _text(value: Any) -> str:
 def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
     meta = require_run(redis, keys, run_id)
     run = {_text(k): _text(v) for k, v in redis.hgetall(keys.run(run_id)).items()}
-    agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
+    agg = read_agg(redis, keys, run_id)
     counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|") and int(v)}
     total = int(run.get("total", 0))
     done = int(agg.get("done", 0))
@@ -101,24 +101,18 @@ def _clamp(median: float | None, low: float | None) -> float | None:
 
 def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict[str, Any]:
     prog = progress(redis, keys, run_id)
-    agg = {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
+    agg = read_agg(redis, keys, run_id)
     per_op: dict[str, dict[str, Any]] = defaultdict(lambda: {"counts": {}, "ph": {}, "eh": {}, "pcc_min": None})
     per_machine: dict[str, dict[str, int]] = defaultdict(dict)
     backends: dict[str, int] = {}
     machine_ops: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
-    buckets: dict[str, dict[str, Any]] = {}
     for name, value in agg.items():
         kind, _, rest = name.partition("|")
-        if kind in ("os", "ms", "om", "fb") and not int(value):  # a retried vector's old status, counted back down
+        if kind in ("os", "ms", "om") and not int(value):  # a retried vector's old status, counted back down
             continue
         if kind == "om":
             machine, op, state = rest.split("|")
             machine_ops[machine][op][state] = int(value)
-        elif kind == "fb":
-            sig, state, op, machine = rest.split("|")
-            bucket = buckets.setdefault(sig, {"statuses": Counter(), "ops": Counter(), "machines": Counter()})
-            for field, key in (("statuses", state), ("ops", op), ("machines", machine)):
-                bucket[field][key] += int(value)
         elif kind == "os":
             op, state = rest.rsplit("|", 1)
             per_op[op]["counts"][state] = int(value)
@@ -173,7 +167,7 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
         "failures_shown": len(failures),
         "failures_total": redis.hlen(keys.failed(run_id)),
         "backends": backends,
-        "buckets": _buckets(buckets, agg),
+        "buckets": failure_buckets(agg),
     }
 
 
@@ -186,16 +180,27 @@ def _rates(counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _buckets(found: dict[str, dict[str, Any]], agg: dict[str, str]) -> list[dict[str, Any]]:
-    """Failure buckets, biggest first: executed failures before configs that never ran."""
+def read_agg(redis: Any, keys: Keys, run_id: str) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in redis.hgetall(keys.agg(run_id)).items()}
+
+
+def failure_buckets(agg: dict[str, str]) -> list[dict[str, Any]]:
+    """Failure buckets from a run's aggregates, biggest first: executed failures before configs
+    that never ran."""
+    found: dict[str, dict[str, Counter]] = {}
+    for name, value in agg.items():
+        if name.startswith("fb|") and int(value):
+            sig, state, op, machine = name[3:].split("|")
+            bucket = found.setdefault(sig, {"statuses": Counter(), "ops": Counter(), "machines": Counter()})
+            for field, key in (("statuses", state), ("ops", op), ("machines", machine)):
+                bucket[field][key] += int(value)
     rows = []
     for sig, bucket in found.items():
-        count = sum(bucket["statuses"].values())
         rows.append(
             {
                 "signature_id": sig,
                 "signature": agg.get(f"st|{sig}", ""),
-                "count": count,
+                "count": sum(bucket["statuses"].values()),
                 "executed": any(status.is_executed(s) for s in bucket["statuses"]),
                 "statuses": dict(bucket["statuses"].most_common()),
                 "ops": dict(bucket["ops"].most_common()),
