@@ -310,7 +310,8 @@ def _runtime_parsers(sub: Any) -> None:
         c.cmd_enqueue,
         "Expand the selected configs of the master store into vectors, host-validate them (INVALID configs "
         "are recorded, never queued), record a run and publish the rest in chunks to each machine's queue. "
-        "Re-running with the same --run-id adds nothing twice.",
+        "Re-running with the same --run-id adds nothing twice. The store is read through its index in "
+        "$SWEEPCTL_CACHE_DIR (default ~/.cache/sweepctl), rebuilt whenever the store file changes.",
     )
     enqueue.add_argument("--op", help="op or comma-separated ops (ttnn.pad, pad, ttnn::pad); default: every op")
     enqueue.add_argument("--suite", default="model_traced", help="model_traced (default), all_cases or nightly")

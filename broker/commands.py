@@ -106,13 +106,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if not os.path.exists(args.store):
         raise InputError(args.store, "no such master store (pass --store, or set SWEEPCTL_STORE)")
     client, keys, url = _connect(args)
-    if selection.ops:
-        from tracer.store import MasterStore
-
-        known = MasterStore.load(args.store, missing_ok=False).ops
-        missing = [op for op in selection.ops if op not in known] if args.suite != "nightly" else []
-        if missing:
-            raise InputError(args.store, f"no traced configs of {', '.join(missing)} (see `sweepctl store stats`)")
     started = time.perf_counter()
     the_plan = plan(args.store, selection, client, keys, args.run_id)
     if args.dry_run:

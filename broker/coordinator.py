@@ -24,13 +24,12 @@ import orjson
 
 from broker.app import RUN_CHUNK
 from broker.keys import Keys
-from broker.results import Results, make_record
+from broker.results import Results, make_record, signature
 from sweeps import status
+from sweeps.index import load as load_index
 from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
-from sweeps.vector import payload as vector_payload
-from sweeps.vector import tensor_slots
+from sweeps.vector import Encoded
 from tracer.errors import InputError
-from tracer.store import MasterStore
 
 MAX_CHUNK = 256  # ~1 s of 4 ms ops per message
 SPREAD = 64  # small runs are cut into this many messages per machine, so every worker gets some
@@ -65,22 +64,17 @@ def new_run_id() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def _tensor_key(tensor: dict[str, Any]) -> str:
-    fields = {k: tensor.get(k) for k in ("shape", "dtype", "layout", "memory_config")}
-    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
-
-
 def validate(expansion: Expansion, redis: Any, keys: Keys, ttnn_version: str) -> dict[str, str]:
     """Host-validation reasons per vector id (INVALID), each distinct tensor checked once per machine
     and ttnn version; verdicts are cached in Redis so the next enqueue does not pay again."""
     from sweeps.validate import validate_tensors
 
-    wanted: dict[str, dict[str, dict[str, Any]]] = {}  # machine -> tensor key -> tensor
+    wanted: dict[str, dict[str, None]] = {}  # machine -> tensor keys, in first-seen order
     for vector in expansion.vectors:
-        if vector["id"] in expansion.not_run:
-            continue
-        for _, tensor in tensor_slots(vector):
-            wanted.setdefault(vector["machine"], {}).setdefault(_tensor_key(tensor), tensor)
+        if vector.tensors and vector.id not in expansion.not_run:
+            machine = wanted.setdefault(vector.machine, {})
+            for _, key in vector.tensors:
+                machine[key] = None
     verdicts: dict[str, dict[str, str]] = {}
     todo: dict[str, list[str]] = {}
     for machine, tensors in wanted.items():
@@ -91,7 +85,7 @@ def validate(expansion: Expansion, redis: Any, keys: Keys, ttnn_version: str) ->
 
     def check(machine: str) -> None:
         names = todo[machine]
-        reasons = validate_tensors([wanted[machine][n] for n in names], machine)
+        reasons = validate_tensors([orjson.loads(n) for n in names], machine)
         found = {n: (r or "") for n, r in zip(names, reasons, strict=True)}
         verdicts[machine].update(found)
         redis.hset(keys.validation(ttnn_version, machine), mapping=found)
@@ -100,12 +94,13 @@ def validate(expansion: Expansion, redis: Any, keys: Keys, ttnn_version: str) ->
         list(pool.map(check, [m for m, names in todo.items() if names]))
     invalid: dict[str, str] = {}
     for vector in expansion.vectors:
-        if vector["id"] in expansion.not_run:
+        if not vector.tensors or vector.id in expansion.not_run:
             continue
-        for slot, tensor in tensor_slots(vector):
-            reason = verdicts[vector["machine"]].get(_tensor_key(tensor))
+        machine = verdicts[vector.machine]
+        for slot, key in vector.tensors:
+            reason = machine.get(key)
             if reason:
-                invalid[vector["id"]] = f"input {slot}: {reason}"
+                invalid[vector.id] = f"input {slot}: {reason}"
                 break
     return invalid
 
@@ -124,25 +119,28 @@ class Plan:
         for vector in self.expansion.vectors:
             state = (
                 status.NOT_RUN
-                if vector["id"] in self.expansion.not_run
+                if vector.id in self.expansion.not_run
                 else status.INVALID
-                if vector["id"] in self.invalid
+                if vector.id in self.invalid
                 else "queued"
             )
-            self.per_machine.setdefault(vector["machine"], Counter())[state] += 1
+            self.per_machine.setdefault(vector.machine, Counter())[state] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "vectors": len(self.expansion.vectors),
             "per_machine": {m: dict(c) for m, c in sorted(self.per_machine.items())},
-            "ops": sorted({v["op"] for v in self.expansion.vectors}),
+            "ops": sorted({v.op for v in self.expansion.vectors}),
         }
 
 
 def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: str | None) -> Plan:
-    store = MasterStore.load(store_path, missing_ok=False)
-    expansion = expand(store, selection)
+    index = load_index(store_path)
+    missing = [op for op in selection.ops or () if op not in index] if selection.suite != "nightly" else []
+    if missing:
+        raise InputError(store_path, f"no traced configs of {', '.join(missing)} (see `sweepctl store stats`)")
+    expansion = expand(index, selection)
     invalid = validate(expansion, redis, keys, versions()["ttnn"])
     result = Plan(run_id or new_run_id(), selection, expansion, invalid)
     result.classify()
@@ -155,7 +153,6 @@ def publish(
     """Record the run and publish its new vectors; returns what went where."""
     run_id = plan_.run_id
     vectors = plan_.expansion.vectors
-    payloads = [vector_payload(v) for v in vectors]
     now = time.time()
     meta = {
         "run_id": run_id,
@@ -172,33 +169,36 @@ def publish(
         if meta["expires"]:
             redis.hset(keys.run(run_id), "expires", meta["expires"])
     add_new = redis.register_script(_ADD_NEW)
-    fresh: list[int] = []
+    pipe = redis.pipeline(transaction=False)  # Redis stores one batch while the next one is sent
     for start in range(0, len(vectors), 1000):  # one script call per 1000 vectors, not one HSETNX each
-        flat = [
-            x
-            for v, p in zip(vectors[start : start + 1000], payloads[start : start + 1000], strict=True)
-            for x in (v["id"], p)
-        ]
-        fresh.extend(add_new(keys=[keys.vectors(run_id)], args=flat))
+        flat = [x for v in vectors[start : start + 1000] for x in (v.id, v.payload)]
+        add_new(keys=[keys.vectors(run_id)], args=flat, client=pipe)
+    fresh = [new for batch in pipe.execute() for new in batch]
     results = Results(redis, keys)
     where = {"backend": "coordinator", "host": meta["host"], "ttnn_version": meta["versions"]["ttnn"]}
     queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
     added: Counter = Counter()
-    decided: list[list[Any]] = []  # finish ops of vectors that never run (NOT_RUN, INVALID)
+    unrun: dict[tuple[str, str, str, str], list[tuple[Encoded, str]]] = {}  # by status, signature, op, machine
     for vector, new in zip(vectors, fresh, strict=True):
         if not new:
             continue
-        added[vector["machine"]] += 1
-        reason = plan_.expansion.not_run.get(vector["id"]) or plan_.invalid.get(vector["id"])
+        added[vector.machine] += 1
+        reason = plan_.expansion.not_run.get(vector.id) or plan_.invalid.get(vector.id)
         if reason is None:
-            queued.setdefault(vector["machine"], []).append(vector["id"])
+            queued.setdefault(vector.machine, []).append(vector.id)
             continue
-        state = status.NOT_RUN if vector["id"] in plan_.expansion.not_run else status.INVALID
-        record = make_record(vector, run_id, 0, {"status": state, "message": reason}, start=now, end=now, **where)
-        decided.append(results.finish_op(record))
+        state = status.NOT_RUN if vector.id in plan_.expansion.not_run else status.INVALID
+        unrun.setdefault((state, signature(reason), vector.op, vector.machine), []).append((vector, reason))
     pipe = redis.pipeline(transaction=False)
-    for start in range(0, len(decided), 1000):
-        results.write(run_id, decided[start : start + 1000], pipe=pipe)
+    for (state, _, _, _), group in unrun.items():
+        for start in range(0, len(group), 1000):
+            part = group[start : start + 1000]
+            first, reason = part[0]
+            fields = {"id": first.id, "op": first.op, "machine": first.machine, "config_hash": first.config_hash}
+            outcome = {"status": state, "message": reason}
+            template = make_record(fields, run_id, 0, outcome, start=now, end=now, **where)
+            op = results.finish_unrun_op(template, [(v.id, v.config_hash, why) for v, why in part])
+            results.write(run_id, [op], pipe=pipe)
     total = sum(added.values())
     pipe.hincrby(keys.run(run_id), "total", total)
     for machine, count in added.items():
@@ -211,11 +211,13 @@ def publish(
                 continue
             size = chunk_size(len(items), chunk)
             for start in range(0, len(items), size):
+                ids = items[start : start + size]
                 app.send_task(
                     RUN_CHUNK,
-                    kwargs={"run_id": run_id, "machine": machine, "ids": items[start : start + size]},
+                    kwargs={"run_id": run_id, "machine": machine, "ids": ids},
                     producer=producer,
-                )
+                    kwargsrepr=f"{{run_id: {run_id}, machine: {machine}, {len(ids)} ids from {ids[0]}}}",
+                )  # Celery's own repr of 256 ids costs more than the rest of the send
                 chunks += 1
     return {
         "run_id": run_id,

@@ -68,6 +68,32 @@ for _, op in ipairs(ops) do
     -- release: vector id, attempts before, lease key (an attempt started that never ran)
     redis.call('DEL', op[4])
     if op[3] > 0 then redis.call('HSET', attempts, op[2], op[3]) else redis.call('HDEL', attempts, op[2]) end
+  elseif op[1] == 'F' then
+    -- finish many vectors that never ran, with one outcome (the coordinator's NOT_RUN/INVALID):
+    --   status, op, machine, now, final summary, sig id, signature, {field, record, vector id, ...}
+    local n, items, example = 0, op[9], nil
+    for i = 1, #items, 3 do
+      if redis.call('HSETNX', records, items[i], items[i + 1]) == 1
+          and redis.call('HSETNX', final, items[i + 2], op[6]) == 1 then
+        n = n + 1
+        example = example or items[i + 2]
+      end
+    end
+    if n > 0 then
+      local name, st, m = op[3], op[2], op[4]
+      redis.call('HINCRBY', agg, 'done', n)
+      redis.call('HSETNX', agg, 't_first', op[5])
+      redis.call('HSET', agg, 't_last', op[5])
+      redis.call('HINCRBY', agg, 's|' .. st, n)
+      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, n)
+      redis.call('HINCRBY', agg, 'ms|' .. m .. '|' .. st, n)
+      redis.call('HINCRBY', agg, 'om|' .. m .. '|' .. name .. '|' .. st, n)
+      if op[7] ~= '' then
+        redis.call('HINCRBY', agg, 'fb|' .. op[7] .. '|' .. st .. '|' .. name .. '|' .. m, n)
+        redis.call('HSETNX', agg, 'st|' .. op[7], op[8])
+        redis.call('HSETNX', agg, 'sx|' .. op[7], example)
+      end
+    end
   elseif redis.call('HSETNX', records, op[2], op[3]) == 1 then
     -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
     --         e2e bucket, failed, now, backend, lease key, final summary, sig id, signature
@@ -261,6 +287,23 @@ class Results:
             sig,
             record["signature"] if sig else "",
         ]
+
+    def finish_unrun_op(self, template: dict[str, Any], vectors: list[tuple[str, str | None, str]]) -> list[Any]:
+        """Finish many vectors that never ran, with one status and signature (the coordinator's
+        NOT_RUN or INVALID of one op and machine): `template` is the record of any of them,
+        `vectors` their (id, config_hash, message). Each gets its record; the aggregates move
+        once, by the count of new finals."""
+        if status.is_executed(template["status"]) or template["attempt"]:
+            raise ValueError("finish_unrun_op is for attempt-0 records of vectors that never ran")
+        sig = bucket_of(template)
+        items: list[Any] = []
+        pack = msgpack.Packer(use_bin_type=True).pack
+        for vid, config_hash, message in vectors:
+            record = {**template, "vector": vid, "config_hash": config_hash, "message": message}
+            items += (Keys.record_field(vid, 0), pack(record), vid)
+        summary = final_summary(template, sig)
+        return ["F", template["status"], template["op"], template["machine"], repr(time.time()), summary, sig,
+                template["signature"] if sig else "", items]  # fmt: skip
 
     def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> None:
         """Apply start/finish ops of one run in order, in one script call."""

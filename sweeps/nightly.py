@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sweeps.profiles import get_profile
-from sweeps.vector import make_vector
+from sweeps.vector import Encoded, make_vector
 
 DRAM = {"memory_layout": "INTERLEAVED", "buffer_type": "DRAM", "shard_spec": None}
 L1 = {"memory_layout": "INTERLEAVED", "buffer_type": "L1", "shard_spec": None}
@@ -86,5 +86,5 @@ def nightly(selection) -> Any:
                 vector = make_vector(
                     op, "nightly", profile.name, list(profile.mesh_shape), args, kwargs, timeout_for(op, profile)
                 )
-                expansion.add(vector, None)
+                expansion.add(Encoded.of(vector), None)
     return expansion

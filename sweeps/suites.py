@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 
 from sweeps import catalogue
+from sweeps.index import Index, TracedConfig, unreadable_argument
 from sweeps.profiles import MachineProfile, get_profile, route
-from sweeps.vector import make_vector
-from tracer.args import canonical_arguments, count_unparsed
+from sweeps.vector import Encoded, assemble, make_vector
 from tracer.errors import InputError
-from tracer.store import MasterStore, bulk, model_of
+from tracer.store import bulk, model_of
 
 SUITES = ("model_traced", "all_cases", "nightly")
 DEFAULT_ALL_CASES_CAP = 10_000
@@ -57,69 +57,72 @@ class Selection:
 
 @dataclass
 class Expansion:
-    vectors: list[dict[str, Any]] = field(default_factory=list)
+    vectors: list[Encoded] = field(default_factory=list)
     not_run: dict[str, str] = field(default_factory=dict)  # vector id -> reason
 
-    def add(self, vector: dict[str, Any], reason: str | None) -> None:
+    @classmethod
+    def of(cls, vectors: list[dict[str, Any]]) -> Expansion:
+        """Vectors made by hand (make_vector: tests, benchmarks, tools), every one runnable."""
+        return cls(vectors=[Encoded.of(v) for v in vectors])
+
+    def add(self, vector: Encoded, reason: str | None) -> None:
         self.vectors.append(vector)
         if reason is not None:
-            self.not_run[vector["id"]] = reason
+            self.not_run[vector.id] = reason
+
+    def decoded(self) -> list[dict[str, Any]]:
+        """The vectors as maps (dry runs, tests): decoded from their wire bytes, the bytes that ship."""
+        return [v.decoded() for v in self.vectors]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Config:
-    op: str
-    canonical: dict[str, Any]
-    config_hash: str
-    sources: list[str]
+    traced: TracedConfig
     profile: MachineProfile | None
     traced_on: str
     mesh_shape: list[int]
 
+    @property
+    def machine(self) -> str:
+        return self.profile.name if self.profile else UNKNOWN_MACHINE
 
-def _configs(store: MasterStore, selection: Selection) -> Iterator[_Config]:
+
+def _configs(index: Index, selection: Selection) -> Iterator[_Config]:
     from tracer.machine import machine_label
 
     override = get_profile(selection.machine) if selection.machine else None
-    ops = selection.ops if selection.ops is not None else sorted(store.ops)
+    machines: dict[int, tuple[MachineProfile | None, str, list[int]]] = {}  # id(machine_info) -> routing
+    ops = selection.ops if selection.ops is not None else index.ops()
     for op in ops:
-        for _, entry in store.entries(op):
-            sources = sorted({str(run.get("source")) for run in entry["executions"]})
+        for traced in index.configs(op):
+            sources = traced.sources
             if selection.model and not any(selection.model in model_of(s) for s in sources):
                 continue
             if selection.substring and not any(
-                selection.substring in text for text in (op, entry["config_hash"], *sources)
+                selection.substring in text for text in (op, traced.config_hash, *sources)
             ):
                 continue
-            info = entry["executions"][0].get("machine_info")
-            profile = override or route(info)
-            mesh = (info or {}).get("mesh_device_shape") if override is None else None
-            if profile is not None and not (isinstance(mesh, list) and len(mesh) == 2):
-                mesh = list(profile.mesh_shape)
-            yield _Config(
-                op,
-                canonical_arguments(entry["arguments"]),
-                entry["config_hash"],
-                sources,
-                profile,
-                machine_label(info),
-                list(mesh or [1, 1]),
-            )
+            info = traced.machine_info
+            routed = machines.get(id(info))
+            if routed is None:
+                profile = override or route(info)
+                mesh = (info or {}).get("mesh_device_shape") if override is None else None
+                if profile is not None and not (isinstance(mesh, list) and len(mesh) == 2):
+                    mesh = list(profile.mesh_shape)
+                routed = machines[id(info)] = (profile, machine_label(info), list(mesh or [1, 1]))
+            yield _Config(traced, *routed)
 
 
-def not_run_reason(op: str, canonical: dict[str, Any], profile: MachineProfile | None, traced_on: str) -> str | None:
+def not_run_reason(op: str, profile: MachineProfile | None, traced_on: str, unreadable: str | None) -> str | None:
+    """Why a config can never run (None: it can). `unreadable`: the first non-tensor argument the
+    trace could not read (TracedConfig.unreadable)."""
     if catalogue.lookup(op) is None:
         return catalogue.no_definition_reason(op)
     if profile is None:
         return f"traced on {traced_on}: no machine profile matches (choose one with --machine)"
-    for where, value in [*enumerate(canonical["args"]), *canonical["kwargs"].items()]:
-        if not _is_tensor(value) and count_unparsed(value):
-            return f"argument {where} could not be read from the trace"
+    if unreadable is not None:
+        return f"argument {unreadable} could not be read from the trace"
     return None
-
-
-def _is_tensor(value: Any) -> bool:
-    return isinstance(value, dict) and "tensor" in value
 
 
 def timeout_for(op: str, profile: MachineProfile | None) -> float:
@@ -128,35 +131,37 @@ def timeout_for(op: str, profile: MachineProfile | None) -> float:
     return base * (profile.timeout_scale if profile else 1.0)
 
 
-def _vector(suite: str, cfg: _Config, args: list[Any], kwargs: dict[str, Any], hashes: list[str]) -> dict[str, Any]:
-    return make_vector(
-        cfg.op,
-        suite,
-        cfg.profile.name if cfg.profile else UNKNOWN_MACHINE,
-        cfg.mesh_shape,
-        args,
-        kwargs,
-        timeout_for(cfg.op, cfg.profile),
-        config_hash=min(hashes) if hashes else None,
-        sources=cfg.sources,
-        trusted=True,
-    )
-
-
-def model_traced(store: MasterStore, selection: Selection) -> Expansion:
-    by_id: dict[str, tuple[dict[str, Any], str | None]] = {}
-    for cfg in _configs(store, selection):
-        vector = _vector("model_traced", cfg, cfg.canonical["args"], cfg.canonical["kwargs"], [cfg.config_hash])
-        seen = by_id.get(vector["id"])
-        if seen is not None:  # same inputs traced twice (e.g. two dialect spellings): one vector, all sources
-            kept = seen[0]
-            kept["sources"] = sorted(set(kept["sources"]) | set(vector["sources"]))
-            kept["config_hash"] = min(kept["config_hash"], vector["config_hash"])
-            continue
-        by_id[vector["id"]] = (vector, not_run_reason(cfg.op, cfg.canonical, cfg.profile, cfg.traced_on))
+def model_traced(index: Index, selection: Selection) -> Expansion:
+    """Joined from the index's packed pieces (sweeps.vector.assemble): nothing is decoded."""
+    found: dict[str, tuple[bytes, list[_Config]]] = {}
+    timeouts: dict[tuple[str, str], float] = {}
+    for cfg in _configs(index, selection):
+        t = cfg.traced
+        timeout = timeouts.get((t.op, cfg.machine))
+        if timeout is None:
+            timeout = timeouts[(t.op, cfg.machine)] = timeout_for(t.op, cfg.profile)
+        vid, wire = assemble(
+            t.op, "model_traced", cfg.machine, cfg.mesh_shape, t.inputs_bin, t.kwargs_bin, timeout,
+            t.config_hash, t.sources,
+        )  # fmt: skip
+        seen = found.get(vid)
+        if seen is None:
+            found[vid] = (wire, [cfg])
+        else:  # same inputs traced twice (e.g. two dialect spellings): one vector, all sources
+            seen[1].append(cfg)
     expansion = Expansion()
-    for vector, reason in by_id.values():
-        expansion.add(vector, reason)
+    for vid, (wire, cfgs) in found.items():
+        first = cfgs[0]
+        t = first.traced
+        config_hash = min(c.traced.config_hash for c in cfgs)
+        if len(cfgs) > 1:
+            sources = sorted({s for c in cfgs for s in c.traced.sources})
+            _, wire = assemble(
+                t.op, "model_traced", first.machine, first.mesh_shape, t.inputs_bin, t.kwargs_bin,
+                timeouts[(t.op, first.machine)], config_hash, sources,
+            )  # fmt: skip
+        vector = Encoded(vid, t.op, first.machine, config_hash, wire, t.tensors)
+        expansion.add(vector, not_run_reason(t.op, first.profile, first.traced_on, t.unreadable))
     return expansion
 
 
@@ -168,7 +173,8 @@ def _slot_values(configs: list[_Config]) -> dict[str, list[Any]]:
     slots: dict[str, dict[bytes, Any]] = {}
     seen_in: dict[str, int] = {}
     for cfg in configs:
-        items = [(str(i), v) for i, v in enumerate(cfg.canonical["args"])] + list(cfg.canonical["kwargs"].items())
+        canonical = cfg.traced.canonical
+        items = [(str(i), v) for i, v in enumerate(canonical["args"])] + list(canonical["kwargs"].items())
         for slot, value in items:
             slots.setdefault(slot, {}).setdefault(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value)
             seen_in[slot] = seen_in.get(slot, 0) + 1
@@ -179,23 +185,23 @@ def _slot_values(configs: list[_Config]) -> dict[str, list[Any]]:
     return out
 
 
-def _groups(store: MasterStore, selection: Selection) -> dict[tuple[str, str], list[_Config]]:
+def _groups(index: Index, selection: Selection) -> dict[tuple[str, str], list[_Config]]:
     groups: dict[tuple[str, str], list[_Config]] = {}
-    for cfg in _configs(store, selection):
-        groups.setdefault((cfg.op, cfg.profile.name if cfg.profile else UNKNOWN_MACHINE), []).append(cfg)
+    for cfg in _configs(index, selection):
+        groups.setdefault((cfg.traced.op, cfg.machine), []).append(cfg)
     return groups
 
 
-def count_all_cases(store: MasterStore, selection: Selection) -> dict[tuple[str, str], int]:
+def count_all_cases(index: Index, selection: Selection) -> dict[tuple[str, str], int]:
     return {
-        key: math.prod(len(v) for v in _slot_values(cfgs).values()) for key, cfgs in _groups(store, selection).items()
+        key: math.prod(len(v) for v in _slot_values(cfgs).values()) for key, cfgs in _groups(index, selection).items()
     }
 
 
-def all_cases(store: MasterStore, selection: Selection) -> Expansion:
+def all_cases(index: Index, selection: Selection) -> Expansion:
     import itertools
 
-    groups = _groups(store, selection)
+    groups = _groups(index, selection)
     counts = {key: math.prod(len(v) for v in _slot_values(cfgs).values()) for key, cfgs in groups.items()}
     total = sum(counts.values())
     if total > selection.cap:
@@ -212,31 +218,30 @@ def all_cases(store: MasterStore, selection: Selection) -> Expansion:
         named = [s for s in slots if not s.isdigit()]
         order = positional + named
         first = cfgs[0]
-        sources = sorted({s for c in cfgs for s in c.sources})
-        base = _Config(
-            op, first.canonical, first.config_hash, sources, first.profile, first.traced_on, first.mesh_shape
-        )
+        sources = sorted({s for c in cfgs for s in c.traced.sources})
+        timeout = timeout_for(op, first.profile)
         seen: set[str] = set()
         for combo in itertools.product(*(slots[s] for s in order)):
             args = list(itertools.takewhile(lambda v: v is not _ABSENT, combo[: len(positional)]))
             kwargs = {k: v for k, v in zip(named, combo[len(positional) :], strict=True) if v is not _ABSENT}
-            canonical = {"args": args, "kwargs": kwargs}
-            vector = _vector("all_cases", base, args, kwargs, [])
+            vector = make_vector(
+                op, "all_cases", first.machine, first.mesh_shape, args, kwargs, timeout, sources=sources, presorted=True
+            )
             if vector["id"] in seen:  # an absent positional truncates the args: the same call twice
                 continue
             seen.add(vector["id"])
-            vector["sources"] = sources
-            expansion.add(vector, not_run_reason(op, canonical, first.profile, first.traced_on))
+            unreadable = unreadable_argument({"args": args, "kwargs": kwargs})
+            expansion.add(Encoded.of(vector), not_run_reason(op, first.profile, first.traced_on, unreadable))
     return expansion
 
 
-def expand(store: MasterStore, selection: Selection) -> Expansion:
+def expand(index: Index, selection: Selection) -> Expansion:
     """The selection's vectors; built with the cyclic GC paused, as the store builds its graph."""
     with bulk():
         if selection.suite == "model_traced":
-            return model_traced(store, selection)
+            return model_traced(index, selection)
         if selection.suite == "all_cases":
-            return all_cases(store, selection)
+            return all_cases(index, selection)
         if selection.suite == "nightly":
             from sweeps.nightly import nightly
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from typing import Any
 
+import orjson
+
 from sweeps.profiles import MachineProfile, get_profile
 from tracer.args import is_unparsed
 
@@ -43,6 +45,13 @@ ELEMENT_BYTES = {
     "FP8_E4M3": 1,
 }
 L1_ALIGNMENT = 16
+
+
+def tensor_key(tensor: dict[str, Any]) -> str:
+    """What host validation of a tensor depends on (shape, dtype, layout, memory config) as sorted
+    JSON: verdicts are cached under it, and `orjson.loads` of it is the tensor to check."""
+    fields = {k: tensor.get(k) for k in ("shape", "dtype", "layout", "memory_config")}
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def shard_bytes_per_core(shape: list[int], dtype: str, layout: str) -> int:

@@ -9,13 +9,16 @@ op, machine, mesh shape, inputs and kwargs only: the same config in two suites k
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import orjson
+
+from sweeps.validate import tensor_key
 
 VECTOR_SCHEMA = 1
 REQUIRED = ("schema", "op", "suite", "machine", "mesh_shape", "inputs", "kwargs", "timeout")
@@ -42,12 +45,6 @@ def canonical(value: Any, where: str = "vector") -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise VectorError(f"{where}: {type(value).__name__} is not vector data")
-
-
-def _sorted_copy(value: Any) -> Any:
-    """canonical() for data already free of tuples, non-string keys and non-finite floats (what
-    tracer.args produces from JSON): orjson sorts the keys at C speed."""
-    return orjson.loads(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
 
 def encode(vector: dict[str, Any]) -> bytes:
@@ -80,26 +77,68 @@ def make_vector(
     timeout: float,
     config_hash: str | None = None,
     sources: list[str] | None = None,
-    trusted: bool = False,
+    presorted: bool = False,
 ) -> dict[str, Any]:
-    """`trusted`: inputs and kwargs come from tracer.args (JSON-born, special floats already strings),
-    so a C-speed key sort replaces the checking walk; the result is the same (tested on real stores)."""
-    vector = (_sorted_copy if trusted else canonical)(
-        {
-            "schema": VECTOR_SCHEMA,
-            "op": op,
-            "suite": suite,
-            "machine": machine,
-            "mesh_shape": list(mesh_shape),
-            "inputs": inputs,
-            "kwargs": kwargs,
-            "timeout": float(timeout),
-            "config_hash": config_hash,
-            "sources": sorted(set(sources or [])),
-        }
-    )
+    """`presorted`: inputs and kwarg values are canonical with every map's keys sorted already (the
+    store index's), so the checking walk is skipped; the vector is the same (tested on real stores)."""
+    fields = {
+        "config_hash": config_hash,
+        "inputs": inputs,
+        "kwargs": dict(sorted(kwargs.items())) if presorted else kwargs,
+        "machine": machine,
+        "mesh_shape": list(mesh_shape),
+        "op": op,
+        "schema": VECTOR_SCHEMA,
+        "sources": sorted(set(sources or [])),
+        "suite": suite,
+        "timeout": float(timeout),
+    }  # already in sorted key order, as canonical() would put them
+    vector = fields if presorted else canonical(fields)
     vector["id"] = _canonical_id(vector)
     return vector
+
+
+_KEY = {name: msgpack.packb(name) for name in (*REQUIRED, "config_hash", "sources", "id")}
+_IDENTITY_HEAD = msgpack.packb({key: None for key in IDENTITY})[:1]  # a map of 5 entries
+_VECTOR_HEAD = msgpack.packb({key: None for key in (*REQUIRED, "config_hash", "sources", "id")})[:1]
+
+
+_PACK = msgpack.Packer(use_bin_type=True).pack  # one packer: packb builds a new one per call
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed(op: str, suite: str, machine: str, mesh_shape: tuple[int, ...], timeout: float) -> tuple[bytes, ...]:
+    """The packed pieces every vector of one op, suite and machine shares."""
+    k = _KEY
+    op_b, machine_b, mesh_b = _PACK(op), _PACK(machine), _PACK(list(mesh_shape))
+    tail = b"".join((k["machine"], machine_b, k["mesh_shape"], mesh_b, k["op"], op_b))
+    wire_mid = b"".join((tail, k["schema"], _PACK(VECTOR_SCHEMA), k["sources"]))
+    wire_end = b"".join((k["suite"], _PACK(suite), k["timeout"], _PACK(float(timeout)), k["id"]))
+    return tail, wire_mid, wire_end
+
+
+def assemble(
+    op: str,
+    suite: str,
+    machine: str,
+    mesh_shape: list[int],
+    inputs_bin: bytes,
+    kwargs_bin: bytes,
+    timeout: float,
+    config_hash: str | None,
+    sources: list[str],
+) -> tuple[str, bytes]:
+    """(id, wire bytes) of make_vector(..., presorted=True) from inputs and kwargs already packed
+    (the store index's): msgpack is a concatenation of its parts, so a vector map is joined from
+    them without decoding anything. `sources` must be sorted and distinct. Tested byte-equal."""
+    k = _KEY
+    tail, wire_mid, wire_end = _fixed(op, suite, machine, tuple(mesh_shape), timeout)
+    args = (k["inputs"], inputs_bin, k["kwargs"], kwargs_bin)
+    vid = hashlib.sha256(b"".join((_IDENTITY_HEAD, *args, tail))).hexdigest()[:32]
+    wire = b"".join(
+        (_VECTOR_HEAD, k["config_hash"], _PACK(config_hash), *args, wire_mid, _PACK(sources), wire_end, _PACK(vid))
+    )
+    return vid, wire
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -118,6 +157,27 @@ def decode(payload: bytes) -> dict[str, Any]:
     if missing:
         raise VectorError(f"malformed vector payload: missing {', '.join(missing)}")
     return vector
+
+
+@dataclass(slots=True)
+class Encoded:
+    """A vector as the coordinator handles it: its wire bytes, plus the few fields it routes,
+    host-validates and records by (so a 50,000-vector enqueue never decodes a vector)."""
+
+    id: str
+    op: str
+    machine: str
+    config_hash: str | None
+    payload: bytes
+    tensors: list[tuple[str, str]]  # (slot, sweeps.validate.tensor_key) per tensor argument
+
+    @classmethod
+    def of(cls, vector: dict[str, Any]) -> Encoded:
+        tensors = [(where, tensor_key(tensor)) for where, tensor in tensor_slots(vector)]
+        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector), tensors)
+
+    def decoded(self) -> dict[str, Any]:
+        return decode(self.payload)
 
 
 def tensor_slots(vector: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

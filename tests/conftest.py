@@ -35,8 +35,9 @@ def deepcopy(data):
 
 @pytest.fixture(autouse=True)
 def _no_user_store(monkeypatch, tmp_path):
-    """Commands under test never touch a store in the developer's working directory."""
+    """Commands under test never touch a store in the developer's working directory, nor their cache."""
     monkeypatch.delenv("SWEEPCTL_STORE", raising=False)
+    monkeypatch.setenv("SWEEPCTL_CACHE_DIR", str(tmp_path / ".sweepctl-cache"))
     monkeypatch.chdir(tmp_path)
     os.environ.setdefault("PYTHONHASHSEED", "0")
 

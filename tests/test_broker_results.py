@@ -117,3 +117,29 @@ def test_an_attempt_whose_worker_died_is_claimed_as_lost(redis_server):
     client.delete(keys.lease(RUN, vector["id"]))  # the lease lapsed: nobody renews it any more
     claim = results.claim(RUN, [vector["id"]])[0]
     assert (claim.action, claim.tried, claim.lost, claim.attempt) == (RUN_IT, 1, True, 2)
+
+
+def test_finishing_unrun_vectors_in_bulk_writes_what_one_by_one_writes(redis_server):
+    """The coordinator's bulk op for NOT_RUN/INVALID and the per-record op must agree exactly."""
+    client = redis.Redis.from_url(redis_server)
+    vectors = [_vector(n) for n in range(1, 6)]
+    messages = [f"input 0: shard needs {n * 4096} B of L1 per core, n300 has 1499136 B" for n in range(5)]
+    seen = {}
+    for name in ("one", "bulk"):
+        keys = Keys(name)
+        results = Results(client, keys)
+        records = [
+            make_record(v, RUN, 0, {"status": status.INVALID, "message": m}, backend="coordinator", start=1.0, end=1.0)
+            for v, m in zip(vectors, messages, strict=True)
+        ]
+        if name == "one":
+            results.write(RUN, [results.finish_op(r) for r in records])
+        else:
+            items = [(v["id"], v.get("config_hash"), m) for v, m in zip(vectors, messages, strict=True)]
+            op = results.finish_unrun_op(records[0], items)
+            results.write(RUN, [op])
+            results.write(RUN, [op])  # resent after a lost reply: nothing moves twice
+        agg = {k: v for k, v in client.hgetall(keys.agg(RUN)).items() if k not in (b"t_first", b"t_last")}
+        seen[name] = (agg, client.hgetall(keys.final(RUN)), client.hgetall(keys.records(RUN)))
+    assert seen["bulk"] == seen["one"]
+    assert seen["bulk"][0][b"s|INVALID"] == b"5" and len(seen["bulk"][2]) == 5

@@ -64,7 +64,7 @@ class Cluster:
         return value.decode() if value else ""
 
     def enqueue(self, run_id: str, vectors: list[dict], expires: float | None = None) -> None:
-        plan = Plan(run_id, Selection(), Expansion(vectors=vectors), {})
+        plan = Plan(run_id, Selection(), Expansion.of(vectors), {})
         publish(make_app(self.url, self.keys), self.client, self.keys, plan, chunk=len(vectors), expires=expires)
 
     def records(self, run_id: str) -> dict[str, list[dict]]:

@@ -28,6 +28,7 @@ from broker.app import make_app
 from broker.coordinator import Plan, publish
 from broker.keys import Keys
 from sweeps import status
+from sweeps.index import load as load_index
 from sweeps.suites import Expansion, Selection, expand
 from sweeps.vector import make_vector
 from tests.conftest import ROOT, running_redis
@@ -44,8 +45,8 @@ def _test_vector(op: str, n: int, config_hash: str | None, **kwargs) -> dict:
 
 
 def _multiply(dtype: str) -> dict:
-    store = MasterStore.load(str(ROOT / "sweeps" / "data" / "sample_master.json"))
-    traced = next(v for v in expand(store, Selection(ops=["ttnn.multiply"])).vectors if v["machine"] == "n300")
+    index = load_index(str(ROOT / "sweeps" / "data" / "sample_master.json"))
+    traced = next(v for v in expand(index, Selection(ops=["ttnn.multiply"])).decoded() if v["machine"] == "n300")
     inputs = copy.deepcopy(traced["inputs"])
     inputs[0]["tensor"]["dtype"] = dtype
     return make_vector("ttnn.multiply", "model_traced", "n300", traced["mesh_shape"], inputs, traced["kwargs"],
@@ -84,7 +85,7 @@ def runs(tmp_path_factory):
         try:
             app = make_app(url, keys)
             for run_id, vectors in zip(("base", "run"), _runs(), strict=True):
-                publish(app, client, keys, Plan(run_id, Selection(), Expansion(vectors=vectors), {}), chunk=2)
+                publish(app, client, keys, Plan(run_id, Selection(), Expansion.of(vectors), {}), chunk=2)
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
                 if client.hlen(keys.final("base")) == 5 and client.hlen(keys.final("run")) == 6:

@@ -43,7 +43,7 @@ def test_acl_roles_worker_cannot_delete_a_run_and_reporter_cannot_enqueue(acl_re
     keys = Keys()  # the default prefix, which the ACL file names
     coordinator = redis.Redis.from_url(acl_redis("coordinator"))
     vector = make_vector("ttnn.add", "s", "n300", [1, 2], [1], {}, 30.0)
-    plan = Plan("acl-run", Selection(), Expansion(vectors=[vector]), {})
+    plan = Plan("acl-run", Selection(), Expansion.of([vector]), {})
     publish(make_app(acl_redis("coordinator"), keys), coordinator, keys, plan)  # the coordinator enqueues
 
     worker = redis.Redis.from_url(acl_redis("worker"))
@@ -63,7 +63,7 @@ def test_acl_roles_worker_cannot_delete_a_run_and_reporter_cannot_enqueue(acl_re
             make_app(acl_redis("reporter"), keys),
             reporter,
             keys,
-            Plan("r2", Selection(), Expansion(vectors=[vector]), {}),
+            Plan("r2", Selection(), Expansion.of([vector]), {}),
         )
     assert not coordinator.exists(keys.run("r2"))
     with pytest.raises(redis.exceptions.AuthenticationError):
@@ -103,7 +103,7 @@ def test_a_run_over_tls(tmp_path):
     try:
         keys = Keys()
         vector = make_vector("sweepctl.test.noop", "s", "n300", [1, 2], [0], {}, 30.0)
-        publish(make_app(url, keys), client, keys, Plan("tls", Selection(), Expansion(vectors=[vector]), {}))
+        publish(make_app(url, keys), client, keys, Plan("tls", Selection(), Expansion.of([vector]), {}))
         deadline = time.monotonic() + 120
         while client.hlen(keys.final("tls")) < 1 and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -9,9 +9,10 @@ import json
 import pytest
 
 from sweeps import catalogue
+from sweeps.index import build, unreadable_argument
 from sweeps.nightly import GRIDS
 from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
-from sweeps.vector import make_vector
+from sweeps.vector import make_vector, payload
 from tests.conftest import ADD_SWEEP, MINI, ROOT, TRACER_EXAMPLES
 from tracer.args import canonical_arguments
 from tracer.errors import InputError
@@ -64,9 +65,15 @@ def test_threshold_is_that_of_the_least_precise_dtype():
 @pytest.mark.parametrize("paths", [(ADD_SWEEP,), (MINI,), (TRACER_EXAMPLES,), (SAMPLE,)], ids=lambda p: p[0].name)
 def test_model_traced_turns_every_config_into_a_vector(paths):
     store = _store(*paths)
-    expansion = model_traced(store, Selection())
-    ids = {v["id"] for v in expansion.vectors}
-    assert len(ids) == len(expansion.vectors)
+    expansion = model_traced(build(store), Selection())
+    vectors = expansion.decoded()
+    ids = {v["id"] for v in vectors}
+    assert len(ids) == len(vectors) and ids == {v.id for v in expansion.vectors}
+    for encoded, v in zip(expansion.vectors, vectors, strict=True):  # joined bytes == the checking walk's
+        remade = make_vector(v["op"], v["suite"], v["machine"], v["mesh_shape"], v["inputs"], v["kwargs"],
+                             v["timeout"], v["config_hash"], v["sources"])  # fmt: skip
+        assert encoded.payload == payload(remade) and encoded.id == remade["id"]
+        assert (encoded.op, encoded.machine, encoded.config_hash) == (v["op"], v["machine"], v["config_hash"])
     from sweeps.profiles import route
     from sweeps.suites import timeout_for
 
@@ -80,19 +87,19 @@ def test_model_traced_turns_every_config_into_a_vector(paths):
             op, "model_traced", machine, mesh, canonical["args"], canonical["kwargs"], timeout_for(op, profile)
         )
         assert expected["id"] in ids, f"{op} {entry['config_hash'][:12]} was dropped"
-        vector = next(v for v in expansion.vectors if v["id"] == expected["id"])
+        vector = next(v for v in vectors if v["id"] == expected["id"])
         assert vector["inputs"] == expected["inputs"] and vector["kwargs"] == expected["kwargs"]  # exactly as traced
         reason = expansion.not_run.get(vector["id"])
-        assert reason == not_run_reason(op, canonical, profile, "x") or profile is None
+        assert reason == not_run_reason(op, profile, "x", unreadable_argument(canonical)) or profile is None
 
 
 def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason():
-    expansion = model_traced(_store(MINI, SAMPLE), Selection())
+    expansion = model_traced(build(_store(MINI, SAMPLE)), Selection())
     reasons = sorted(set(expansion.not_run.values()))
     assert any(r.startswith("traced on unknown: no machine profile") for r in reasons)
     assert "no sweep definition for ttnn.experimental.nlp_create_qkv_heads_decode" in reasons
-    forced = model_traced(_store(MINI), Selection(machine="n300"))
-    assert {v["machine"] for v in forced.vectors} == {"n300"} and forced.not_run == {}
+    forced = model_traced(build(_store(MINI)), Selection(machine="n300"))
+    assert {v.machine for v in forced.vectors} == {"n300"} and forced.not_run == {}
 
 
 def test_identical_inputs_collapse_to_one_vector_with_every_source(add_sweep, tmp_path):
@@ -105,40 +112,78 @@ def test_identical_inputs_collapse_to_one_vector_with_every_source(add_sweep, tm
     data = {"operations": {op: {"configurations": [config, twin]}}}
     path = tmp_path / "twins.json"
     path.write_text(json.dumps(data))
-    expansion = model_traced(_store(path), Selection())
+    expansion = model_traced(build(_store(path)), Selection())
     assert len(expansion.vectors) == 1
-    vector = expansion.vectors[0]
+    vector = expansion.decoded()[0]
     assert vector["sources"] == sorted({config["executions"][0]["source"], "models/other/model.py"})
     assert vector["config_hash"] == min(config["config_hash"], "f" * 64)
 
 
 def test_all_cases_is_the_product_of_observed_values_and_respects_its_cap():
     store = _store(ADD_SWEEP)
+    index = build(store)
     selection = Selection(ops=["ttnn.add"], suite="all_cases", cap=10**9)
-    counts = count_all_cases(store, selection)
-    expansion = all_cases(store, selection)
+    counts = count_all_cases(index, selection)
+    expansion = all_cases(index, selection)
     assert sum(counts.values()) >= len(expansion.vectors) > len(list(store.entries("ttnn.add")))
-    assert len({v["id"] for v in expansion.vectors}) == len(expansion.vectors)
-    traced = {v["id"] for v in model_traced(store, Selection(ops=["ttnn.add"])).vectors}
-    assert traced <= {v["id"] for v in expansion.vectors}  # the traced configs are points of the product
+    assert len({v.id for v in expansion.vectors}) == len({v["id"] for v in expansion.decoded()})
+    assert len({v.id for v in expansion.vectors}) == len(expansion.vectors)
+    traced = {v.id for v in model_traced(index, Selection(ops=["ttnn.add"])).vectors}
+    assert traced <= {v.id for v in expansion.vectors}  # the traced configs are points of the product
     with pytest.raises(InputError, match="exceed the cap of 10"):
-        all_cases(store, Selection(ops=["ttnn.add"], suite="all_cases", cap=10))
+        all_cases(index, Selection(ops=["ttnn.add"], suite="all_cases", cap=10))
 
 
 def test_nightly_grids_expand_for_their_machines():
-    expansion = expand(MasterStore(), Selection(suite="nightly", ops=["ttnn.matmul"]))
-    assert {v["machine"] for v in expansion.vectors} == set(GRIDS["ttnn.matmul"][1])
-    assert all(v["suite"] == "nightly" for v in expansion.vectors) and expansion.not_run == {}
+    expansion = expand({}, Selection(suite="nightly", ops=["ttnn.matmul"]))
+    assert {v.machine for v in expansion.vectors} == set(GRIDS["ttnn.matmul"][1])
+    assert all(v["suite"] == "nightly" for v in expansion.decoded()) and expansion.not_run == {}
 
 
 def test_unknown_suite_is_one_clear_error():
     with pytest.raises(InputError, match="unknown suite 'weekly'"):
-        expand(MasterStore(), Selection(suite="weekly"))
+        expand({}, Selection(suite="weekly"))
 
 
-def test_the_fast_canonical_path_equals_the_checking_walk_on_real_stores():
+def _configs_of(index) -> dict:
+    return {op: index.configs(op) for op in index.ops()}
+
+
+def test_the_store_index_path_equals_the_checking_walk_on_real_stores(tmp_path, monkeypatch):
+    from sweeps import index
+
+    monkeypatch.setenv("SWEEPCTL_CACHE_DIR", str(tmp_path / "cache"))
     store = _store(ADD_SWEEP, MINI, TRACER_EXAMPLES, SAMPLE)
-    for op, entry in store.entries():
+    path = tmp_path / "store.json"
+    store.save(str(path))
+    built = _configs_of(index.load(str(path)))
+    assert list((tmp_path / "cache" / "index").iterdir())  # saved for the next run...
+    assert _configs_of(index.load(str(path))) == built  # ...and read back the same
+    traced = [(op, config) for op, configs in built.items() for config in configs]
+    assert len(traced) == len(store)
+    for op, config in traced:
+        entry = store.ops[op][config.config_hash]
         canonical = canonical_arguments(entry["arguments"])
+        assert config.canonical == canonical
+        assert config.unreadable == unreadable_argument(canonical)
         args = (op, "model_traced", "n300", [1, 2], canonical["args"], canonical["kwargs"], 30.0)
-        assert make_vector(*args, trusted=True) == make_vector(*args)
+        fast = make_vector(op, "model_traced", "n300", [1, 2], *config.canonical.values(), 30.0, presorted=True)
+        assert payload(fast) == payload(make_vector(*args))  # the same bytes, so the same id
+
+
+def test_the_store_index_follows_the_store_and_survives_a_bad_cache(tmp_path, monkeypatch):
+    from sweeps import index
+
+    monkeypatch.setenv("SWEEPCTL_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "store.json"
+    _store(ADD_SWEEP).save(str(path))
+    before = _configs_of(index.load(str(path)))
+    bigger = _store(ADD_SWEEP, MINI)
+    bigger.save(str(path))  # an import rewrites the store: the index must not be the old one
+    after = _configs_of(index.load(str(path)))
+    assert sum(map(len, after.values())) == len(bigger) > sum(map(len, before.values()))
+    (cached,) = (tmp_path / "cache" / "index").iterdir()
+    cached.write_bytes(b"\xc1 not msgpack")
+    assert _configs_of(index.load(str(path))) == after  # a corrupt cache is rebuilt, never trusted
+    with pytest.raises(InputError, match="no such file"):
+        index.load(str(tmp_path / "missing.json"))
