@@ -30,6 +30,7 @@ from sweeps.index import load as load_index
 from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
 from sweeps.vector import Encoded
 from tracer.errors import InputError
+from tracer.store import bulk
 
 MAX_CHUNK = 256  # ~1 s of 4 ms ops per message
 SPREAD = 64  # small runs are cut into this many messages per machine, so every worker gets some
@@ -140,10 +141,11 @@ def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: 
     missing = [op for op in selection.ops or () if op not in index] if selection.suite != "nightly" else []
     if missing:
         raise InputError(store_path, f"no traced configs of {', '.join(missing)} (see `sweepctl store stats`)")
-    expansion = expand(index, selection)
-    invalid = validate(expansion, redis, keys, versions()["ttnn"])
-    result = Plan(run_id or new_run_id(), selection, expansion, invalid)
-    result.classify()
+    with bulk():  # 50,000 vectors alive: a cyclic GC pass would rescan them all, and none holds a cycle
+        expansion = expand(index, selection)
+        invalid = validate(expansion, redis, keys, versions()["ttnn"])
+        result = Plan(run_id or new_run_id(), selection, expansion, invalid)
+        result.classify()
     return result
 
 
@@ -151,6 +153,11 @@ def publish(
     app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None = None, expires: float | None = None
 ) -> dict[str, Any]:
     """Record the run and publish its new vectors; returns what went where."""
+    with bulk():
+        return _publish(app, redis, keys, plan_, chunk, expires)
+
+
+def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, expires: float | None) -> dict[str, Any]:
     run_id = plan_.run_id
     vectors = plan_.expansion.vectors
     now = time.time()

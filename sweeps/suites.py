@@ -133,35 +133,40 @@ def timeout_for(op: str, profile: MachineProfile | None) -> float:
 
 def model_traced(index: Index, selection: Selection) -> Expansion:
     """Joined from the index's packed pieces (sweeps.vector.assemble): nothing is decoded."""
-    found: dict[str, tuple[bytes, list[_Config]]] = {}
-    timeouts: dict[tuple[str, str], float] = {}
+    expansion = Expansion()
+    firsts: dict[str, tuple[_Config, int]] = {}  # vector id -> its first config, its position
+    twins: dict[str, list[_Config]] = {}
+    fixed: dict[tuple[str, str], tuple[float, str | None]] = {}  # (op, machine) -> timeout, reason
     for cfg in _configs(index, selection):
         t = cfg.traced
-        timeout = timeouts.get((t.op, cfg.machine))
-        if timeout is None:
-            timeout = timeouts[(t.op, cfg.machine)] = timeout_for(t.op, cfg.profile)
+        known = fixed.get((t.op, cfg.machine))
+        if known is None:
+            known = fixed[(t.op, cfg.machine)] = (
+                timeout_for(t.op, cfg.profile),
+                not_run_reason(t.op, cfg.profile, cfg.traced_on, None),
+            )
+        timeout, reason = known
         vid, wire = assemble(
             t.op, "model_traced", cfg.machine, cfg.mesh_shape, t.inputs_bin, t.kwargs_bin, timeout,
             t.config_hash, t.sources,
         )  # fmt: skip
-        seen = found.get(vid)
-        if seen is None:
-            found[vid] = (wire, [cfg])
-        else:  # same inputs traced twice (e.g. two dialect spellings): one vector, all sources
-            seen[1].append(cfg)
-    expansion = Expansion()
-    for vid, (wire, cfgs) in found.items():
-        first = cfgs[0]
+        if vid in firsts:
+            twins.setdefault(vid, [firsts[vid][0]]).append(cfg)
+            continue
+        firsts[vid] = (cfg, len(expansion.vectors))
+        if reason is None and t.unreadable is not None:
+            reason = not_run_reason(t.op, cfg.profile, cfg.traced_on, t.unreadable)
+        expansion.add(Encoded(vid, t.op, cfg.machine, t.config_hash, wire, t.tensors), reason)
+    for vid, cfgs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
+        first, position = cfgs[0], firsts[vid][1]
         t = first.traced
         config_hash = min(c.traced.config_hash for c in cfgs)
-        if len(cfgs) > 1:
-            sources = sorted({s for c in cfgs for s in c.traced.sources})
-            _, wire = assemble(
-                t.op, "model_traced", first.machine, first.mesh_shape, t.inputs_bin, t.kwargs_bin,
-                timeouts[(t.op, first.machine)], config_hash, sources,
-            )  # fmt: skip
-        vector = Encoded(vid, t.op, first.machine, config_hash, wire, t.tensors)
-        expansion.add(vector, not_run_reason(t.op, first.profile, first.traced_on, t.unreadable))
+        sources = sorted({s for c in cfgs for s in c.traced.sources})
+        _, wire = assemble(
+            t.op, "model_traced", first.machine, first.mesh_shape, t.inputs_bin, t.kwargs_bin,
+            fixed[(t.op, first.machine)][0], config_hash, sources,
+        )  # fmt: skip
+        expansion.vectors[position] = Encoded(vid, t.op, first.machine, config_hash, wire, t.tensors)
     return expansion
 
 
