@@ -22,8 +22,7 @@ import msgpack
 import orjson
 import structlog
 
-from sweeps.validate import tensor_key
-from sweeps.vector import tensor_slots
+from sweeps.vector import tensor_keys
 from tracer.args import canonical_arguments, count_unparsed
 from tracer.store import MasterStore, atomic_write, bulk
 
@@ -61,9 +60,6 @@ class Index:
         self._configs = configs
         self._machines = machines
         self._keys = keys
-
-    def __len__(self) -> int:
-        return sum(len(self.configs(op)) for op in self._configs)
 
     def __contains__(self, op: object) -> bool:
         return op in self._configs
@@ -133,8 +129,7 @@ def _sorted(value: Any) -> Any:
 
 def traced_config(op: str, entry: dict[str, Any], machine_info: Any) -> TracedConfig:
     canonical = _sorted(canonical_arguments(entry["arguments"]))
-    shell = {"inputs": canonical["args"], "kwargs": canonical["kwargs"]}
-    tensors = [(where, tensor_key(tensor)) for where, tensor in tensor_slots(shell)]
+    tensors = tensor_keys({"inputs": canonical["args"], "kwargs": canonical["kwargs"]})
     return TracedConfig(
         op,
         entry["config_hash"],

@@ -136,12 +136,12 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
     expansion = Expansion()
     firsts: dict[str, tuple[_Config, int]] = {}  # vector id -> its first config, its position
     twins: dict[str, list[_Config]] = {}
-    fixed: dict[tuple[str, str], tuple[float, str | None]] = {}  # (op, machine) -> timeout, reason
+    fixed: dict[tuple[str, str, str], tuple[float, str | None]] = {}  # (op, machine, traced on) -> timeout, reason
     for cfg in _configs(index, selection):
         t = cfg.traced
-        known = fixed.get((t.op, cfg.machine))
+        known = fixed.get((t.op, cfg.machine, cfg.traced_on))
         if known is None:
-            known = fixed[(t.op, cfg.machine)] = (
+            known = fixed[(t.op, cfg.machine, cfg.traced_on)] = (
                 timeout_for(t.op, cfg.profile),
                 not_run_reason(t.op, cfg.profile, cfg.traced_on, None),
             )
@@ -164,7 +164,7 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
         sources = sorted({s for c in cfgs for s in c.traced.sources})
         _, wire = assemble(
             t.op, "model_traced", first.machine, first.mesh_shape, t.inputs_bin, t.kwargs_bin,
-            fixed[(t.op, first.machine)][0], config_hash, sources,
+            fixed[(t.op, first.machine, first.traced_on)][0], config_hash, sources,
         )  # fmt: skip
         expansion.vectors[position] = Encoded(vid, t.op, first.machine, config_hash, wire, t.tensors)
     return expansion

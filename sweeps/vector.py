@@ -173,11 +173,16 @@ class Encoded:
 
     @classmethod
     def of(cls, vector: dict[str, Any]) -> Encoded:
-        tensors = [(where, tensor_key(tensor)) for where, tensor in tensor_slots(vector)]
-        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector), tensors)
+        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector),
+                   tensor_keys(vector))  # fmt: skip
 
     def decoded(self) -> dict[str, Any]:
         return decode(self.payload)
+
+
+def tensor_keys(vector: dict[str, Any]) -> list[tuple[str, str]]:
+    """(slot, sweeps.validate.tensor_key) per tensor argument: what host validation is looked up by."""
+    return [(where, tensor_key(tensor)) for where, tensor in tensor_slots(vector)]
 
 
 def tensor_slots(vector: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
