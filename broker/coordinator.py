@@ -27,20 +27,23 @@ from broker.keys import Keys
 from broker.results import Results, make_record, signature
 from sweeps import status
 from sweeps.index import load as load_index
-from sweeps.suites import UNKNOWN_MACHINE, Expansion, Selection, expand
+from sweeps.profiles import UNKNOWN_MACHINE
+from sweeps.suites import Expansion, Selection, expand
 from sweeps.vector import Encoded
 from tracer.errors import InputError
 from tracer.store import bulk
 
-MAX_CHUNK = 256  # ~1 s of 4 ms ops per message
+MAX_CHUNK = 512  # ~2 s of 4 ms ops per message
 SPREAD = 64  # small runs are cut into this many messages per machine, so every worker gets some
 
+ENQUEUE_LOCK_TTL = 600  # s: an enqueue that died frees its run id after this
 _ADD_NEW = """
 -- KEYS: the run's vectors hash; ARGV: id1, payload1, id2, payload2...; returns 1 per new vector
 local out = {}
 for i = 1, #ARGV, 2 do out[#out + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return out
 """
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def chunk_size(vectors: int, requested: int | None = None) -> int:
@@ -67,41 +70,41 @@ def new_run_id() -> str:
 
 def validate(expansion: Expansion, redis: Any, keys: Keys, ttnn_version: str) -> dict[str, str]:
     """Host-validation reasons per vector id (INVALID), each distinct tensor checked once per machine
-    and ttnn version; verdicts are cached in Redis so the next enqueue does not pay again."""
+    and ttnn version; verdicts are cached in Redis (by tensor digest) so the next enqueue does not
+    pay again."""
     from sweeps.validate import validate_tensors
 
-    wanted: dict[str, dict[str, None]] = {}  # machine -> tensor keys, in first-seen order
+    table = expansion.tensors
+    wanted: dict[str, dict[int, None]] = {}  # machine -> table positions, in first-seen order
     for vector in expansion.vectors:
         if vector.tensors and vector.id not in expansion.not_run:
-            machine = wanted.setdefault(vector.machine, {})
-            for _, key in vector.tensors:
-                machine[key] = None
-    verdicts: dict[str, dict[str, str]] = {}
-    todo: dict[str, list[str]] = {}
-    for machine, tensors in wanted.items():
-        names = list(tensors)
-        cached = redis.hmget(keys.validation(ttnn_version, machine), names) if names else []
-        verdicts[machine] = {n: c.decode() for n, c in zip(names, cached, strict=True) if c is not None}
-        todo[machine] = [n for n in names if n not in verdicts[machine]]
+            wanted.setdefault(vector.machine, {}).update(dict.fromkeys(vector.tensors[1::2]))
+    verdicts: dict[str, dict[int, bytes]] = {}  # machine -> position -> reason (b"" = valid)
+    todo: dict[str, list[int]] = {}
+    for machine, positions in wanted.items():
+        at = list(positions)
+        cached = redis.hmget(keys.validation(ttnn_version, machine), [table.digest(i) for i in at])
+        verdicts[machine] = {i: c for i, c in zip(at, cached, strict=True) if c is not None}
+        todo[machine] = [i for i in at if i not in verdicts[machine]]
 
     def check(machine: str) -> None:
-        names = todo[machine]
-        reasons = validate_tensors([orjson.loads(n) for n in names], machine)
-        found = {n: (r or "") for n, r in zip(names, reasons, strict=True)}
+        at = todo[machine]
+        reasons = validate_tensors([orjson.loads(table.keys[i]) for i in at], machine)
+        found = {i: (r or "").encode() for i, r in zip(at, reasons, strict=True)}
         verdicts[machine].update(found)
-        redis.hset(keys.validation(ttnn_version, machine), mapping=found)
+        redis.hset(keys.validation(ttnn_version, machine), mapping={table.digest(i): r for i, r in found.items()})
 
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        list(pool.map(check, [m for m, names in todo.items() if names]))
+        list(pool.map(check, [m for m, at in todo.items() if at]))
     invalid: dict[str, str] = {}
     for vector in expansion.vectors:
         if not vector.tensors or vector.id in expansion.not_run:
             continue
-        machine = verdicts[vector.machine]
-        for slot, key in vector.tensors:
-            reason = machine.get(key)
+        machine, flat = verdicts[vector.machine], vector.tensors
+        for n in range(0, len(flat), 2):
+            reason = machine[flat[n + 1]]
             if reason:
-                invalid[vector.id] = f"input {slot}: {reason}"
+                invalid[vector.id] = f"input {flat[n]}: {reason.decode()}"
                 break
     return invalid
 
@@ -152,9 +155,32 @@ def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: 
 def publish(
     app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None = None, expires: float | None = None
 ) -> dict[str, Any]:
-    """Record the run and publish its new vectors; returns what went where."""
-    with bulk():
-        return _publish(app, redis, keys, plan_, chunk, expires)
+    """Record the run and publish its new vectors; returns what went where. One enqueue of a run
+    id at a time: a second one while the first is still writing is refused (nothing is written)."""
+    token = uuid.uuid4().hex
+    lock = keys.enqueuing(plan_.run_id)
+    if not redis.set(lock, token, nx=True, ex=ENQUEUE_LOCK_TTL):
+        raise InputError(f"run {plan_.run_id}", "another enqueue of this run is still writing it; wait for it to end")
+    try:
+        with bulk():
+            return _publish(app, redis, keys, plan_, chunk, expires)
+    finally:
+        redis.eval(_UNLOCK, 1, lock, token)
+
+
+def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run: bool) -> list[int]:
+    """Store the run's vectors; 1 per vector new to the run. A run this enqueue just created (under
+    its lock) holds none yet: plain HSET, half the Redis time of the HSETNX script re-enqueues use."""
+    pipe = redis.pipeline(transaction=False)  # Redis stores one batch while the next one is sent
+    add_new = None if new_run else redis.register_script(_ADD_NEW)
+    for start in range(0, len(vectors), 1000):  # one command per 1000 vectors
+        flat = [x for v in vectors[start : start + 1000] for x in (v.id, v.payload)]
+        if add_new is None:
+            pipe.execute_command("HSET", keys.vectors(run_id), *flat)
+        else:
+            add_new(keys=[keys.vectors(run_id)], args=flat, client=pipe)
+    replies = pipe.execute()
+    return [1] * len(vectors) if add_new is None else [new for batch in replies for new in batch]
 
 
 def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, expires: float | None) -> dict[str, Any]:
@@ -175,27 +201,10 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
         redis.zadd(keys.runs(), {run_id: now})
         if meta["expires"]:
             redis.hset(keys.run(run_id), "expires", meta["expires"])
-    add_new = redis.register_script(_ADD_NEW)
-    pipe = redis.pipeline(transaction=False)  # Redis stores one batch while the next one is sent
-    for start in range(0, len(vectors), 1000):  # one script call per 1000 vectors, not one HSETNX each
-        flat = [x for v in vectors[start : start + 1000] for x in (v.id, v.payload)]
-        add_new(keys=[keys.vectors(run_id)], args=flat, client=pipe)
-    fresh = [new for batch in pipe.execute() for new in batch]
+    fresh = _upload(redis, keys, run_id, vectors, bool(created))
+    queued, added, unrun = _sort_new(plan_, fresh)
     results = Results(redis, keys)
     where = {"backend": "coordinator", "host": meta["host"], "ttnn_version": meta["versions"]["ttnn"]}
-    queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
-    added: Counter = Counter()
-    unrun: dict[tuple[str, str, str, str], list[tuple[Encoded, str]]] = {}  # by status, signature, op, machine
-    for vector, new in zip(vectors, fresh, strict=True):
-        if not new:
-            continue
-        added[vector.machine] += 1
-        reason = plan_.expansion.not_run.get(vector.id) or plan_.invalid.get(vector.id)
-        if reason is None:
-            queued.setdefault(vector.machine, []).append(vector.id)
-            continue
-        state = status.NOT_RUN if vector.id in plan_.expansion.not_run else status.INVALID
-        unrun.setdefault((state, signature(reason), vector.op, vector.machine), []).append((vector, reason))
     pipe = redis.pipeline(transaction=False)
     for (state, _, _, _), group in unrun.items():
         for start in range(0, len(group), 1000):
@@ -235,6 +244,28 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
         "queued": {m: len(v) for m, v in sorted(queued.items())},
         "per_machine": plan_.as_dict()["per_machine"],
     }
+
+
+def _sort_new(
+    plan_: Plan, fresh: list[int]
+) -> tuple[dict[str, list[str]], Counter, dict[tuple[str, str, str, str], list[tuple[Encoded, str]]]]:
+    """The vectors new to the run: ids to queue per machine, counts per machine, and the ones that
+    never run grouped by (status, signature, op, machine) for the bulk record op."""
+    queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
+    added: Counter = Counter()
+    unrun: dict[tuple[str, str, str, str], list[tuple[Encoded, str]]] = {}
+    not_run, invalid = plan_.expansion.not_run, plan_.invalid
+    for vector, new in zip(plan_.expansion.vectors, fresh, strict=True):
+        if not new:
+            continue
+        added[vector.machine] += 1
+        reason = not_run.get(vector.id) or invalid.get(vector.id)
+        if reason is None:
+            queued.setdefault(vector.machine, []).append(vector.id)
+            continue
+        state = status.NOT_RUN if vector.id in not_run else status.INVALID
+        unrun.setdefault((state, signature(reason), vector.op, vector.machine), []).append((vector, reason))
+    return queued, added, unrun
 
 
 def run_meta(redis: Any, keys: Keys, run_id: str) -> dict[str, Any] | None:

@@ -11,12 +11,14 @@ Per run `R`:
   {p}:run:R:attempts   hash   vector id -> attempts started
   {p}:run:R:failed     hash   vector id -> msgpack record of its failing final attempt
   {p}:run:R:agg        hash   aggregate counters kept as results land (see broker/results.py)
+  {p}:run:R:enqueuing  string held (with a TTL) by the one `enqueue` writing run R's vectors
   {p}:lease:R:V        string the worker running vector V, with a TTL its heartbeat renews
 Global:
   {p}:runs             zset   run ids by creation time
   {p}:workers          zset   worker names by last heartbeat
   {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
-  {p}:validation:T:M   hash   host-validation verdicts per canonical tensor, ttnn version T, machine M
+  {p}:validation2:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
+                              per ttnn version T and machine M
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class Keys:
     def agg(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:agg"
 
+    def enqueuing(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:enqueuing"
+
     def lease(self, run_id: str, vector_id: str) -> str:
         return f"{self.prefix}:lease:{run_id}:{vector_id}"
 
@@ -69,7 +74,7 @@ class Keys:
         return f"{self.prefix}:worker:{name}"
 
     def validation(self, ttnn_version: str, machine: str) -> str:
-        return f"{self.prefix}:validation:{ttnn_version}:{machine}"
+        return f"{self.prefix}:validation2:{ttnn_version}:{machine}"  # 2: fields are digests
 
     def run_keys(self, run_id: str) -> list[str]:
         """Every key a run owns (for deletion)."""
@@ -81,6 +86,7 @@ class Keys:
             self.attempts(run_id),
             self.failed(run_id),
             self.agg(run_id),
+            self.enqueuing(run_id),
         ]
 
     @staticmethod

@@ -183,6 +183,13 @@ def lookup(op: str) -> OpDef | None:
     return found
 
 
+def timeout_for(op: str, profile: Any) -> float:
+    """A vector's timeout: its op's, scaled by its machine profile's timeout_scale (None: unscaled)."""
+    opdef = lookup(op)
+    base = opdef.timeout if opdef else DEFAULT_TIMEOUT
+    return base * (profile.timeout_scale if profile else 1.0)
+
+
 def no_definition_reason(op: str) -> str:
     return f"no sweep definition for {op}"
 

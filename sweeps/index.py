@@ -2,18 +2,22 @@
 
 Expanding a 50,000-config store from its JSON means parsing 60 MB and canonicalising every
 argument (~35 µs a config), and enqueue would pay it on every run. The index keeps each config's
-op, config_hash, sources, machine info and canonical arguments (keys sorted, as vectors want
-them) as one msgpack file in the cache dir. It is keyed by the store file's stamp (device, inode,
-size, mtime) and by the digest of the canonicaliser's own source, so an import (which rewrites
-the store) or a change to sweepctl rebuilds it and nothing stale is ever read. A missing,
-unreadable or foreign index is rebuilt; an unwritable cache dir costs speed, never a run.
-"""
+op, config_hash, sources, machine info, and the model_traced vector it becomes on its traced
+machine (id and wire bytes, whose inputs and kwargs are its canonical arguments), plus the table
+of distinct tensors, as one msgpack file in the cache dir. It is keyed by the store file's stamp
+(device, inode, size, mtime) and by a digest of tracer/ and sweeps/ source (canonicalising,
+routing, timeouts and the vector encoding are all baked in), so an import (which rewrites the
+store) or a change to sweepctl rebuilds it and nothing stale is ever read. A missing, unreadable
+or foreign index is rebuilt; an unwritable cache dir costs speed, never a run."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+import struct
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,89 +26,130 @@ import msgpack
 import orjson
 import structlog
 
-from sweeps.vector import tensor_keys
+from sweeps.catalogue import test_ops_enabled, timeout_for
+from sweeps.profiles import Routing, routing
+from sweeps.validate import TensorTable
+from sweeps.vector import assemble, packed_args, tensor_keys
 from tracer.args import canonical_arguments, count_unparsed
 from tracer.store import MasterStore, atomic_write, bulk
 
-INDEX_SCHEMA = 1
-_CANONICALISER = ("tracer/args.py", "tracer/cppjson.py", "sweeps/index.py")
+INDEX_SCHEMA = 2
+_HEADER = struct.Struct(">Q")
+_KEYS = ""  # the section of tensor keys (no op is named "")
+_CODE = ("tracer", "sweeps")  # canonicalising, routing, timeouts and vector encoding are all baked in
 log = structlog.get_logger("sweepctl.index")
+MODEL_TRACED = "model_traced"
 
 
 @dataclass(slots=True)
 class TracedConfig:
-    """One config of the store as expansion sees it: its canonical inputs and kwargs already packed
-    as msgpack (keys sorted), what host validation keys its tensors by, and the first argument the
-    trace could not read. `machine_info` objects are shared by every config traced on one machine,
-    so routing is memoised per object."""
+    """One config of the store as expansion sees it, with the model_traced vector it becomes on its
+    traced machine already assembled (id and wire bytes: `enqueue` without `--machine` joins
+    nothing). Its canonical inputs and kwargs are slices of those bytes (keys sorted); its tensors
+    are positions in the index's TensorTable; `unreadable` is the first argument the trace could not
+    read. One `routing` object is shared by every config traced on one machine."""
 
     op: str
     config_hash: str
     sources: list[str]  # sorted, distinct
-    machine_info: dict[str, Any] | None
-    inputs_bin: bytes
-    kwargs_bin: bytes
-    tensors: list[tuple[str, str]]  # (slot, validation key) per tensor argument
+    routing: Routing
+    vid: str
+    wire: bytes
+    args_at: Sequence[int]  # [where the inputs start in wire, inputs length, kwargs length]
+    tensors: Sequence[Any]  # flat [slot, table position, ...]
     unreadable: str | None
+
+    def packed_args(self) -> tuple[bytes, bytes]:
+        return packed_args(self.wire, *self.args_at)
 
     @property
     def canonical(self) -> dict[str, Any]:
-        return {"args": msgpack.unpackb(self.inputs_bin), "kwargs": msgpack.unpackb(self.kwargs_bin)}
+        inputs, kwargs = self.packed_args()
+        return {"args": msgpack.unpackb(inputs), "kwargs": msgpack.unpackb(kwargs)}
 
 
 class Index:
     """op -> its configs in store order; an op's rows are unpacked on first use, so `--op pad`
-    reads pad's configs only."""
+    reads pad's configs only. Rows: [config_hash, sources slot, machine slot, vid, wire, args_at,
+    tensors, unreadable]; equal source lists and machine infos are stored once."""
 
-    def __init__(self, configs: dict[str, list[TracedConfig] | bytes], machines: list[Any], keys: list[str]):
-        self._configs = configs
+    def __init__(
+        self, rows: dict[str, list[list[Any]] | Callable[[], bytes]], machines: list[Any], sources: list[list[str]],
+        tensors: TensorTable,
+    ) -> None:  # fmt: skip
+        self._rows = rows
         self._machines = machines
-        self._keys = keys
+        self._sources = sources
+        self._routes = [routing(m) for m in machines]
+        self._configs: dict[str, list[TracedConfig]] = {}
+        self.tensors = tensors
 
     def __contains__(self, op: object) -> bool:
-        return op in self._configs
+        return op in self._rows
 
     def ops(self) -> list[str]:
-        return sorted(self._configs)
+        return sorted(self._rows)
 
     def configs(self, op: str) -> list[TracedConfig]:
-        found = self._configs.get(op, [])
-        if isinstance(found, bytes):
-            machines, keys = self._machines, self._keys
+        found = self._configs.get(op)
+        if found is None:
+            rows = self._rows.get(op, [])
+            routes, sources = self._routes, self._sources
             with bulk():
-                rows = msgpack.unpackb(found, raw=False)
-                found = [
-                    TracedConfig(op, h, sources, machines[m], inputs, kwargs,
-                                 [(flat[i], keys[flat[i + 1]]) for i in range(0, len(flat), 2)], unreadable)
-                    for h, sources, m, inputs, kwargs, flat, unreadable in rows
+                if callable(rows):  # a section of the index file
+                    rows = msgpack.unpackb(rows(), raw=False, use_list=False)
+                found = self._configs[op] = [
+                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, unreadable)
+                    for h, s, m, vid, wire, at, tensors, unreadable in rows
                 ]  # fmt: skip
-            self._configs[op] = found
         return found
 
     def encode(self, stamp: list[Any]) -> bytes:
-        machines: dict[int, int] = {}
-        table: list[Any] = []
-        keys: dict[str, int] = {}
-        ops = {}
-        for op in self.ops():
-            rows = []
-            for c in self.configs(op):
-                slot = machines.get(id(c.machine_info))
-                if slot is None:
-                    slot = machines[id(c.machine_info)] = len(table)
-                    table.append(c.machine_info)
-                flat = [x for where, key in c.tensors for x in (where, keys.setdefault(key, len(keys)))]
-                rows.append([c.config_hash, c.sources, slot, c.inputs_bin, c.kwargs_bin, flat, c.unreadable])
-            ops[op] = msgpack.packb(rows, use_bin_type=True)
-        doc = {"stamp": stamp, "machines": table, "keys": list(keys), "ops": ops}
-        return msgpack.packb(doc, use_bin_type=True)
+        """8 bytes of header length, the msgpack header, then one section per op and one for the
+        tensor keys: a reader unpacks the header only, and reads a section when it is asked for."""
+        body, sections = bytearray(), {}
+        for name, rows in [*self._rows.items(), (_KEYS, self.tensors.keys)]:
+            blob = rows() if callable(rows) else msgpack.packb(rows, use_bin_type=True)
+            sections[name] = [len(body), len(blob)]
+            body += blob
+        header = {"stamp": stamp, "machines": self._machines, "sources": self._sources,
+                  "digests": self.tensors.digests(), "sections": sections}  # fmt: skip
+        header = msgpack.packb(header, use_bin_type=True)
+        return _HEADER.pack(len(header)) + header + body
 
     @classmethod
-    def decode(cls, data: bytes, stamp: list[Any]) -> Index | None:
-        doc = msgpack.unpackb(data, raw=False)
+    def open(cls, path: Path, stamp: list[Any]) -> Index | None:
+        """The index in `path` if it was made for `stamp`; sections are read from the open file
+        later (an index replaced meanwhile is a new file: this one stays whole)."""
+        file = _IndexFile(path)
+        size = _HEADER.unpack(file.read(0, _HEADER.size))[0]
+        doc = msgpack.unpackb(file.read(_HEADER.size, size), raw=False)
         if not isinstance(doc, dict) or doc.get("stamp") != stamp:
             return None
-        return cls(dict(doc["ops"]), doc["machines"], doc["keys"])
+        start = _HEADER.size + size
+
+        def section(name: str) -> Callable[[], bytes]:
+            at, length = doc["sections"][name]
+            return lambda: file.read(start + at, length)
+
+        keys = section(_KEYS)
+        rows = {name: section(name) for name in doc["sections"] if name != _KEYS}
+        tensors = TensorTable(lambda: msgpack.unpackb(keys(), raw=False), doc["digests"])
+        return cls(rows, doc["machines"], doc["sources"], tensors)
+
+
+class _IndexFile:
+    """An open index file, closed when nothing that reads its sections is left."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+        self.size = os.fstat(self.fd).st_size
+
+    def read(self, at: int, length: int) -> bytes:
+        if at + length > self.size:
+            raise ValueError(f"index file ends at {self.size}, before {at + length}")
+        return os.pread(self.fd, length, at)
 
 
 def cache_dir() -> Path:
@@ -118,8 +163,8 @@ def cache_dir() -> Path:
 def _code_digest() -> str:
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for name in _CANONICALISER:
-        digest.update((root / name).read_bytes())
+    for path in sorted(p for folder in _CODE for p in (root / folder).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -127,19 +172,20 @@ def _sorted(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
 
-def traced_config(op: str, entry: dict[str, Any], machine_info: Any) -> TracedConfig:
+def _row(op: str, entry: dict[str, Any], slot: int, route: Routing, table: TensorTable,
+         source_slots: dict[tuple[str, ...], int]) -> list[Any]:  # fmt: skip
     canonical = _sorted(canonical_arguments(entry["arguments"]))
     tensors = tensor_keys({"inputs": canonical["args"], "kwargs": canonical["kwargs"]})
-    return TracedConfig(
-        op,
-        entry["config_hash"],
-        sorted({str(run.get("source")) for run in entry["executions"]}),
-        machine_info,
-        msgpack.packb(canonical["args"], use_bin_type=True),
-        msgpack.packb(canonical["kwargs"], use_bin_type=True),
-        tensors,
-        unreadable_argument(canonical),
-    )
+    sources = sorted({str(run.get("source")) for run in entry["executions"]})
+    sources_slot = source_slots.setdefault(tuple(sources), len(source_slots))
+    inputs = msgpack.packb(canonical["args"], use_bin_type=True)
+    kwargs = msgpack.packb(canonical["kwargs"], use_bin_type=True)
+    timeout = timeout_for(op, route.profile)
+    vid, wire, at = assemble(op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
+                             entry["config_hash"], sources)  # fmt: skip
+    flat = tuple(x for where, key in tensors for x in (where, table.add(key)))
+    return [entry["config_hash"], sources_slot, slot, vid, wire, (at, len(inputs), len(kwargs)), flat,
+            unreadable_argument(canonical)]  # fmt: skip
 
 
 def unreadable_argument(canonical: dict[str, Any]) -> str | None:
@@ -151,20 +197,28 @@ def unreadable_argument(canonical: dict[str, Any]) -> str | None:
 
 
 def build(store: MasterStore) -> Index:
-    """The index of a loaded store (identical machine infos become one shared object)."""
-    machines: dict[bytes, Any] = {}
-    configs: dict[str, list[TracedConfig] | bytes] = {}
+    """The index of a loaded store (identical machine infos share one slot and one routing)."""
+    slots: dict[bytes, int] = {}
+    machines: list[Any] = []
+    routes: list[Routing] = []
+    rows: dict[str, list[list[Any]] | Callable[[], bytes]] = {}
+    table = TensorTable()
+    source_slots: dict[tuple[str, ...], int] = {}
     with bulk():
         for op, entry in store.entries():
             info = entry["executions"][0].get("machine_info")
-            info = machines.setdefault(orjson.dumps(info, option=orjson.OPT_SORT_KEYS), info)
-            configs.setdefault(op, []).append(traced_config(op, entry, info))
-    return Index(configs, list(machines.values()), [])
+            slot = slots.setdefault(orjson.dumps(info, option=orjson.OPT_SORT_KEYS), len(machines))
+            if slot == len(machines):
+                machines.append(info)
+                routes.append(routing(info))
+            rows.setdefault(op, []).append(_row(op, entry, slot, routes[slot], table, source_slots))
+    return Index(rows, machines, [list(s) for s in source_slots], table)
 
 
 def _stamp(path: str) -> list[Any]:
     st = os.stat(path)
-    return [INDEX_SCHEMA, _code_digest(), os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    where = [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    return [INDEX_SCHEMA, _code_digest(), test_ops_enabled(), *where]
 
 
 def _index_path(path: str) -> Path:
@@ -180,8 +234,8 @@ def load(path: str) -> Index:
     cached = _index_path(path) if stamp else None
     if cached is not None and cached.is_file():
         try:
-            index = Index.decode(cached.read_bytes(), stamp)
-        except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            index = Index.open(cached, stamp)
+        except (OSError, ValueError, TypeError, KeyError, struct.error, msgpack.UnpackException) as exc:
             log.warning("index_unreadable", path=str(cached), error=str(exc))
             index = None
         if index is not None:

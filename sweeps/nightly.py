@@ -71,7 +71,8 @@ GRIDS: dict[str, tuple[Build, tuple[str, ...]]] = {
 
 
 def nightly(selection) -> Any:
-    from sweeps.suites import Expansion, timeout_for
+    from sweeps.catalogue import timeout_for
+    from sweeps.suites import Expansion
 
     expansion = Expansion()
     ops = selection.ops if selection.ops is not None else sorted(GRIDS)
@@ -86,5 +87,5 @@ def nightly(selection) -> Any:
                 vector = make_vector(
                     op, "nightly", profile.name, list(profile.mesh_shape), args, kwargs, timeout_for(op, profile)
                 )
-                expansion.add(Encoded.of(vector), None)
+                expansion.add(Encoded.of(vector, expansion.tensors), None)
     return expansion

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracer.errors import InputError
-from tracer.machine import normalize_series
+from tracer.machine import machine_label, normalize_series
 
+UNKNOWN_MACHINE = "unknown"  # where configs no profile matches are booked
 _MOCKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mock_clusters")
 _WH_L1 = 1_463_968
 _BH_L1 = 1_531_776
@@ -148,3 +149,27 @@ def route(machine_info: dict[str, Any] | None) -> MachineProfile | None:
     if board == "blackhole":
         return PROFILES["p150"]
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where the configs traced on one machine run: a profile (None: nothing matches), the mesh
+    shape their vectors carry, and a label of the traced machine for NOT_RUN reasons."""
+
+    profile: MachineProfile | None
+    traced_on: str
+    mesh_shape: tuple[int, ...]
+
+    @property
+    def machine(self) -> str:
+        return self.profile.name if self.profile else UNKNOWN_MACHINE
+
+
+def routing(machine_info: dict[str, Any] | None, override: MachineProfile | None = None) -> Routing:
+    """The traced mesh shape is kept when it is a 2-D shape; `--machine` (override) takes its
+    profile's mesh."""
+    profile = override or route(machine_info)
+    mesh = (machine_info or {}).get("mesh_device_shape") if override is None else None
+    if profile is not None and not (isinstance(mesh, list) and len(mesh) == 2):
+        mesh = list(profile.mesh_shape)
+    return Routing(profile, machine_label(machine_info), tuple(mesh or (1, 1)))

@@ -22,15 +22,15 @@ from typing import Any
 import orjson
 
 from sweeps import catalogue
-from sweeps.index import Index, TracedConfig, unreadable_argument
-from sweeps.profiles import MachineProfile, get_profile, route
+from sweeps.index import MODEL_TRACED, Index, TracedConfig, unreadable_argument
+from sweeps.profiles import MachineProfile, Routing, get_profile
+from sweeps.validate import TensorTable
 from sweeps.vector import Encoded, assemble, make_vector
 from tracer.errors import InputError
 from tracer.store import bulk, model_of
 
 SUITES = ("model_traced", "all_cases", "nightly")
 DEFAULT_ALL_CASES_CAP = 10_000
-UNKNOWN_MACHINE = "unknown"
 
 
 @dataclass
@@ -59,11 +59,14 @@ class Selection:
 class Expansion:
     vectors: list[Encoded] = field(default_factory=list)
     not_run: dict[str, str] = field(default_factory=dict)  # vector id -> reason
+    tensors: TensorTable = field(default_factory=TensorTable)  # what Encoded.tensors point into
 
     @classmethod
     def of(cls, vectors: list[dict[str, Any]]) -> Expansion:
         """Vectors made by hand (make_vector: tests, benchmarks, tools), every one runnable."""
-        return cls(vectors=[Encoded.of(v) for v in vectors])
+        expansion = cls()
+        expansion.vectors = [Encoded.of(v, expansion.tensors) for v in vectors]
+        return expansion
 
     def add(self, vector: Encoded, reason: str | None) -> None:
         self.vectors.append(vector)
@@ -75,42 +78,24 @@ class Expansion:
         return [v.decoded() for v in self.vectors]
 
 
-@dataclass(slots=True)
-class _Config:
-    traced: TracedConfig
-    profile: MachineProfile | None
-    traced_on: str
-    mesh_shape: list[int]
-
-    @property
-    def machine(self) -> str:
-        return self.profile.name if self.profile else UNKNOWN_MACHINE
-
-
-def _configs(index: Index, selection: Selection) -> Iterator[_Config]:
-    from tracer.machine import machine_label
-
+def _configs(index: Index, selection: Selection) -> Iterator[tuple[TracedConfig, Routing]]:
+    """The selected configs with where they run: their traced routing, or `--machine`'s."""
     override = get_profile(selection.machine) if selection.machine else None
-    machines: dict[int, tuple[MachineProfile | None, str, list[int]]] = {}  # id(machine_info) -> routing
-    ops = selection.ops if selection.ops is not None else index.ops()
-    for op in ops:
+    overridden: dict[int, Routing] = {}  # id(traced routing) -> with the override's profile and mesh
+    model, substring = selection.model, selection.substring
+    for op in selection.ops if selection.ops is not None else index.ops():
         for traced in index.configs(op):
-            sources = traced.sources
-            if selection.model and not any(selection.model in model_of(s) for s in sources):
+            if model and not any(model in model_of(s) for s in traced.sources):
                 continue
-            if selection.substring and not any(
-                selection.substring in text for text in (op, traced.config_hash, *sources)
-            ):
+            if substring and not any(substring in text for text in (op, traced.config_hash, *traced.sources)):
                 continue
-            info = traced.machine_info
-            routed = machines.get(id(info))
-            if routed is None:
-                profile = override or route(info)
-                mesh = (info or {}).get("mesh_device_shape") if override is None else None
-                if profile is not None and not (isinstance(mesh, list) and len(mesh) == 2):
-                    mesh = list(profile.mesh_shape)
-                routed = machines[id(info)] = (profile, machine_label(info), list(mesh or [1, 1]))
-            yield _Config(traced, *routed)
+            route = traced.routing
+            if override is not None:
+                found = overridden.get(id(route))
+                if found is None:
+                    found = overridden[id(route)] = Routing(override, route.traced_on, override.mesh_shape)
+                route = found
+            yield traced, route
 
 
 def not_run_reason(op: str, profile: MachineProfile | None, traced_on: str, unreadable: str | None) -> str | None:
@@ -125,60 +110,56 @@ def not_run_reason(op: str, profile: MachineProfile | None, traced_on: str, unre
     return None
 
 
-def timeout_for(op: str, profile: MachineProfile | None) -> float:
-    opdef = catalogue.lookup(op)
-    base = opdef.timeout if opdef else catalogue.DEFAULT_TIMEOUT
-    return base * (profile.timeout_scale if profile else 1.0)
+def _assemble(t: TracedConfig, route: Routing, config_hash: str, sources: list[str]) -> tuple[str, bytes]:
+    inputs, kwargs = t.packed_args()
+    timeout = catalogue.timeout_for(t.op, route.profile)
+    vid, wire, _ = assemble(t.op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
+                            config_hash, sources)  # fmt: skip
+    return vid, wire
 
 
 def model_traced(index: Index, selection: Selection) -> Expansion:
-    """Joined from the index's packed pieces (sweeps.vector.assemble): nothing is decoded."""
-    expansion = Expansion()
-    firsts: dict[str, tuple[_Config, int]] = {}  # vector id -> its first config, its position
-    twins: dict[str, list[_Config]] = {}
-    fixed: dict[tuple[str, str, str], tuple[float, str | None]] = {}  # (op, machine, traced on) -> timeout, reason
-    for cfg in _configs(index, selection):
-        t = cfg.traced
-        known = fixed.get((t.op, cfg.machine, cfg.traced_on))
-        if known is None:
-            known = fixed[(t.op, cfg.machine, cfg.traced_on)] = (
-                timeout_for(t.op, cfg.profile),
-                not_run_reason(t.op, cfg.profile, cfg.traced_on, None),
-            )
-        timeout, reason = known
-        vid, wire = assemble(
-            t.op, "model_traced", cfg.machine, cfg.mesh_shape, t.inputs_bin, t.kwargs_bin, timeout,
-            t.config_hash, t.sources,
-        )  # fmt: skip
+    """Each config's vector comes assembled from the index when it runs where it was traced; under
+    `--machine` it is joined from the index's packed pieces (sweeps.vector.assemble). Nothing is
+    decoded either way."""
+    expansion = Expansion(tensors=index.tensors)
+    firsts: dict[str, tuple[TracedConfig, Routing, int]] = {}  # vector id -> its first config, position
+    twins: dict[str, list[TracedConfig]] = {}
+    reasons: dict[tuple[str, int], str | None] = {}  # (op, id(routing)) -> NOT_RUN reason
+    for t, route in _configs(index, selection):
+        if route is t.routing:
+            vid, wire = t.vid, t.wire
+        else:
+            vid, wire = _assemble(t, route, t.config_hash, t.sources)
         if vid in firsts:
-            twins.setdefault(vid, [firsts[vid][0]]).append(cfg)
+            twins.setdefault(vid, [firsts[vid][0]]).append(t)
             continue
-        firsts[vid] = (cfg, len(expansion.vectors))
+        firsts[vid] = (t, route, len(expansion.vectors))
+        key = (t.op, id(route))
+        if key not in reasons:
+            reasons[key] = not_run_reason(t.op, route.profile, route.traced_on, None)
+        reason = reasons[key]
         if reason is None and t.unreadable is not None:
-            reason = not_run_reason(t.op, cfg.profile, cfg.traced_on, t.unreadable)
-        expansion.add(Encoded(vid, t.op, cfg.machine, t.config_hash, wire, t.tensors), reason)
-    for vid, cfgs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
-        first, position = cfgs[0], firsts[vid][1]
-        t = first.traced
-        config_hash = min(c.traced.config_hash for c in cfgs)
-        sources = sorted({s for c in cfgs for s in c.traced.sources})
-        _, wire = assemble(
-            t.op, "model_traced", first.machine, first.mesh_shape, t.inputs_bin, t.kwargs_bin,
-            fixed[(t.op, first.machine, first.traced_on)][0], config_hash, sources,
-        )  # fmt: skip
-        expansion.vectors[position] = Encoded(vid, t.op, first.machine, config_hash, wire, t.tensors)
+            reason = not_run_reason(t.op, route.profile, route.traced_on, t.unreadable)
+        expansion.add(Encoded(vid, t.op, route.machine, t.config_hash, wire, t.tensors), reason)
+    for vid, configs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
+        first, route, position = firsts[vid]
+        config_hash = min(c.config_hash for c in configs)
+        sources = sorted({s for c in configs for s in c.sources})
+        _, wire = _assemble(first, route, config_hash, sources)
+        expansion.vectors[position] = Encoded(vid, first.op, route.machine, config_hash, wire, first.tensors)
     return expansion
 
 
 _ABSENT = object()  # a slot some configs do not pass: "not passed" is one of its observed values
 
 
-def _slot_values(configs: list[_Config]) -> dict[str, list[Any]]:
+def _slot_values(configs: list[tuple[TracedConfig, Routing]]) -> dict[str, list[Any]]:
     """Observed distinct values per argument slot ("0", "1"… and kwarg names), in first-seen order."""
     slots: dict[str, dict[bytes, Any]] = {}
     seen_in: dict[str, int] = {}
-    for cfg in configs:
-        canonical = cfg.traced.canonical
+    for traced, _ in configs:
+        canonical = traced.canonical
         items = [(str(i), v) for i, v in enumerate(canonical["args"])] + list(canonical["kwargs"].items())
         for slot, value in items:
             slots.setdefault(slot, {}).setdefault(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value)
@@ -190,10 +171,10 @@ def _slot_values(configs: list[_Config]) -> dict[str, list[Any]]:
     return out
 
 
-def _groups(index: Index, selection: Selection) -> dict[tuple[str, str], list[_Config]]:
-    groups: dict[tuple[str, str], list[_Config]] = {}
-    for cfg in _configs(index, selection):
-        groups.setdefault((cfg.traced.op, cfg.machine), []).append(cfg)
+def _groups(index: Index, selection: Selection) -> dict[tuple[str, str], list[tuple[TracedConfig, Routing]]]:
+    groups: dict[tuple[str, str], list[tuple[TracedConfig, Routing]]] = {}
+    for traced, route in _configs(index, selection):
+        groups.setdefault((traced.op, route.machine), []).append((traced, route))
     return groups
 
 
@@ -222,9 +203,9 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
         positional = sorted((s for s in slots if s.isdigit()), key=int)
         named = [s for s in slots if not s.isdigit()]
         order = positional + named
-        first = cfgs[0]
-        sources = sorted({s for c in cfgs for s in c.traced.sources})
-        timeout = timeout_for(op, first.profile)
+        first = cfgs[0][1]
+        sources = sorted({s for t, _ in cfgs for s in t.sources})
+        timeout = catalogue.timeout_for(op, first.profile)
         seen: set[str] = set()
         for combo in itertools.product(*(slots[s] for s in order)):
             args = list(itertools.takewhile(lambda v: v is not _ABSENT, combo[: len(positional)]))
@@ -236,7 +217,8 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
                 continue
             seen.add(vector["id"])
             unreadable = unreadable_argument({"args": args, "kwargs": kwargs})
-            expansion.add(Encoded.of(vector), not_run_reason(op, first.profile, first.traced_on, unreadable))
+            reason = not_run_reason(op, first.profile, first.traced_on, unreadable)
+            expansion.add(Encoded.of(vector, expansion.tensors), reason)
     return expansion
 
 

@@ -9,11 +9,13 @@ counted as a failure. ttnn calls run in a child process because some kill it ins
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,6 +54,52 @@ def tensor_key(tensor: dict[str, Any]) -> str:
     JSON: verdicts are cached under it, and `orjson.loads` of it is the tensor to check."""
     fields = {k: tensor.get(k) for k in ("shape", "dtype", "layout", "memory_config")}
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+
+
+DIGEST_SIZE = 12
+
+
+def tensor_digest(key: str) -> bytes:
+    """12 bytes of blake2b of a tensor_key: the field its verdict is cached under in Redis (keys of
+    ~300 bytes would make the cache lookup of a 50,000-vector run send 30 MB)."""
+    return hashlib.blake2b(key.encode(), digest_size=DIGEST_SIZE).digest()
+
+
+class TensorTable:
+    """The distinct tensors of an expansion (tensor_key and its digest, by position): vectors name
+    their tensors by position here, so each is validated and looked up once, not once per vector.
+    Digests are one blob; `keys` may be a loader, called only when a verdict is not cached."""
+
+    def __init__(self, keys: list[str] | Callable[[], list[str]] | None = None, digests: bytes | None = None) -> None:
+        self._keys = keys if keys is not None else []
+        self._digests = bytearray(digests if digests is not None else b"".join(map(tensor_digest, self.keys)))
+        self._at: dict[str, int] | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        if callable(self._keys):
+            self._keys = self._keys()
+        return self._keys
+
+    def __len__(self) -> int:
+        return len(self._digests) // DIGEST_SIZE
+
+    def digest(self, at: int) -> bytes:
+        return bytes(self._digests[at * DIGEST_SIZE : (at + 1) * DIGEST_SIZE])
+
+    def digests(self) -> bytes:
+        return bytes(self._digests)
+
+    def add(self, key: str) -> int:
+        """The position of a tensor_key, added when new."""
+        if self._at is None:
+            self._at = {k: i for i, k in enumerate(self.keys)}
+        at = self._at.get(key)
+        if at is None:
+            at = self._at[key] = len(self.keys)
+            self.keys.append(key)
+            self._digests += tensor_digest(key)
+        return at
 
 
 def shard_bytes_per_core(shape: list[int], dtype: str, layout: str) -> int:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from sweeps.validate import tensor_key
+from sweeps.validate import TensorTable, tensor_key
 
 VECTOR_SCHEMA = 1
 REQUIRED = ("schema", "op", "suite", "machine", "mesh_shape", "inputs", "kwargs", "timeout")
@@ -121,24 +121,30 @@ def assemble(
     op: str,
     suite: str,
     machine: str,
-    mesh_shape: list[int],
+    mesh_shape: list[int] | tuple[int, ...],
     inputs_bin: bytes,
     kwargs_bin: bytes,
     timeout: float,
     config_hash: str | None,
     sources: list[str],
-) -> tuple[str, bytes]:
-    """(id, wire bytes) of make_vector(..., presorted=True) from inputs and kwargs already packed
-    (the store index's): msgpack is a concatenation of its parts, so a vector map is joined from
-    them without decoding anything. `sources` must be sorted and distinct. Tested byte-equal."""
+) -> tuple[str, bytes, int]:
+    """(id, wire bytes, where inputs_bin starts in them) of make_vector(..., presorted=True) from
+    inputs and kwargs already packed (the store index's): msgpack is a concatenation of its parts,
+    so a vector map is joined from them without decoding anything. `sources` must be sorted and
+    distinct. Tested byte-equal."""
     k = _KEY
     tail, wire_mid, wire_end = _fixed(op, suite, machine, tuple(mesh_shape), timeout)
     args = (k["inputs"], inputs_bin, k["kwargs"], kwargs_bin)
     vid = hashlib.sha256(b"".join((_IDENTITY_HEAD, *args, tail))).hexdigest()[:32]
-    wire = b"".join(
-        (_VECTOR_HEAD, k["config_hash"], _PACK(config_hash), *args, wire_mid, _PACK(sources), wire_end, _PACK(vid))
-    )
-    return vid, wire
+    head = b"".join((_VECTOR_HEAD, k["config_hash"], _PACK(config_hash), k["inputs"]))
+    wire = b"".join((head, inputs_bin, k["kwargs"], kwargs_bin, wire_mid, _PACK(sources), wire_end, _PACK(vid)))
+    return vid, wire, len(head)
+
+
+def packed_args(wire: bytes, at: int, inputs_len: int, kwargs_len: int) -> tuple[bytes, bytes]:
+    """(inputs_bin, kwargs_bin) back out of an assembled vector: `at` is where assemble put the inputs."""
+    kwargs_at = at + inputs_len + len(_KEY["kwargs"])
+    return wire[at : at + inputs_len], wire[kwargs_at : kwargs_at + kwargs_len]
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -169,12 +175,12 @@ class Encoded:
     machine: str
     config_hash: str | None
     payload: bytes
-    tensors: list[tuple[str, str]]  # (slot, sweeps.validate.tensor_key) per tensor argument
+    tensors: Sequence[Any]  # flat [slot, position in the expansion's TensorTable, slot, position, ...]
 
     @classmethod
-    def of(cls, vector: dict[str, Any]) -> Encoded:
-        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector),
-                   tensor_keys(vector))  # fmt: skip
+    def of(cls, vector: dict[str, Any], table: TensorTable) -> Encoded:
+        flat = [x for where, key in tensor_keys(vector) for x in (where, table.add(key))]
+        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector), flat)
 
     def decoded(self) -> dict[str, Any]:
         return decode(self.payload)

@@ -85,3 +85,22 @@ def test_the_coordinator_and_the_celery_worker_never_import_ttnn_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"  # only executors (and the validation child) load them
+
+
+@pytest.mark.slow
+def test_an_enqueue_of_a_run_another_enqueue_is_writing_is_refused(capsys, redis_server):
+    client = redis.Redis.from_url(redis_server)
+    keys = Keys("lock")
+    argv = ["enqueue", "--store", SAMPLE, "--run-id", "r1", "--json", "--redis", redis_server, "--prefix", "lock"]
+    client.set(keys.enqueuing("r1"), "another-process", ex=60)  # an enqueue of r1 still writing
+    _one_line_error(capsys, argv, "another enqueue of this run is still writing it")
+    assert not client.exists(keys.run("r1")) and not client.exists(keys.vectors("r1"))  # nothing written
+    assert client.get(keys.enqueuing("r1")) == b"another-process"  # and its lock is not ours to free
+    client.delete(keys.enqueuing("r1"))
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["new_run"] and first["added"] == 33 and not client.exists(keys.enqueuing("r1"))
+    assert main(argv) == 0  # the same run id again: every vector is there already
+    again = json.loads(capsys.readouterr().out)
+    assert not again["new_run"] and again["added"] == 0 and again["already_in_run"] == 33
+    assert client.hlen(keys.vectors("r1")) == 33 and int(client.hget(keys.run("r1"), "total")) == 33

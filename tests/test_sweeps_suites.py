@@ -9,8 +9,10 @@ import json
 import pytest
 
 from sweeps import catalogue
+from sweeps.catalogue import timeout_for
 from sweeps.index import build, unreadable_argument
 from sweeps.nightly import GRIDS
+from sweeps.profiles import get_profile
 from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
 from sweeps.vector import make_vector, payload
 from tests.conftest import ADD_SWEEP, MINI, ROOT, TRACER_EXAMPLES
@@ -75,7 +77,6 @@ def test_model_traced_turns_every_config_into_a_vector(paths):
         assert encoded.payload == payload(remade) and encoded.id == remade["id"]
         assert (encoded.op, encoded.machine, encoded.config_hash) == (v["op"], v["machine"], v["config_hash"])
     from sweeps.profiles import route
-    from sweeps.suites import timeout_for
 
     for op, entry in store.entries():
         info = entry["executions"][0].get("machine_info")
@@ -100,6 +101,11 @@ def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason():
     assert "no sweep definition for ttnn.experimental.nlp_create_qkv_heads_decode" in reasons
     forced = model_traced(build(_store(MINI)), Selection(machine="n300"))
     assert {v.machine for v in forced.vectors} == {"n300"} and forced.not_run == {}
+    for encoded, v in zip(forced.vectors, forced.decoded(), strict=True):  # joined under --machine == the walk
+        assert v["mesh_shape"] == [1, 2] and v["timeout"] == timeout_for(v["op"], get_profile("n300"))
+        remade = make_vector(v["op"], v["suite"], "n300", [1, 2], v["inputs"], v["kwargs"], v["timeout"],
+                             v["config_hash"], v["sources"])  # fmt: skip
+        assert encoded.payload == payload(remade) and encoded.id == remade["id"]
 
 
 def test_identical_inputs_collapse_to_one_vector_with_every_source(add_sweep, tmp_path):
