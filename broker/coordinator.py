@@ -75,36 +75,36 @@ def validate(expansion: Expansion, redis: Any, keys: Keys, ttnn_version: str) ->
     from sweeps.validate import validate_tensors
 
     table = expansion.tensors
+    runnable = [v for v in expansion.vectors if v.tensors and v.id not in expansion.not_run]
     wanted: dict[str, dict[int, None]] = {}  # machine -> table positions, in first-seen order
-    for vector in expansion.vectors:
-        if vector.tensors and vector.id not in expansion.not_run:
-            wanted.setdefault(vector.machine, {}).update(dict.fromkeys(vector.tensors[1::2]))
-    verdicts: dict[str, dict[int, bytes]] = {}  # machine -> position -> reason (b"" = valid)
+    for vector in runnable:
+        wanted.setdefault(vector.machine, {}).update(dict.fromkeys(vector.tensors[1::2]))
+    reasons: dict[str, list[bytes | None]] = {}  # machine -> reason by table position (b"" = valid)
     todo: dict[str, list[int]] = {}
     for machine, positions in wanted.items():
         at = list(positions)
-        cached = redis.hmget(keys.validation(ttnn_version, machine), [table.digest(i) for i in at])
-        verdicts[machine] = {i: c for i, c in zip(at, cached, strict=True) if c is not None}
-        todo[machine] = [i for i in at if i not in verdicts[machine]]
+        cached = redis.hmget(keys.validation(ttnn_version, machine), table.digests_of(at))
+        found = reasons[machine] = [None] * len(table)
+        for i, reason in zip(at, cached, strict=True):
+            found[i] = reason
+        todo[machine] = [i for i, reason in zip(at, cached, strict=True) if reason is None]
 
     def check(machine: str) -> None:
         at = todo[machine]
-        reasons = validate_tensors([orjson.loads(table.keys[i]) for i in at], machine)
-        found = {i: (r or "").encode() for i, r in zip(at, reasons, strict=True)}
-        verdicts[machine].update(found)
-        redis.hset(keys.validation(ttnn_version, machine), mapping={table.digest(i): r for i, r in found.items()})
+        checked = [(r or "").encode() for r in validate_tensors([orjson.loads(table.keys[i]) for i in at], machine)]
+        for i, reason in zip(at, checked, strict=True):
+            reasons[machine][i] = reason
+        mapping = dict(zip(table.digests_of(at), checked, strict=True))
+        redis.hset(keys.validation(ttnn_version, machine), mapping=mapping)
 
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
         list(pool.map(check, [m for m, at in todo.items() if at]))
     invalid: dict[str, str] = {}
-    for vector in expansion.vectors:
-        if not vector.tensors or vector.id in expansion.not_run:
-            continue
-        machine, flat = verdicts[vector.machine], vector.tensors
-        for n in range(0, len(flat), 2):
-            reason = machine[flat[n + 1]]
-            if reason:
-                invalid[vector.id] = f"input {flat[n]}: {reason.decode()}"
+    for vector in runnable:
+        found, flat = reasons[vector.machine], vector.tensors
+        for n in range(1, len(flat), 2):
+            if found[flat[n]]:
+                invalid[vector.id] = f"input {flat[n - 1]}: {found[flat[n]].decode()}"
                 break
     return invalid
 
@@ -118,6 +118,7 @@ class Plan:
     expansion: Expansion
     invalid: dict[str, str]
     per_machine: dict[str, Counter] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase: where an enqueue spends its time
 
     def classify(self) -> None:
         for vector in self.expansion.vectors:
@@ -140,15 +141,23 @@ class Plan:
 
 
 def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: str | None) -> Plan:
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 3)
+
     index = load_index(store_path)
     missing = [op for op in selection.ops or () if op not in index] if selection.suite != "nightly" else []
     if missing:
         raise InputError(store_path, f"no traced configs of {', '.join(missing)} (see `sweepctl store stats`)")
     with bulk():  # 50,000 vectors alive: a cyclic GC pass would rescan them all, and none holds a cycle
         expansion = expand(index, selection)
+        expanded = lap()
         invalid = validate(expansion, redis, keys, versions()["ttnn"])
-        result = Plan(run_id or new_run_id(), selection, expansion, invalid)
+        result = Plan(run_id or new_run_id(), selection, expansion, invalid, seconds={"expand": expanded})
         result.classify()
+        result.seconds["validate"] = lap()
     return result
 
 
@@ -221,7 +230,7 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
         pipe.hincrby(keys.run(run_id), f"total|{machine}", count)
     pipe.execute()
     chunks = 0
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, producer.batch():  # one pipeline, not a round trip each
         for machine, items in queued.items():
             if machine == UNKNOWN_MACHINE:
                 continue

@@ -297,10 +297,25 @@ class Results:
             raise ValueError("finish_unrun_op is for attempt-0 records of vectors that never ran")
         sig = bucket_of(template)
         items: list[Any] = []
-        pack = msgpack.Packer(use_bin_type=True).pack
-        for vid, config_hash, message in vectors:
-            record = {**template, "vector": vid, "config_hash": config_hash, "message": message}
-            items += (Keys.record_field(vid, 0), pack(record), vid)
+        packer = msgpack.Packer(use_bin_type=True)
+        pack = packer.pack
+        # a msgpack map is its header and its packed pairs, in order: the pairs every record shares are
+        # packed once into the segments around the three that vary (vector, config_hash, message)
+        varying = ("vector", "config_hash", "message")
+        segments, order, current = [], [], packer.pack_map_header(len(template))
+        for key, value in template.items():
+            current += pack(key)
+            if key in varying:
+                segments.append(current)
+                order.append(varying.index(key))
+                current = b""
+            else:
+                current += pack(value)
+        s0, s1, s2 = segments
+        a, b, c = order
+        for own in vectors:  # (vector id, config_hash, message)
+            record = b"".join((s0, pack(own[a]), s1, pack(own[b]), s2, pack(own[c]), current))
+            items += (Keys.record_field(own[0], 0), record, own[0])
         summary = final_summary(template, sig)
         return ["F", template["status"], template["op"], template["machine"], repr(time.time()), summary, sig,
                 template["signature"] if sig else "", items]  # fmt: skip

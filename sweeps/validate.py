@@ -84,8 +84,9 @@ class TensorTable:
     def __len__(self) -> int:
         return len(self._digests) // DIGEST_SIZE
 
-    def digest(self, at: int) -> bytes:
-        return bytes(self._digests[at * DIGEST_SIZE : (at + 1) * DIGEST_SIZE])
+    def digests_of(self, positions: list[int]) -> list[bytes]:
+        blob, size = self._digests, DIGEST_SIZE
+        return [bytes(blob[i * size : i * size + size]) for i in positions]
 
     def digests(self) -> bytes:
         return bytes(self._digests)
