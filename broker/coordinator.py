@@ -120,16 +120,22 @@ class Plan:
     per_machine: dict[str, Counter] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per phase: where an enqueue spends its time
 
+    def never_run(self) -> set[str]:
+        """Ids of the vectors decided here (NOT_RUN, INVALID): they never reach a queue."""
+        return self.expansion.not_run.keys() | self.invalid.keys()
+
     def classify(self) -> None:
-        for vector in self.expansion.vectors:
-            state = (
-                status.NOT_RUN
-                if vector.id in self.expansion.not_run
-                else status.INVALID
-                if vector.id in self.invalid
-                else "queued"
-            )
-            self.per_machine.setdefault(vector.machine, Counter())[state] += 1
+        vectors, not_run = self.expansion.vectors, self.expansion.not_run
+        for machine, count in Counter(v.machine for v in vectors).items():
+            self.per_machine[machine] = Counter(queued=count)
+        never = self.never_run()
+        for vector in (v for v in vectors if v.id in never):
+            counts = self.per_machine[vector.machine]
+            counts["queued"] -= 1
+            counts[status.NOT_RUN if vector.id in not_run else status.INVALID] += 1
+        for counts in self.per_machine.values():
+            if not counts["queued"]:
+                del counts["queued"]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -177,9 +183,10 @@ def publish(
         redis.eval(_UNLOCK, 1, lock, token)
 
 
-def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run: bool) -> list[int]:
-    """Store the run's vectors; 1 per vector new to the run. A run this enqueue just created (under
-    its lock) holds none yet: plain HSET, half the Redis time of the HSETNX script re-enqueues use."""
+def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run: bool) -> list[int] | None:
+    """Store the run's vectors; 1 per vector new to the run, None when all are. A run this enqueue
+    just created (under its lock) holds none yet: plain HSET, half the Redis time of the HSETNX
+    script re-enqueues use."""
     pipe = redis.pipeline(transaction=False)  # Redis stores one batch while the next one is sent
     add_new = None if new_run else redis.register_script(_ADD_NEW)
     for start in range(0, len(vectors), 1000):  # one command per 1000 vectors
@@ -189,7 +196,7 @@ def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run
         else:
             add_new(keys=[keys.vectors(run_id)], args=flat, client=pipe)
     replies = pipe.execute()
-    return [1] * len(vectors) if add_new is None else [new for batch in replies for new in batch]
+    return None if add_new is None else [new for batch in replies for new in batch]
 
 
 def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, expires: float | None) -> dict[str, Any]:
@@ -256,25 +263,25 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
 
 
 def _sort_new(
-    plan_: Plan, fresh: list[int]
+    plan_: Plan, fresh: list[int] | None
 ) -> tuple[dict[str, list[str]], Counter, dict[tuple[str, str, str, str], list[tuple[Encoded, str]]]]:
-    """The vectors new to the run: ids to queue per machine, counts per machine, and the ones that
-    never run grouped by (status, signature, op, machine) for the bulk record op."""
+    """The vectors new to the run (`fresh`: 1 per new vector; None: all of them): ids to queue per
+    machine, counts per machine, and the ones that never run grouped by (status, signature, op,
+    machine) for the bulk record op."""
+    vectors = plan_.expansion.vectors
+    if fresh is not None:
+        vectors = [v for v, new in zip(vectors, fresh, strict=True) if new]
     queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
-    added: Counter = Counter()
     unrun: dict[tuple[str, str, str, str], list[tuple[Encoded, str]]] = {}
-    not_run, invalid = plan_.expansion.not_run, plan_.invalid
-    for vector, new in zip(plan_.expansion.vectors, fresh, strict=True):
-        if not new:
-            continue
-        added[vector.machine] += 1
-        reason = not_run.get(vector.id) or invalid.get(vector.id)
-        if reason is None:
+    not_run, invalid, never = plan_.expansion.not_run, plan_.invalid, plan_.never_run()
+    for vector in vectors:
+        if vector.id not in never:
             queued.setdefault(vector.machine, []).append(vector.id)
             continue
+        reason = not_run.get(vector.id) or invalid[vector.id]
         state = status.NOT_RUN if vector.id in not_run else status.INVALID
         unrun.setdefault((state, signature(reason), vector.op, vector.machine), []).append((vector, reason))
-    return queued, added, unrun
+    return queued, Counter(v.machine for v in vectors), unrun
 
 
 def run_meta(redis: Any, keys: Keys, run_id: str) -> dict[str, Any] | None:
