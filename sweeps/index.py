@@ -191,9 +191,14 @@ def _row(op: str, entry: dict[str, Any], slot: int, route: Routing, table: Tenso
 def unreadable_argument(canonical: dict[str, Any]) -> str | None:
     """The first non-tensor argument holding something the trace could not read, or None."""
     for where, value in [*enumerate(canonical["args"]), *canonical["kwargs"].items()]:
-        if not (isinstance(value, dict) and "tensor" in value) and count_unparsed(value):
+        if unreadable(value):
             return str(where)
     return None
+
+
+def unreadable(value: Any) -> bool:
+    """An argument that is not a tensor and holds something the trace could not read."""
+    return not (isinstance(value, dict) and "tensor" in value) and bool(count_unparsed(value))
 
 
 def build(store: MasterStore) -> Index:

@@ -14,18 +14,20 @@ an argument the trace could not read, no machine profile) instead of being dropp
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import orjson
 
 from sweeps import catalogue
-from sweeps.index import MODEL_TRACED, Index, TracedConfig, unreadable_argument
+from sweeps.index import MODEL_TRACED, Index, TracedConfig, unreadable
 from sweeps.profiles import MachineProfile, Routing, get_profile
 from sweeps.validate import TensorTable
-from sweeps.vector import Encoded, assemble, make_vector
+from sweeps.vector import Encoded, assemble, tensor_keys
 from tracer.errors import InputError
 from tracer.store import bulk, model_of
 
@@ -185,8 +187,6 @@ def count_all_cases(index: Index, selection: Selection) -> dict[tuple[str, str],
 
 
 def all_cases(index: Index, selection: Selection) -> Expansion:
-    import itertools
-
     groups = _groups(index, selection)
     counts = {key: math.prod(len(v) for v in _slot_values(cfgs).values()) for key, cfgs in groups.items()}
     total = sum(counts.values())
@@ -198,28 +198,56 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
             f"{selection.cap:,}; preview with --dry-run, raise it with --max-vectors",
         )
     expansion = Expansion()
+    packer = msgpack.Packer(use_bin_type=True)
     for (op, _), cfgs in groups.items():
         slots = _slot_values(cfgs)
         positional = sorted((s for s in slots if s.isdigit()), key=int)
         named = [s for s in slots if not s.isdigit()]
-        order = positional + named
-        first = cfgs[0][1]
+        route = cfgs[0][1]
         sources = sorted({s for t, _ in cfgs for s in t.sources})
-        timeout = catalogue.timeout_for(op, first.profile)
+        timeout = catalogue.timeout_for(op, route.profile)
+        # every observed value of a slot packed once: a vector is joined from its values' bytes, as
+        # model_traced's are (sweeps.vector.assemble), and equals make_vector's (tested)
+        pieces = {slot: [_piece(slot, v, expansion.tensors, packer) for v in slots[slot]] for slot in slots}
+        by_name = sorted(range(len(named)), key=named.__getitem__)  # kwargs are packed in name order
+        names = [packer.pack(name) for name in named]
         seen: set[str] = set()
-        for combo in itertools.product(*(slots[s] for s in order)):
-            args = list(itertools.takewhile(lambda v: v is not _ABSENT, combo[: len(positional)]))
-            kwargs = {k: v for k, v in zip(named, combo[len(positional) :], strict=True) if v is not _ABSENT}
-            vector = make_vector(
-                op, "all_cases", first.machine, first.mesh_shape, args, kwargs, timeout, sources=sources, presorted=True
-            )
-            if vector["id"] in seen:  # an absent positional truncates the args: the same call twice
+        for combo in itertools.product(*(pieces[s] for s in positional), *(pieces[s] for s in named)):
+            args = list(itertools.takewhile(lambda p: p is not None, combo[: len(positional)]))
+            kw = combo[len(positional) :]
+            present = [i for i in by_name if kw[i] is not None]
+            inputs = packer.pack_array_header(len(args)) + b"".join(p.packed for p in args)
+            kwargs = packer.pack_map_header(len(present)) + b"".join(names[i] + kw[i].packed for i in present)
+            vid, wire, _ = assemble(op, "all_cases", route.machine, route.mesh_shape, inputs, kwargs, timeout, None,
+                                    sources)  # fmt: skip
+            if vid in seen:  # an absent positional truncates the args: the same call twice
                 continue
-            seen.add(vector["id"])
-            unreadable = unreadable_argument({"args": args, "kwargs": kwargs})
-            reason = not_run_reason(op, first.profile, first.traced_on, unreadable)
-            expansion.add(Encoded.of(vector, expansion.tensors), reason)
+            seen.add(vid)
+            unread = next((str(i) for i, p in enumerate(args) if p.unreadable), None) or next(
+                (named[i] for i, p in enumerate(kw) if p is not None and p.unreadable), None
+            )
+            flat = tuple(x for p in (*args, *(kw[i] for i in present)) for x in p.tensors)
+            reason = not_run_reason(op, route.profile, route.traced_on, unread)
+            expansion.add(Encoded(vid, op, route.machine, None, wire, flat), reason)
     return expansion
+
+
+@dataclass(slots=True)
+class _Piece:
+    """One observed value of an argument slot, packed, with its tensors (flat [slot, table
+    position, ...]) and whether it holds something the trace could not read."""
+
+    packed: bytes
+    tensors: tuple[Any, ...]
+    unreadable: bool
+
+
+def _piece(slot: str, value: Any, table: TensorTable, packer: msgpack.Packer) -> _Piece | None:
+    if value is _ABSENT:
+        return None
+    tensors = tuple(x for where, key in tensor_keys({"inputs": [], "kwargs": {slot: value}})
+                    for x in (where, table.add(key)))  # fmt: skip
+    return _Piece(packer.pack(value), tensors, unreadable(value))
 
 
 def expand(index: Index, selection: Selection) -> Expansion:

@@ -14,7 +14,7 @@ from sweeps.index import build, unreadable_argument
 from sweeps.nightly import GRIDS
 from sweeps.profiles import get_profile
 from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
-from sweeps.vector import make_vector, payload
+from sweeps.vector import make_vector, payload, tensor_keys
 from tests.conftest import ADD_SWEEP, MINI, ROOT, TRACER_EXAMPLES
 from tracer.args import canonical_arguments
 from tracer.errors import InputError
@@ -134,6 +134,15 @@ def test_all_cases_is_the_product_of_observed_values_and_respects_its_cap():
     assert sum(counts.values()) >= len(expansion.vectors) > len(list(store.entries("ttnn.add")))
     assert len({v.id for v in expansion.vectors}) == len({v["id"] for v in expansion.decoded()})
     assert len({v.id for v in expansion.vectors}) == len(expansion.vectors)
+    for encoded, v in zip(expansion.vectors, expansion.decoded(), strict=True):  # joined bytes == the walk's
+        remade = make_vector(v["op"], "all_cases", v["machine"], v["mesh_shape"], v["inputs"], v["kwargs"],
+                             v["timeout"], None, v["sources"])  # fmt: skip
+        assert encoded.payload == payload(remade) and encoded.id == remade["id"]
+        flat = encoded.tensors
+        assert [(flat[n], expansion.tensors.keys[flat[n + 1]]) for n in range(0, len(flat), 2)] == tensor_keys(remade)
+        canonical = {"args": v["inputs"], "kwargs": v["kwargs"]}
+        assert expansion.not_run.get(encoded.id) == not_run_reason("ttnn.add", get_profile(v["machine"]), "x",
+                                                                   unreadable_argument(canonical))  # fmt: skip
     traced = {v.id for v in model_traced(index, Selection(ops=["ttnn.add"])).vectors}
     assert traced <= {v.id for v in expansion.vectors}  # the traced configs are points of the product
     with pytest.raises(InputError, match="exceed the cap of 10"):
