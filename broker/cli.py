@@ -310,8 +310,11 @@ def _runtime_parsers(sub: Any) -> None:
         c.cmd_enqueue,
         "Expand the selected configs of the master store into vectors, host-validate them (INVALID configs "
         "are recorded, never queued), record a run and publish the rest in chunks to each machine's queue. "
-        "Re-running with the same --run-id adds nothing twice. The store is read through its index in "
-        "$SWEEPCTL_CACHE_DIR (default ~/.cache/sweepctl), rebuilt whenever the store file changes.",
+        "Re-running with the same --run-id adds nothing twice; a second enqueue of a run id while another "
+        "is still writing it is refused. The store is read through its index in $SWEEPCTL_CACHE_DIR "
+        "(default ~/.cache/sweepctl), rebuilt whenever the store file or sweepctl changes: the first enqueue "
+        "of a store pays for parsing it and for host validation, later ones do not. --json gives the "
+        "seconds spent per phase.",
     )
     enqueue.add_argument("--op", help="op or comma-separated ops (ttnn.pad, pad, ttnn::pad); default: every op")
     enqueue.add_argument("--suite", default="model_traced", help="model_traced (default), all_cases or nightly")
@@ -324,7 +327,7 @@ def _runtime_parsers(sub: Any) -> None:
     enqueue.add_argument(
         "--chunk",
         type=int,
-        help="vectors per queue message (default: a run cut into 64 messages per machine, at most 256)",
+        help="vectors per queue message (default: a run cut into 64 messages per machine, at most 512)",
     )
     enqueue.add_argument(
         "--max-vectors", type=int, default=10_000, help="cap for all_cases products (default: %(default)s)"

@@ -249,7 +249,7 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
                     kwargs={"run_id": run_id, "machine": machine, "ids": ids},
                     producer=producer,
                     kwargsrepr=f"{{run_id: {run_id}, machine: {machine}, {len(ids)} ids from {ids[0]}}}",
-                )  # Celery's own repr of 256 ids costs more than the rest of the send
+                )  # Celery's own repr of 512 ids costs more than the rest of the send
                 chunks += 1
     return {
         "run_id": run_id,
