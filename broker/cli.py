@@ -310,8 +310,9 @@ def _runtime_parsers(sub: Any) -> None:
         c.cmd_enqueue,
         "Expand the selected configs of the master store into vectors, host-validate them (INVALID configs "
         "are recorded, never queued), record a run and publish the rest in chunks to each machine's queue. "
-        "Re-running with the same --run-id adds nothing twice; a second enqueue of a run id while another "
-        "is still writing it is refused. The store is read through its index in $SWEEPCTL_CACHE_DIR "
+        "Re-running with the same --run-id adds nothing twice, and queues what an interrupted enqueue of it "
+        "stored but never queued; a second enqueue of a run id while another is still writing it is "
+        "refused. The store is read through its index in $SWEEPCTL_CACHE_DIR "
         "(default ~/.cache/sweepctl), rebuilt whenever the store file or sweepctl changes: the first enqueue "
         "of a store pays for parsing it and for host validation, later ones do not. --json gives the "
         "seconds spent per phase.",

@@ -129,6 +129,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if not args.dry_run:
         if summary["already_in_run"]:
             print(f"  {summary['already_in_run']} vectors were already in this run: not added again")
+        if summary["requeued"]:
+            print(f"  {summary['requeued']} vectors an interrupted enqueue of this run stored but never queued: queued")
         print(f"  {summary['chunks']} chunks published; follow with: sweepctl watch {summary['run_id']}")
     return 0
 

@@ -29,7 +29,7 @@ from sweeps import status
 from sweeps.index import load as load_index
 from sweeps.profiles import UNKNOWN_MACHINE
 from sweeps.suites import Expansion, Selection, expand
-from sweeps.vector import Encoded
+from sweeps.vector import Encoded, decode
 from tracer.errors import InputError
 from tracer.store import bulk
 
@@ -37,6 +37,7 @@ MAX_CHUNK = 512  # ~2 s of 4 ms ops per message
 SPREAD = 64  # small runs are cut into this many messages per machine, so every worker gets some
 
 ENQUEUE_LOCK_TTL = 600  # s: an enqueue that died frees its run id after this
+PUBLISHING = "publishing"  # run hash field: set while an enqueue stores and queues; left behind when it dies
 _ADD_NEW = """
 -- KEYS: the run's vectors hash; ARGV: id1, payload1, id2, payload2...; returns 1 per new vector
 local out = {}
@@ -212,6 +213,8 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
         "versions": versions(),
         "expires": now + expires if expires else None,
     }
+    interrupted = redis.hget(keys.run(run_id), PUBLISHING) is not None  # an enqueue died before queueing
+    redis.hset(keys.run(run_id), PUBLISHING, now)
     created = redis.hsetnx(keys.run(run_id), "meta", json.dumps(meta))
     if created:
         redis.zadd(keys.runs(), {run_id: now})
@@ -236,6 +239,9 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
     for machine, count in added.items():
         pipe.hincrby(keys.run(run_id), f"total|{machine}", count)
     pipe.execute()
+    requeued = _unqueued(redis, keys, run_id, queued) if interrupted else {}
+    for machine, ids in requeued.items():
+        queued.setdefault(machine, []).extend(ids)
     chunks = 0
     with app.producer_or_acquire() as producer, producer.batch():  # one pipeline, not a round trip each
         for machine, items in queued.items():
@@ -251,15 +257,36 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
                     kwargsrepr=f"{{run_id: {run_id}, machine: {machine}, {len(ids)} ids from {ids[0]}}}",
                 )  # Celery's own repr of 512 ids costs more than the rest of the send
                 chunks += 1
+    redis.hdel(keys.run(run_id), PUBLISHING)
     return {
         "run_id": run_id,
         "new_run": bool(created),
         "added": total,
         "already_in_run": len(vectors) - total,
+        "requeued": sum(map(len, requeued.values())),
         "chunks": chunks,
         "queued": {m: len(v) for m, v in sorted(queued.items())},
         "per_machine": plan_.as_dict()["per_machine"],
     }
+
+
+def _unqueued(redis: Any, keys: Keys, run_id: str, queued: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The vectors an enqueue stored in the run and died before queueing: no final record, no
+    attempt started, and not queued by this enqueue; by machine (from their payloads). Queued
+    again, so a crashed enqueue never leaves a run that cannot finish. (Had its last messages gone
+    out after all, a vector may run twice; its record is written once.)"""
+    ids = [i.decode() for i in redis.hkeys(keys.vectors(run_id))]
+    ours = {i for items in queued.values() for i in items}
+    pipe = redis.pipeline(transaction=False)
+    pipe.hmget(keys.final(run_id), ids)
+    pipe.hmget(keys.attempts(run_id), ids)
+    finals, attempts = pipe.execute() if ids else ([], [])
+    lost = [i for i, done, tried in zip(ids, finals, attempts, strict=True) if done is None and tried is None]
+    lost = [i for i in lost if i not in ours]
+    found: dict[str, list[str]] = {}
+    for vid, payload in zip(lost, redis.hmget(keys.vectors(run_id), lost) if lost else [], strict=True):
+        found.setdefault(decode(payload)["machine"], []).append(vid)
+    return found
 
 
 def _sort_new(

@@ -4,7 +4,7 @@ Every key starts with a configurable prefix (`SWEEPCTL_PREFIX`, default `sweepct
 can share one Redis; Celery's own keys get the same prefix through kombu's `global_keyprefix`.
 
 Per run `R`:
-  {p}:run:R            hash   the run record (meta JSON, totals, state)
+  {p}:run:R            hash   the run record (meta JSON, totals, state, publishing while an enqueue writes)
   {p}:run:R:vectors    hash   vector id -> msgpack vector (write-once: re-enqueue adds nothing twice)
   {p}:run:R:final      hash   vector id -> final status (write-once)
   {p}:run:R:records    hash   "vector id:attempt" -> msgpack record (write-once, one per attempt)

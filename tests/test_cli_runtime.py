@@ -3,14 +3,18 @@ nothing, `ops` tells what is covered; the Celery app refuses pickle and routes b
 
 from __future__ import annotations
 
+import base64
 import json
 
+import msgpack
 import pytest
 import redis
 
 from broker.app import RUN_CHUNK, PickleRefused, make_app, refuse_pickle, route_chunk
 from broker.cli import main
+from broker.coordinator import plan, publish
 from broker.keys import Keys
+from sweeps.suites import Selection
 from tests.conftest import ROOT
 
 SAMPLE = str(ROOT / "sweeps" / "data" / "sample_master.json")
@@ -104,3 +108,37 @@ def test_an_enqueue_of_a_run_another_enqueue_is_writing_is_refused(capsys, redis
     again = json.loads(capsys.readouterr().out)
     assert not again["new_run"] and again["added"] == 0 and again["already_in_run"] == 33
     assert client.hlen(keys.vectors("r1")) == 33 and int(client.hget(keys.run("r1"), "total")) == 33
+
+
+def _queued_ids(client: redis.Redis, keys: Keys) -> list[str]:
+    """The vector ids in every chunk message waiting in this prefix's machine queues (kombu's JSON
+    envelope, Celery's msgpack body: [args, kwargs, embed])."""
+    ids = []
+    for queue in client.keys(keys.celery_prefix + "sweeps.*"):
+        for raw in client.lrange(queue, 0, -1):
+            envelope = json.loads(raw)
+            ids += msgpack.unpackb(base64.b64decode(envelope["body"]))[1]["ids"]
+    return ids
+
+
+@pytest.mark.slow
+def test_an_enqueue_that_died_before_queueing_is_finished_by_the_next_one(capsys, redis_server):
+    from kombu.exceptions import OperationalError
+
+    client = redis.Redis.from_url(redis_server)
+    keys = Keys("heal")
+    the_plan = plan(SAMPLE, Selection(), client, keys, "r1")
+    with pytest.raises(OperationalError):  # the broker is gone when the chunks are sent: vectors stored, none queued
+        publish(make_app("redis://127.0.0.1:1/0", keys), client, keys, the_plan)
+    assert client.hlen(keys.vectors("r1")) == 33 and client.hlen(keys.final("r1")) == 2
+    assert not _queued_ids(client, keys)
+    argv = ["enqueue", "--store", SAMPLE, "--run-id", "r1", "--json", "--redis", redis_server, "--prefix", "heal"]
+    assert main(argv) == 0
+    healed = json.loads(capsys.readouterr().out)
+    assert healed["added"] == 0 and healed["already_in_run"] == 33 and healed["requeued"] == 31
+    unfinished = set(client.hkeys(keys.vectors("r1"))) - set(client.hkeys(keys.final("r1")))
+    unfinished = {i.decode() for i in unfinished}
+    queued = _queued_ids(client, keys)
+    assert sorted(queued) == sorted(unfinished) and len(queued) == 31  # each once, none of the final ones
+    assert main(argv) == 0  # a clean enqueue left no marker: the next one queues nothing again
+    assert json.loads(capsys.readouterr().out)["requeued"] == 0 and len(_queued_ids(client, keys)) == 31
