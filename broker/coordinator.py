@@ -148,23 +148,18 @@ class Plan:
 
 
 def plan(store_path: str, selection: Selection, redis: Any, keys: Keys, run_id: str | None) -> Plan:
-    clock = [time.perf_counter()]
-
-    def lap() -> float:
-        clock.append(time.perf_counter())
-        return round(clock[-1] - clock[-2], 3)
-
+    started = time.perf_counter()
     index = load_index(store_path)
     missing = [op for op in selection.ops or () if op not in index] if selection.suite != "nightly" else []
     if missing:
         raise InputError(store_path, f"no traced configs of {', '.join(missing)} (see `sweepctl store stats`)")
     with bulk():  # 50,000 vectors alive: a cyclic GC pass would rescan them all, and none holds a cycle
         expansion = expand(index, selection)
-        expanded = lap()
+        expanded = time.perf_counter()
         invalid = validate(expansion, redis, keys, versions()["ttnn"])
-        result = Plan(run_id or new_run_id(), selection, expansion, invalid, seconds={"expand": expanded})
+        result = Plan(run_id or new_run_id(), selection, expansion, invalid)
         result.classify()
-        result.seconds["validate"] = lap()
+    result.seconds = {"expand": round(expanded - started, 3), "validate": round(time.perf_counter() - expanded, 3)}
     return result
 
 
@@ -177,11 +172,13 @@ def publish(
     lock = keys.enqueuing(plan_.run_id)
     if not redis.set(lock, token, nx=True, ex=ENQUEUE_LOCK_TTL):
         raise InputError(f"run {plan_.run_id}", "another enqueue of this run is still writing it; wait for it to end")
+    started = time.perf_counter()
     try:
         with bulk():
             return _publish(app, redis, keys, plan_, chunk, expires)
     finally:
         redis.eval(_UNLOCK, 1, lock, token)
+        plan_.seconds["publish"] = round(time.perf_counter() - started, 3)
 
 
 def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run: bool) -> list[int] | None:
