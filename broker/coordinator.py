@@ -210,8 +210,7 @@ def _publish(app: Any, redis: Any, keys: Keys, plan_: Plan, chunk: int | None, e
         "versions": versions(),
         "expires": now + expires if expires else None,
     }
-    interrupted = redis.hget(keys.run(run_id), PUBLISHING) is not None  # an enqueue died before queueing
-    redis.hset(keys.run(run_id), PUBLISHING, now)
+    interrupted = not redis.hsetnx(keys.run(run_id), PUBLISHING, now)  # left by an enqueue that died
     created = redis.hsetnx(keys.run(run_id), "meta", json.dumps(meta))
     if created:
         redis.zadd(keys.runs(), {run_id: now})
@@ -278,8 +277,8 @@ def _unqueued(redis: Any, keys: Keys, run_id: str, queued: dict[str, list[str]])
     pipe.hmget(keys.final(run_id), ids)
     pipe.hmget(keys.attempts(run_id), ids)
     finals, attempts = pipe.execute() if ids else ([], [])
-    lost = [i for i, done, tried in zip(ids, finals, attempts, strict=True) if done is None and tried is None]
-    lost = [i for i in lost if i not in ours]
+    untouched = (i for i, done, tried in zip(ids, finals, attempts, strict=True) if done is None and tried is None)
+    lost = [i for i in untouched if i not in ours]
     found: dict[str, list[str]] = {}
     for vid, payload in zip(lost, redis.hmget(keys.vectors(run_id), lost) if lost else [], strict=True):
         found.setdefault(decode(payload)["machine"], []).append(vid)

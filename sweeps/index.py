@@ -183,8 +183,7 @@ def _row(op: str, entry: dict[str, Any], slot: int, route: Routing, table: Tenso
     timeout = timeout_for(op, route.profile)
     vid, wire, at = assemble(op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
                              entry["config_hash"], sources)  # fmt: skip
-    flat = tuple(x for where, key in tensors for x in (where, table.add(key)))
-    return [entry["config_hash"], sources_slot, slot, vid, wire, (at, len(inputs), len(kwargs)), flat,
+    return [entry["config_hash"], sources_slot, slot, vid, wire, (at, len(inputs), len(kwargs)), table.flat(tensors),
             unreadable_argument(canonical)]  # fmt: skip
 
 

@@ -188,7 +188,8 @@ def count_all_cases(index: Index, selection: Selection) -> dict[tuple[str, str],
 
 def all_cases(index: Index, selection: Selection) -> Expansion:
     groups = _groups(index, selection)
-    counts = {key: math.prod(len(v) for v in _slot_values(cfgs).values()) for key, cfgs in groups.items()}
+    slots_of = {key: _slot_values(cfgs) for key, cfgs in groups.items()}
+    counts = {key: math.prod(len(v) for v in slots.values()) for key, slots in slots_of.items()}
     total = sum(counts.values())
     if total > selection.cap:
         biggest = max(counts, key=counts.get)
@@ -199,8 +200,8 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
         )
     expansion = Expansion()
     packer = msgpack.Packer(use_bin_type=True)
-    for (op, _), cfgs in groups.items():
-        slots = _slot_values(cfgs)
+    for (op, machine), cfgs in groups.items():
+        slots = slots_of[(op, machine)]
         positional = sorted((s for s in slots if s.isdigit()), key=int)
         named = [s for s in slots if not s.isdigit()]
         route = cfgs[0][1]
@@ -245,8 +246,7 @@ class _Piece:
 def _piece(slot: str, value: Any, table: TensorTable, packer: msgpack.Packer) -> _Piece | None:
     if value is _ABSENT:
         return None
-    tensors = tuple(x for where, key in tensor_keys({"inputs": [], "kwargs": {slot: value}})
-                    for x in (where, table.add(key)))  # fmt: skip
+    tensors = table.flat(tensor_keys({"inputs": [], "kwargs": {slot: value}}))
     return _Piece(packer.pack(value), tensors, unreadable(value))
 
 

@@ -91,6 +91,10 @@ class TensorTable:
     def digests(self) -> bytes:
         return bytes(self._digests)
 
+    def flat(self, pairs: list[tuple[str, str]]) -> tuple[Any, ...]:
+        """(slot, tensor_key) pairs (sweeps.vector.tensor_keys) as a vector's flat [slot, position, ...]."""
+        return tuple(x for where, key in pairs for x in (where, self.add(key)))
+
     def add(self, key: str) -> int:
         """The position of a tensor_key, added when new."""
         if self._at is None:

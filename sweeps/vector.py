@@ -179,8 +179,8 @@ class Encoded:
 
     @classmethod
     def of(cls, vector: dict[str, Any], table: TensorTable) -> Encoded:
-        flat = [x for where, key in tensor_keys(vector) for x in (where, table.add(key))]
-        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector), flat)
+        return cls(vector["id"], vector["op"], vector["machine"], vector.get("config_hash"), payload(vector),
+                   table.flat(tensor_keys(vector)))  # fmt: skip
 
     def decoded(self) -> dict[str, Any]:
         return decode(self.payload)
