@@ -1,4 +1,4 @@
-"""Shared fixtures: the real traced data in ../shared/data and small helpers."""
+"""Shared fixtures: the real traced data in tests/data (see its PROVENANCE.md) and small helpers."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-ADD_SWEEP = SHARED_DATA / "ttnn_master_add_sweep_head.json"
-MINI = SHARED_DATA / "ttnn_operations_master_mini.json"
-TRACER_EXAMPLES = SHARED_DATA / "operation_tracer_examples"
+DATA = ROOT / "tests" / "data"
+ADD_SWEEP = DATA / "ttnn_master_add_sweep_head.json"
+DEEPSEEK = DATA / "ttnn_master_deepseek_v3_galaxy.json"
+MINI = DATA / "ttnn_operations_master_mini.json"
+TRACER_EXAMPLES = DATA / "operation_tracer_examples"
+REGISTERED_OPS = DATA / "ttnn_0.81.1_registered_operations.tsv"
 
 
 @pytest.fixture

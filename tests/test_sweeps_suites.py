@@ -1,4 +1,4 @@
-"""Suites and the catalogue over the real stores in ../shared/data and the shipped sample: every
+"""Suites and the catalogue over the real stores in tests/data and the shipped sample: every
 config becomes a vector (runnable or NOT_RUN with a reason), nothing is dropped or defaulted."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sweeps.nightly import GRIDS
 from sweeps.profiles import get_profile
 from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
 from sweeps.vector import make_vector, payload, tensor_keys
-from tests.conftest import ADD_SWEEP, MINI, ROOT, TRACER_EXAMPLES
+from tests.conftest import ADD_SWEEP, MINI, REGISTERED_OPS, ROOT, TRACER_EXAMPLES
 from tracer.args import canonical_arguments
 from tracer.errors import InputError
 from tracer.store import MasterStore, read_inputs
@@ -45,7 +45,7 @@ def test_the_catalogue_covers_the_listed_ops_and_the_traced_ones():
 
 
 def test_every_catalogue_op_is_a_registered_ttnn_op():
-    tsv = (ROOT.parent / "shared" / "reference" / "ttnn_0.81.1_registered_operations.tsv").read_text().splitlines()
+    tsv = REGISTERED_OPS.read_text().splitlines()
     registered = {line.split("\t")[0] for line in tsv[1:]}
     assert sorted(set(catalogue.CATALOGUE) - registered) == []
 
