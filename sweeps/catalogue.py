@@ -160,12 +160,28 @@ _OPS: tuple[OpDef, ...] = (
     ccl("experimental.reduce_scatter_minimal_async", golden=_reduce_scatter),
 )
 
+
+def _takes_two(first: Any, second: Any) -> Any:
+    return first
+
+
+def _golden_rejects_call(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """A golden written for two positional arguments, handed a traced call with more (sweepctl's bug)."""
+    return _takes_two(*args)
+
+
 # Test-only ops, present only when SWEEPCTL_ENABLE_TEST_OPS=1 (benchmarks and fault tests); the
 # executor runs them itself (workers/testops.py): no-op, hang, hang ignoring SIGTERM, a signal, an
-# exit, an exception, memory exhaustion, a sleep of `seconds`.
-_TEST_OPS: tuple[OpDef, ...] = tuple(
-    OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True)
-    for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
+# exit, an exception, memory exhaustion, a sleep of `seconds`. The last two run through the real
+# backend like any op and fail in sweepctl's own code (ERROR): `prepare_error` in building its
+# inputs (an index slot naming a tensor the vector lacks), `golden_error` in its golden.
+_TEST_OPS: tuple[OpDef, ...] = (
+    *(
+        OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True)
+        for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
+    ),
+    OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}),
+    OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call),
 )
 
 CATALOGUE: dict[str, OpDef] = {op.name: op for op in _OPS}

@@ -1,7 +1,11 @@
 """Result statuses: the one home of what each verdict means and whether it counts as executed.
 
-Pass rate = PASS / executed, so infrastructure faults and configs that never ran cannot drag it
-down (tt-metal books both as op failures).
+Pass rate = PASS / executed, so infrastructure faults, configs that never ran and sweepctl's own
+failures cannot drag it down (tt-metal books them all as op failures).
+
+ERROR is sweepctl's own failure, never the op's: anything that goes wrong outside the op call
+(reading an argument, building inputs, the golden, comparing). It is not executed, never a FAIL_*,
+listed first by every reader, and a run with any ERROR fails its report.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ HANG = "HANG"
 CRASH = "CRASH"
 INVALID = "INVALID"
 INFRA = "INFRA"
+ERROR = "ERROR"
 NOT_RUN = "NOT_RUN"
 EXPIRED = "EXPIRED"
 CANCELED = "CANCELED"
 
 EXECUTED = frozenset({PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH})
 FAILED = EXECUTED - {PASS}
-ALL = (PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH, INVALID, INFRA, NOT_RUN, EXPIRED, CANCELED)
+LISTED = FAILED | {ERROR}  # final statuses whose records a run keeps to read one by one (its failed hash)
+ALL = (ERROR, PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH, INVALID, INFRA, NOT_RUN, EXPIRED, CANCELED)
 MEANING = {
+    ERROR: "sweepctl's own failure: reading an argument, building inputs, the golden, comparing; not the op's",
     PASS: "ran; PCC at or above threshold",
     FAIL_ACCURACY: "ran; PCC below threshold",
     FAIL_OP: "the op raised (TT_FATAL, unsupported)",

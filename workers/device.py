@@ -6,6 +6,7 @@ The mesh is opened once with the profile's shape and kept across vectors; a vect
 mesh runs on a submesh. Inputs are built at mesh size from the traced per-device shapes along the
 placement's shard dims, sent with `from_torch(..., memory_config=<exact traced>, mesh_mapper=...)`;
 the op runs once to warm the program cache, then timed; the output comes back with a composer.
+Only an exception of the op call itself is FAIL_OP / FAIL_L1_OOM; the rest is ERROR (workers/outcome.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, prepare, substitute
 from sweeps.memconfig import to_ttnn
 from sweeps.profiles import MachineProfile
-from workers.outcome import op_failure, verdict
+from workers.outcome import judged, op_call, verdict
 
 NAME = "ttnn"
 L1_SMALL_SIZE = 32768  # conv2d / pool / CCL need L1_SMALL (ttnn_api_facts.md §6)
@@ -87,6 +88,11 @@ class DeviceBackend:
         return resolve
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
+        """Only the op call (warm-up and timed, with their synchronize) can be the op's failure;
+        building tensors, the golden, reading the output back and PCC are sweepctl's (ERROR)."""
+        return judged(lambda: self._run(opdef, vector))
+
+    def _run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         ttnn = self.ttnn
         golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
@@ -98,28 +104,27 @@ class DeviceBackend:
         op = ttnn
         for part in opdef.name.split(".")[1:]:
             op = getattr(op, part)
-        try:
-            device_tensors = {}
-            for slot, tensor in prepared.tensors.items():
-                mc = tensor.get("memory_config")
-                device_tensors[slot] = ttnn.from_torch(
-                    mesh_input(prepared.originals[slot], tensor.get("placement"), vector["mesh_shape"]),
-                    dtype=ttnn.DataType[tensor["dtype"]],
-                    layout=ttnn.Layout[tensor["layout"]],
-                    device=mesh,
-                    memory_config=to_ttnn(ttnn, mc) if mc else None,
-                    mesh_mapper=self._mapper(mesh, tensor.get("placement")),
-                )
-            args, kwargs = substitute(ttnn, vector, device_tensors, resolve)
+        device_tensors = {}
+        for slot, tensor in prepared.tensors.items():
+            mc = tensor.get("memory_config")
+            device_tensors[slot] = ttnn.from_torch(
+                mesh_input(prepared.originals[slot], tensor.get("placement"), vector["mesh_shape"]),
+                dtype=ttnn.DataType[tensor["dtype"]],
+                layout=ttnn.Layout[tensor["layout"]],
+                device=mesh,
+                memory_config=to_ttnn(ttnn, mc) if mc else None,
+                mesh_mapper=self._mapper(mesh, tensor.get("placement")),
+            )
+        args, kwargs = substitute(ttnn, vector, device_tensors, resolve)
+        with op_call():
             op(*args, **kwargs)  # warm-up: compiles and fills the program cache
             ttnn.synchronize_device(mesh)
-            start = time.perf_counter()
+        start = time.perf_counter()
+        with op_call():
             output = first_output(op(*args, **kwargs))
             ttnn.synchronize_device(mesh)
-            e2e_ms = (time.perf_counter() - start) * 1000.0
-            composer = ttnn.concat_mesh_to_tensor_composer(mesh, 0)
-            result = ttnn.to_torch(output, mesh_composer=composer)
-        except Exception as exc:
-            return {**op_failure(exc), "threshold": threshold}
+        e2e_ms = (time.perf_counter() - start) * 1000.0
+        composer = ttnn.concat_mesh_to_tensor_composer(mesh, 0)
+        result = ttnn.to_torch(output, mesh_composer=composer)
         per_device = result[: reference.shape[0]] if result.dim() and result.shape != reference.shape else result
         return verdict(reference, per_device, threshold, e2e_ms)

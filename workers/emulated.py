@@ -4,7 +4,9 @@ host accepts it — not whether a kernel is right. Every result says backend=emu
 In a process whose TT_METAL_MOCK_CLUSTER_DESC_PATH is the machine's descriptor: inputs are
 rounded through ttnn's host `from_torch`/`to_torch` to their traced dtypes (real bfloat8_b /
 bfloat4_b rounding), the golden runs on the rounded inputs, its output is rounded to the output
-dtype, and that is compared by PCC with the golden on the unrounded fp32 inputs.
+dtype, and that is compared by PCC with the golden on the unrounded fp32 inputs. The golden stands
+in for the op, so an exception anywhere (a golden that cannot take the traced call included) is
+sweepctl's own ERROR, never the op's FAIL_OP (workers/outcome.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, prepare, quantize, substitute
-from workers.outcome import op_failure, verdict
+from workers.outcome import judged, verdict
 
 NAME = "emulated"
 
@@ -27,23 +29,24 @@ class EmulatedBackend:
         self.machine = machine
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
+        """The golden stands in for the op, so nothing here is the op's: any exception is ERROR."""
+        return judged(lambda: self._run(opdef, vector))
+
+    def _run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         ttnn = self.ttnn
         golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
         dtypes = {slot: t["dtype"] for slot, t in prepared.tensors.items()}
         threshold = opdef.threshold(prepared.dtypes)
-        try:
-            ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
-            reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
-            rounded = {slot: quantize(ttnn, data, dtypes[slot]) for slot, data in prepared.originals.items()}
-            ring = [quantize(ttnn, data, dtypes["0"]) for data in prepared.device_inputs]
-            start = time.perf_counter()
-            args, kwargs = substitute(ttnn, vector, rounded, _no_device)
-            output = first_output(golden(args, kwargs, {"device_inputs": ring}))
-            output = quantize(ttnn, output.float() if output.is_floating_point() else output, prepared.output_dtype)
-            e2e_ms = (time.perf_counter() - start) * 1000.0
-        except Exception as exc:  # the golden rejected the traced arguments, as the op would
-            return {**op_failure(exc), "threshold": threshold}
+        ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
+        reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
+        rounded = {slot: quantize(ttnn, data, dtypes[slot]) for slot, data in prepared.originals.items()}
+        ring = [quantize(ttnn, data, dtypes["0"]) for data in prepared.device_inputs]
+        start = time.perf_counter()
+        args, kwargs = substitute(ttnn, vector, rounded, _no_device)
+        output = first_output(golden(args, kwargs, {"device_inputs": ring}))
+        output = quantize(ttnn, output.float() if output.is_floating_point() else output, prepared.output_dtype)
+        e2e_ms = (time.perf_counter() - start) * 1000.0
         return verdict(reference, output, threshold, e2e_ms)
 
 

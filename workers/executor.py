@@ -245,6 +245,7 @@ def serve(machine: str, backend_name: str) -> int:
     proto_in = os.fdopen(os.dup(0), "rb")  # buffered: a frame's header and body in one read
     from sweeps.catalogue import lookup, no_definition_reason
     from sweeps.vector import VectorError, decode
+    from workers.outcome import our_error
     from workers.testops import run_test_op
 
     try:
@@ -275,11 +276,8 @@ def serve(machine: str, backend_name: str) -> int:
         else:
             try:
                 outcome = backend.run(opdef, vector)
-            except Exception as exc:  # sweepctl's own preparation failed: the op never ran
-                outcome = {
-                    "status": status.NOT_RUN,
-                    "message": f"could not prepare the vector: {type(exc).__name__}: {exc}",
-                }
+            except Exception as exc:  # backends classify their own; whatever escapes is sweepctl's
+                outcome = our_error(exc)
         write_frame(proto_out, outcome)
 
 

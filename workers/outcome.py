@@ -1,7 +1,20 @@
-"""How an op call's result becomes an outcome: PCC against the golden, or the exception it raised."""
+"""How a vector's run becomes an outcome, for both backends: PCC against the golden, the exception
+the op call raised (FAIL_OP / FAIL_L1_OOM), or sweepctl's own failure (ERROR).
+
+Only what is raised inside `op_call()` is the op's: a backend puts the ttnn op call there (and
+nothing else), and runs the whole vector under `judged`. Anything raised anywhere else — reading
+an argument, building inputs, converting values, the golden, reading the output back, comparing —
+is ERROR, with the exception and the innermost frame of sweepctl's own code, so the report says
+whose bug it is and where. The emulated backend has no op call: its golden stands in for the op,
+so a golden that cannot take the traced call is an ERROR too.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from sweeps import status
@@ -14,13 +27,67 @@ _OOM_MARKERS = (
     "Not enough space to allocate",
     "Statically allocated circular buffers",
 )
+_ROOT = Path(__file__).resolve().parents[1]
+OUR_PACKAGES = ("tracer", "sweeps", "broker", "workers")  # sweepctl's own code, for an ERROR's frame
+MESSAGE_LIMIT = 2000
+
+
+class OpRaised(Exception):
+    """What the op call itself raised (`cause`): the one kind of exception that is the op's failure."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def op_call() -> Iterator[None]:
+    """Around the ttnn op call (its warm-up and its device synchronize too): what it raises is the op's."""
+    try:
+        yield
+    except Exception as exc:
+        raise OpRaised(exc) from exc
+
+
+def judged(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A backend's outcome for one vector: `run()`'s, FAIL_OP / FAIL_L1_OOM when the op call raised,
+    ERROR when anything else did."""
+    try:
+        return run()
+    except OpRaised as exc:
+        return op_failure(exc.cause)
+    except Exception as exc:
+        return our_error(exc)
 
 
 def op_failure(exc: BaseException) -> dict[str, Any]:
     """FAIL_L1_OOM when ttnn could not allocate, FAIL_OP otherwise; the message is ttnn's human line."""
-    message = f"{type(exc).__name__}: {ttnn_reason(exc)}"[:2000]
+    message = f"{type(exc).__name__}: {ttnn_reason(exc)}"[:MESSAGE_LIMIT]
     failed = status.FAIL_L1_OOM if any(m in str(exc) for m in _OOM_MARKERS) else status.FAIL_OP
     return {"status": failed, "pcc": None, "message": message, "e2e_ms": None}
+
+
+def our_error(exc: BaseException) -> dict[str, Any]:
+    """ERROR: sweepctl failed outside the op call. `Type: message [path:line in function]`, the frame
+    being the innermost one in sweepctl's own code (ttnn's and torch's frames say less about the fix)."""
+    where = our_frame(exc)
+    text = f"{type(exc).__name__}: {ttnn_reason(exc)}"
+    suffix = f" [{where}]" if where else ""
+    return {"status": status.ERROR, "pcc": None, "message": text[: MESSAGE_LIMIT - len(suffix)] + suffix,
+            "e2e_ms": None}  # fmt: skip
+
+
+def our_frame(exc: BaseException) -> str:
+    """`sweeps/materialize.py:123 in prepare`: the innermost traceback frame under tracer/, sweeps/,
+    broker/ or workers/, or "" when none is."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        try:
+            relative = Path(frame.filename).resolve().relative_to(_ROOT)
+        except ValueError:
+            continue
+        if relative.parts[0] in OUR_PACKAGES:
+            return f"{relative.as_posix()}:{frame.lineno} in {frame.name}"
+    return ""
 
 
 def verdict(reference: Any, output: Any, threshold: float, e2e_ms: float) -> dict[str, Any]:
