@@ -366,7 +366,10 @@ def _runtime_parsers(sub: Any) -> None:
     cancel.add_argument("run", help="run id")
     retry = connected("retry", "a new attempt for the vectors of a run that ended in these statuses", c.cmd_retry)
     retry.add_argument("run", help="run id")
-    retry.add_argument("--status", nargs="+", required=True, help="e.g. HANG CRASH INFRA FAIL_OP")
+    retry.add_argument(
+        "--status", nargs="+", required=True,
+        help="e.g. HANG CRASH INFRA FAIL_OP, or ERROR once a fixed sweepctl runs on the workers",
+    )  # fmt: skip
     runs = connected("runs", "recent runs", c.cmd_runs)
     runs.add_argument("--limit", type=int, default=20)
     for name, help_text, func in (
@@ -375,8 +378,9 @@ def _runtime_parsers(sub: Any) -> None:
         (
             "report",
             "per op and machine: executed, pass, fails by status, pass rate, PCC, e2e; failure buckets; "
-            "failing vectors. Exit 1 when anything executed failed (with --expectations: failed unexpectedly; "
-            "with --compare: regressed against the base)",
+            "failing vectors; sweepctl's own failures (ERROR) first. Exit 1 when anything executed failed (with "
+            "--expectations: failed unexpectedly; with --compare: regressed against the base), and whenever any "
+            "vector is ERROR",
             c.cmd_report,
         ),
     ):

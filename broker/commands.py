@@ -293,9 +293,11 @@ def _write_output(path: str, text: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Exit 1: executed failures; with --expectations, unexpected failures; with --compare, a regression."""
+    """Exit 1: executed failures; with --expectations, unexpected failures; with --compare, a regression.
+    Any ERROR (sweepctl's own failure) exits 1 whatever the options: no expectation or base hides it."""
     from broker import display
     from broker.report import build, by_model
+    from sweeps import status
 
     client, keys, _ = _connect(args)
     run_id = _run_id(args, client, keys)
@@ -325,6 +327,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         tol = Tolerances(args.pcc_tolerance, args.e2e_tolerance, perf_regresses=not args.ignore_perf)
         report["compare"] = compare(client, keys, run_id, args.compare, tol)
         failed = report["compare"]["regressed"]
+    failed = failed or bool(report["counts"].get(status.ERROR))
     if fmt == "text":
         if args.compare:
             lines = display.compare_lines(report["compare"])

@@ -2,8 +2,10 @@
 
 Vectors are joined on their id (op, machine, mesh, inputs, kwargs); a vector of one run whose id
 the other lacks is joined on (config_hash, machine) when both have one, so a re-traced store whose
-ids moved still compares. Only executed outcomes compare: a vector that hit INFRA, EXPIRED or
-CANCELED in either run is "not comparable", never a regression. Everything is read from the two
+ids moved still compares. Only executed outcomes compare: a vector that hit INFRA, ERROR, EXPIRED
+or CANCELED in either run is "not comparable", never a regression. An ERROR is sweepctl's own
+failure, never the op's regression: a new ERROR signature is listed on its own
+(`new_error_signatures`), and the report fails on any ERROR anyway. Everything is read from the two
 runs' final hashes (`STATUS|pcc|e2e|SIG` per vector) in two HGETALLs, so two 1,000,000-vector
 runs compare in seconds; vector payloads are read only for the vectors that changed.
 """
@@ -11,6 +13,7 @@ runs compare in seconds; vector payloads are read only for the vectors that chan
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +102,9 @@ def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances =
                 changes["e2e_regressions"].append((run_vid, parse_final(b_raw), parse_final(r_raw)))
     changed = sum(len(items) for items in changes.values())
     counts = {"compared": compared, "not_comparable": not_comparable, "unchanged": compared - changed}
-    run_sigs = _signatures(redis, keys, run_id)
-    base_sigs = _signatures(redis, keys, base_id)
-    new_sigs = [
-        {"signature_id": sig, "signature": text, "count": n}
-        for sig, (text, n) in sorted(run_sigs.items(), key=lambda kv: -kv[1][1])
-        if sig not in base_sigs
-    ]
+    run_agg, base_agg = read_agg(redis, keys, run_id), read_agg(redis, keys, base_id)
+    new_sigs = _new_signatures(run_agg, base_agg, status.is_executed)
+    new_errors = _new_signatures(run_agg, base_agg, lambda state: state == status.ERROR)
     listed = {kind: _describe(redis, keys, run_id, items) for kind, items in changes.items()}
     regressions = len(changes["newly_failing"]) + len(changes["pcc_drops"])
     if tol.perf_regresses:
@@ -121,17 +120,32 @@ def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances =
         "counts": {kind: len(items) for kind, items in changes.items()},
         "changes": listed,
         "new_signatures": new_sigs,
+        "new_error_signatures": new_errors,
+        "errors": int(run_agg.get(f"s|{status.ERROR}", 0)),
         "regressed": regressions > 0,
     }
 
 
-def _signatures(redis: Any, keys: Keys, run_id: str) -> dict[str, tuple[str, int]]:
-    """Executed-failure signatures of a run with their counts, from its aggregates."""
+def _new_signatures(
+    run_agg: dict[str, str], base_agg: dict[str, str], counted: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """Signatures of the run's final records whose status is `counted`, absent from the base's (same
+    statuses), biggest first."""
+    run_sigs, base_sigs = _signatures(run_agg, counted), _signatures(base_agg, counted)
+    return [
+        {"signature_id": sig, "signature": text, "count": n}
+        for sig, (text, n) in sorted(run_sigs.items(), key=lambda kv: -kv[1][1])
+        if sig not in base_sigs
+    ]
+
+
+def _signatures(agg: dict[str, str], counted: Callable[[str], bool]) -> dict[str, tuple[str, int]]:
+    """A run's failure signatures with their counts of records whose status is `counted`."""
     out = {}
-    for bucket in failure_buckets(read_agg(redis, keys, run_id)):
-        executed = sum(n for state, n in bucket["statuses"].items() if status.is_executed(state))
-        if executed:
-            out[bucket["signature_id"]] = (bucket["signature"], executed)
+    for bucket in failure_buckets(agg):
+        n = sum(count for state, count in bucket["statuses"].items() if counted(state))
+        if n:
+            out[bucket["signature_id"]] = (bucket["signature"], n)
     return out
 
 

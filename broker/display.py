@@ -33,7 +33,7 @@ def progress_line(prog: dict[str, Any], live_workers: int | None = None, width: 
     filled = int(width * done / total) if total else width
     bar = "#" * filled + "-" * (width - filled)
     rate = prog["rate_per_s"]
-    counts = " ".join(f"{s}={n}" for s, n in prog["counts"].items())
+    counts = " ".join(f"{s}={prog['counts'][s]}" for s in status.ALL if prog["counts"].get(s))  # ERROR first
     line = f"[{bar}] {done}/{total}"
     line += f"  {rate:.1f}/s" if rate else ""
     line += f"  ETA {_duration(prog['eta_s'])}" if not prog["complete"] else "  done"
@@ -85,6 +85,7 @@ def report_lines(report: dict[str, Any], by: str = "op") -> list[str]:
         f"executed {report['executed']}, failed {report['failed']}, pass rate {_pct(report['pass_rate'])} of executed",
         "  " + "  ".join(f"{s} {report['counts'][s]}" for s in status.ALL if report["counts"].get(s)),
     ]
+    lines += error_lines(report)
     if by == "machine":
         return lines + [""] + machine_lines(report) + _failure_lines(report)
     if by == "model":
@@ -106,6 +107,23 @@ def report_lines(report: dict[str, Any], by: str = "op") -> list[str]:
         counts = " ".join(f"{s}={n}" for s, n in row["counts"].items())
         lines.append(f"{machine:<12} {row['executed']:>5} {_pct(row['pass_rate']):>7}  {counts}")
     return lines + _failure_lines(report)
+
+
+def error_lines(report: dict[str, Any]) -> list[str]:
+    """sweepctl's own failures, first and under their own heading: they say nothing about the ops."""
+    errors = report["errors"]
+    if not errors["count"]:
+        return []
+    lines = [
+        "",
+        f"ERROR: {errors['count']} vectors failed in sweepctl's own code, not in the op (not executed, not in "
+        f"the pass rate); fix sweepctl, then `sweepctl retry {report['run_id']} --status ERROR`",
+    ]
+    for b in errors["buckets"]:
+        ops = ", ".join(list(b["ops"])[:4]) + (" ..." if len(b["ops"]) > 4 else "")
+        lines.append(f"  {b['count']:>6}  ops: {ops}  machines: {', '.join(b['machines'])}")
+        lines.append(f"          e.g. vector {b['example_vector'][:12]}: {b['example_message'][:300]}")
+    return lines
 
 
 def _failure_lines(report: dict[str, Any]) -> list[str]:
@@ -136,7 +154,8 @@ def machine_lines(report: dict[str, Any]) -> list[str]:
 def bucket_lines(buckets: list[dict[str, Any]], limit: int = 20) -> list[str]:
     if not buckets:
         return []
-    lines = ["", f"failure buckets ({min(limit, len(buckets))} of {len(buckets)}; executed failures first):"]
+    shown = f"{min(limit, len(buckets))} of {len(buckets)}"
+    lines = ["", f"failure buckets ({shown}; ERROR first, then executed failures):"]
     for b in buckets[:limit]:
         states = " ".join(f"{s}={n}" for s, n in b["statuses"].items())
         ops = ", ".join(list(b["ops"])[:4]) + (" ..." if len(b["ops"]) > 4 else "")
@@ -165,7 +184,7 @@ def compare_lines(diff: dict[str, Any]) -> list[str]:
     lines = [
         f"run {diff['run_id']} against base {diff['base_id']}: {diff['compared']} vectors compared "
         f"({diff['joined_by_config_hash']} joined by config_hash), {diff['not_comparable']} not comparable "
-        f"(INFRA/EXPIRED/CANCELED/never ran), {diff['only_in_run']} only in the run, "
+        f"(ERROR/INFRA/EXPIRED/CANCELED/never ran), {diff['only_in_run']} only in the run, "
         f"{diff['only_in_base']} only in the base",
         f"  newly failing {c['newly_failing']}, newly passing {c['newly_passing']}, PCC drops > {tol['pcc']} "
         f"{c['pcc_drops']}, e2e regressions > {tol['e2e_pct']:g}% {c['e2e_regressions']}, new failure signatures "
@@ -191,8 +210,13 @@ def compare_lines(diff: dict[str, Any]) -> list[str]:
     if diff["new_signatures"]:
         lines += ["", "new failure signatures:"]
         lines += [f"  {s['count']:>6}  {s['signature'][:150]}" for s in diff["new_signatures"][:20]]
-    lines += ["", "REGRESSED" if diff["regressed"] else "no regression"]
-    return lines
+    if diff["new_error_signatures"]:
+        lines += ["", "new ERROR signatures (sweepctl's own failures, not a regression of the op):"]
+        lines += [f"  {s['count']:>6}  {s['signature'][:150]}" for s in diff["new_error_signatures"][:20]]
+    verdict = "REGRESSED" if diff["regressed"] else "no regression"
+    if diff["errors"]:
+        verdict += f" of the ops; but {diff['errors']} ERROR (sweepctl's own failures) in the run"
+    return lines + ["", verdict]
 
 
 def expectation_lines(judged: dict[str, Any]) -> list[str]:

@@ -14,6 +14,10 @@ The most specific entry wins: config_hash, then model, then op; a vector with no
 expected to pass. Judged against a run, an executed vector becomes PASS, FAIL (unexpected),
 XFAIL (failed as expected), XPASS (passed though expected to fail: promote it) or EXCLUDED;
 vectors that never executed keep their status and are never judged.
+
+ERROR (sweepctl's own failure) is never judged, not even by an `exclude`: no entry about an op,
+a config or a model can make it XFAIL or EXCLUDED, because it says nothing about the op. It stays
+ERROR in every export, and the report exits 1 on it whatever the expectations say.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class Expectations:
     def judge(self, row: Row) -> tuple[str, Expectation | None]:
         """The row's verdict under these expectations, and the entry that decided it."""
         expectation = self.for_row(row)
+        if row.status == status.ERROR:  # sweepctl's bug: nothing an expectation says about the op applies
+            return row.status, expectation
         if expectation is not None and expectation.status == EXCLUDE:
             return EXCLUDED, expectation
         if not status.is_executed(row.status):

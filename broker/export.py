@@ -3,7 +3,13 @@ OpRun/OpTest JSON (field names, status strings and metric names as tt-metal's sw
 destination writes them, anchor study §2.4) so their Superset import keeps working.
 
 With expectations, XFAIL and XPASS replace the raw verdict where tt-metal has them (JUnit:
-an XFAIL is skipped, an XPASS passes; OpTest: "xfail" / "xpass").
+an XFAIL is skipped, an XPASS passes; OpTest: "xfail" / "xpass"). ERROR, sweepctl's own failure,
+is a JUnit <error> (a harness error, not the test's <failure>) and OpTest "error", the status
+tt-metal's exporter writes for anything that is not a verdict on the op.
+
+JUnit text is made XML 1.0-safe: ttnn messages carry ANSI colour escapes and other control
+characters, which XML forbids even escaped; escapes are stripped, other forbidden characters are
+written as visible `\\xNN` text.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 from typing import Any
@@ -33,6 +40,7 @@ CSV_FIELDS = (
 
 # sweepctl status -> tt-metal's exported status string (result_destination._map_status)
 OPTEST_STATUS = {
+    status.ERROR: "error",
     status.PASS: "pass",
     status.FAIL_ACCURACY: "fail_assert_exception",
     status.FAIL_OP: "fail_assert_exception",
@@ -84,9 +92,22 @@ def to_csv(rows: list[Row], expectations: Expectations | None = None) -> str:
     return out.getvalue()
 
 
+# ECMA-48 escape sequences: CSI (colours, cursor), OSC (titles, links), and the two-byte and nF forms
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` as XML 1.0 can hold it: ANSI escape sequences removed, every other character XML
+    forbids (NUL, other C0 controls, lone surrogates, U+FFFE/U+FFFF) written as `\\xNN` / `\\uNNNN`."""
+    text = _ANSI.sub("", text)
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
 def to_junit(run_id: str, rows: list[Row], expectations: Expectations | None = None) -> str:
     """One testsuite per op, one testcase per vector. Failures are executed failures that count
-    (unexpected ones under expectations); INFRA is an error; what never ran is skipped."""
+    (unexpected ones under expectations); ERROR (sweepctl's own) and INFRA are errors; what never
+    ran is skipped."""
     suites: dict[str, list[tuple[Row, str]]] = {}
     for row, verdict in zip(rows, _verdicts(rows, expectations), strict=True):
         suites.setdefault(row.vector["op"], []).append((row, verdict))
@@ -102,12 +123,12 @@ def to_junit(run_id: str, rows: list[Row], expectations: Expectations | None = N
                 time=f"{(row.e2e_ms or 0.0) / 1000.0:.6f}",
             )  # fmt: skip
             seconds += (row.e2e_ms or 0.0) / 1000.0
-            message = row.record.get("message", "")
+            message = xml_safe(row.record.get("message", ""))
             counts["tests"] += 1
             if verdict == FAIL or (expectations is None and verdict in status.FAILED):
                 ET.SubElement(case, "failure", message=message[:500], type=row.status).text = message
                 counts["failures"] += 1
-            elif verdict == status.INFRA:
+            elif verdict in (status.ERROR, status.INFRA):
                 ET.SubElement(case, "error", message=message[:500], type=verdict).text = message
                 counts["errors"] += 1
             elif verdict in (XFAIL, EXCLUDED, PENDING) or not (status.is_executed(verdict) or verdict == XPASS):
@@ -127,7 +148,7 @@ def to_junit(run_id: str, rows: list[Row], expectations: Expectations | None = N
 
 def _case_name(row: Row) -> str:
     tail = f" [{row.vector['config_hash'][:16]}]" if row.vector.get("config_hash") else ""
-    return f"{row.id}{tail}"
+    return xml_safe(f"{row.id}{tail}")
 
 
 def _sweep_name(vector: dict[str, Any]) -> str:
@@ -179,7 +200,7 @@ def _optest(row: Row, verdict: str, git_sha: str) -> dict[str, Any]:
     vector, record = row.vector, row.record
     name = _sweep_name(vector)
     mapped = OPTEST_STATUS.get(verdict if verdict in (XFAIL, XPASS) else row.status, "error")
-    failed = row.status != status.PASS and row.status in status.EXECUTED | {status.INFRA}
+    failed = row.status != status.PASS and row.status in status.EXECUTED | {status.INFRA, status.ERROR}
     exception = record.get("message") if failed and record.get("message") else "None"
     metrics = []
     if row.e2e_ms is not None:

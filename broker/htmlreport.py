@@ -15,6 +15,7 @@ from broker.rows import Row
 from sweeps import status
 
 COLOURS = {
+    status.ERROR: "#d81b60",
     status.PASS: "#2e7d32",
     status.FAIL_ACCURACY: "#f9a825",
     status.FAIL_OP: "#c62828",
@@ -180,6 +181,19 @@ def render(report: dict[str, Any], rows: list[Row]) -> str:
         for r in report["failures"]
     ]
     states = [s for s in status.ALL if report["counts"].get(s)]
+    errors = report["errors"]
+    error_rows = [
+        [b["count"], ", ".join(b["ops"]), ", ".join(b["machines"]), b["example_vector"][:12], b["example_message"]]
+        for b in errors["buckets"]
+    ]
+    error_section = (
+        f'<h2 id="errors">ERROR: {errors["count"]} vectors failed in sweepctl\'s own code, not in the op</h2>'
+        "<p>Not executed and not in the pass rate; fix sweepctl, then retry them with "
+        f"<code>sweepctl retry {escape(report['run_id'])} --status ERROR</code>.</p>"
+        + _table(["count", "ops", "machines", "example", "message"], error_rows, {4: "msg"})
+        if errors["count"]
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sweepctl report {escape(report["run_id"])}</title>
 <style>{_STYLE}</style></head><body>
@@ -187,7 +201,9 @@ def render(report: dict[str, Any], rows: list[Row]) -> str:
 <p>suite {escape(meta["selection"]["suite"])} &middot; by {escape(meta["who"])}@{escape(meta["host"])} &middot;
 ttnn {escape(meta["versions"]["ttnn"])} &middot; <b>{escape(backends)}</b></p>
 <p id="summary">{report["done"]}/{report["total"]} vectors final; executed {report["executed"]}, failed
-{report["failed"]}, pass rate {_fmt(report["pass_rate"] and 100 * report["pass_rate"], ".1f")}% of executed.</p>
+{report["failed"]}, pass rate {_fmt(report["pass_rate"] and 100 * report["pass_rate"], ".1f")}% of executed;
+ERROR (sweepctl's own failures) {errors["count"]}.</p>
+{error_section}
 {_legend(states)}
 <h2>Status by machine</h2>{machine_bars(report)}
 <h2>PCC per op</h2>{pcc_plot(rows)}

@@ -43,7 +43,10 @@ def cancel(redis: Any, keys: Keys, run_id: str) -> dict[str, int]:
     return {"canceled": len(ops), "running": running, "already_final": len(finals)}
 
 
-NOT_RETRIED = frozenset({status.INVALID, status.NOT_RUN})  # they would fail the same way: fix the config
+# Decided at enqueue, never sent to a worker: a retry would not decide them again; fix the config.
+# ERROR may be retried: it is sweepctl's own failure, so once the workers run a fixed sweepctl the
+# vector deserves a first real run (the daemon itself never retries it: the same code fails the same way).
+NOT_RETRIED = frozenset({status.INVALID, status.NOT_RUN})
 
 
 def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) -> dict[str, Any]:

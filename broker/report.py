@@ -1,5 +1,6 @@
 """Reading a run back: progress (status/watch), workers, and the report — all from the aggregates
-kept as results land, plus the failing records; never a scan of every result.
+kept as results land, plus the failing records; never a scan of every result. sweepctl's own
+failures (ERROR) get a section of their own, read before everything else.
 """
 
 from __future__ import annotations
@@ -149,12 +150,16 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
         }
     failures = []
     for _, payload in redis.hscan_iter(keys.failed(run_id), count=500):
-        failures.append(decode_record(payload))
+        record = decode_record(payload)
+        if record["status"] != status.ERROR:  # listed apart, by bucket (errors_section)
+            failures.append(record)
         if len(failures) >= failures_limit:
             break
     failures.sort(key=lambda r: (r["op"], r["status"], r["vector"]))
     executed = sum(n for s, n in prog["counts"].items() if status.is_executed(s))
     failed = sum(n for s, n in prog["counts"].items() if s in status.FAILED)
+    buckets = failure_buckets(agg)
+    errors = prog["counts"].get(status.ERROR, 0)
     return {
         **{k: prog[k] for k in ("run_id", "total", "done", "counts", "complete")},
         "meta": prog["meta"],
@@ -165,10 +170,24 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
         "machines": machines,
         "failures": failures,
         "failures_shown": len(failures),
-        "failures_total": redis.hlen(keys.failed(run_id)),
+        "failures_total": redis.hlen(keys.failed(run_id)) - errors,
         "backends": backends,
-        "buckets": failure_buckets(agg),
+        "errors": errors_section(redis, keys, run_id, errors, buckets),
+        "buckets": buckets,
     }
+
+
+def errors_section(
+    redis: Any, keys: Keys, run_id: str, count: int, buckets: list[dict[str, Any]], limit: int = 20
+) -> dict[str, Any]:
+    """sweepctl's own failures (ERROR), listed before anything else: their count and their buckets,
+    each with its example's whole message (the signature has the frame's line number stripped)."""
+    found = [dict(b) for b in buckets if status.ERROR in b["statuses"]][:limit]
+    examples = redis.hmget(keys.failed(run_id), [b["example_vector"] for b in found]) if found else []
+    for bucket, raw in zip(found, examples, strict=True):
+        record = decode_record(raw) if raw is not None else {}
+        bucket["example_message"] = record.get("message") or bucket["signature"]
+    return {"count": count, "buckets": found}
 
 
 def _rates(counts: dict[str, int]) -> dict[str, Any]:
@@ -185,8 +204,8 @@ def read_agg(redis: Any, keys: Keys, run_id: str) -> dict[str, str]:
 
 
 def failure_buckets(agg: dict[str, str]) -> list[dict[str, Any]]:
-    """Failure buckets from a run's aggregates, biggest first: executed failures before configs
-    that never ran."""
+    """Failure buckets from a run's aggregates, biggest first: sweepctl's own errors (ERROR), then
+    executed failures, then configs that never ran."""
     found: dict[str, dict[str, Counter]] = {}
     for name, value in agg.items():
         if name.startswith("fb|") and int(value):
@@ -208,7 +227,11 @@ def failure_buckets(agg: dict[str, str]) -> list[dict[str, Any]]:
                 "example_vector": agg.get(f"sx|{sig}", ""),
             }
         )
-    return sorted(rows, key=lambda r: (not r["executed"], -r["count"], r["signature"]))
+    return sorted(rows, key=_bucket_order)
+
+
+def _bucket_order(bucket: dict[str, Any]) -> tuple[bool, bool, int, str]:
+    return status.ERROR not in bucket["statuses"], not bucket["executed"], -bucket["count"], bucket["signature"]
 
 
 def by_model(rows: list[Any], model: str | None = None) -> dict[str, Any]:

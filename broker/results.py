@@ -279,7 +279,7 @@ class Results:
             repr(pcc) if measured else "",
             str(pcc_bucket(pcc)) if measured else "",
             str(e2e_bucket(e2e)) if executed and e2e is not None else "",
-            "1" if record["status"] in status.FAILED else "0",
+            "1" if record["status"] in status.LISTED else "0",
             repr(time.time()),
             record["backend"],
             lease,
