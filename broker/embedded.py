@@ -215,15 +215,11 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
         start_new_session=True,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            connect(url)
+    deadline = time.monotonic() + 120  # a restart replays its AOF before it answers
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _probe(port, lambda client: client.ping()):  # PING fails while it loads
             return proc, url
-        except InputError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        time.sleep(0.05)
     proc.kill()
     raise InputError("sweepctl up", f"redis-server did not start on port {port} (see {directory / 'redis.log'})")
 
@@ -239,17 +235,26 @@ def start_worker(url: str, machine: str, name: str, logs: Path, prefix: str, env
     return proc
 
 
-def _answering(port: int) -> tuple[int, str] | None:
-    """The pid and data dir of a redis-server answering on this loopback port, if one does."""
+def _probe(port: int, ask: Any) -> Any:
+    """`ask(client)` of whatever answers on this loopback port, asked once (no retries); None on failure."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=2, socket_timeout=5)
+    client = redis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 0)
+    )
     try:
-        return int(client.info("server")["process_id"]), str(client.config_get("dir")["dir"])
+        return ask(client)
     except (redis.RedisError, OSError, KeyError, ValueError):
         return None
     finally:
         client.close()
+
+
+def _answering(port: int) -> tuple[int, str] | None:
+    """The pid and data dir of a redis-server answering on this loopback port (even while it loads)."""
+    return _probe(port, lambda c: (int(c.info("server")["process_id"]), str(c.config_get("dir")["dir"])))
 
 
 def _same_dir(directory: str, state: dict[str, Any]) -> bool:
