@@ -44,7 +44,15 @@ def home() -> Path:
 
 
 def read_state() -> dict[str, Any] | None:
-    """What `up` started here (whether or not it still runs), or None when it started nothing."""
+    """What `up` started here (whether or not it still runs); None when it started nothing or its
+    state cannot be read (`up` and `down` say why: _owned_state)."""
+    try:
+        return _owned_state()
+    except InputError:
+        return None
+
+
+def _owned_state() -> dict[str, Any] | None:
     path = home() / STATE_FILE
     try:
         state = json.loads(path.read_text())
@@ -282,7 +290,7 @@ def up(machines: list[str], per_machine: int, prefix: str) -> dict[str, Any]:
     from broker.registry import live_names
 
     with _locked():
-        state = read_state()
+        state = _owned_state()
         new = state is None
         if state is None:
             port = free_port()
@@ -346,7 +354,7 @@ def down(timeout: float = 30.0) -> dict[str, Any]:
     workers (warm: a running vector finishes, SIGKILL after `timeout` s) with their executors, then
     the Redis, even one restarted by hand on its port. The state is deleted only once all are gone."""
     with _locked():
-        state = read_state()
+        state = _owned_state()
         if state is None:
             return {"state": False, "stopped": [], "redis": None, "left": []}
         workers = [w for w in state["workers"] if is_running(w)]

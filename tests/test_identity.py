@@ -320,3 +320,7 @@ def test_down_never_signals_a_reused_pid_and_up_refuses_a_port_taken_by_another_
         squatter.terminate()
         squatter.wait(timeout=10)
     assert _processes_of(home) == [] and not (home / "state.json").exists()
+    (home / "state.json").write_text("{")  # a state that cannot be read: said, never guessed at
+    assert main(["down"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state.json: unreadable" in err

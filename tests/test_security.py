@@ -204,7 +204,12 @@ def test_the_reporter_reports_through_the_cli_and_cannot_enqueue_or_cancel(acl_r
     assert json.loads(capsys.readouterr().out)["counts"] == {status.PASS: 1}
     assert main(["status", "rep", "--redis", reporter]) == 0 and "1/1" in capsys.readouterr().out
     sample = str(ROOT / "sweeps" / "data" / "sample_master.json")
-    for argv in (["enqueue", "--store", sample, "--run-id", "rep2"], ["cancel", "rep"], ["workers", "--release", "w"]):
+    for argv in (
+        ["enqueue", "--store", sample, "--run-id", "rep2"],
+        ["cancel", "rep"],
+        ["retry", "rep", "--status", "FAIL_OP"],
+        ["workers", "--release", "w"],
+    ):
         assert main([*argv, "--redis", reporter]) == 2, argv
         captured = capsys.readouterr()
         err = captured.err.strip()
