@@ -343,21 +343,40 @@ def _runtime_parsers(sub: Any) -> None:
     worker.add_argument("--machine", required=True, help="machine type: n150, n300, t3k, galaxy, p150, p300")
     worker.add_argument("--devices", help="device ids this worker owns, e.g. 0,1 (default: all of the machine)")
     worker.add_argument("--backend", choices=("ttnn", "emulated"), default="ttnn", help="default: %(default)s")
-    worker.add_argument("--name", help="worker name (default: machine-backend-pid@host)")
+    worker.add_argument(
+        "--name",
+        help="worker name (default: machine-backend-pid@host); refused (exit 2) while a live worker has it",
+    )
 
-    up = sub.add_parser("up", help="start the embedded Redis and emulated workers on this host")
+    up = sub.add_parser(
+        "up",
+        help="start the embedded Redis and emulated workers on this host",
+        description="Start the embedded Redis (a redis-server on 127.0.0.1, its data in $SWEEPCTL_HOME) and "
+        "the emulated workers asked for that are not running yet, each under a free name (emu-MACHINE-N@host). "
+        "After the Redis died, `up` restarts it on the same port and data dir: its data loads and the "
+        "running workers reconnect.",
+    )
     up.add_argument("--machines", help="comma-separated machine types (default: every profile)")
     up.add_argument("--workers", type=int, default=1, help="workers per machine type (default: %(default)s)")
     up.add_argument("--prefix", help="key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
     up.add_argument("--no-wait", action="store_true", help="do not wait for the executors to open")
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=c.cmd_up)
-    down = sub.add_parser("down", help="stop the workers and the Redis that `sweepctl up` started, nothing else")
+    down = sub.add_parser(
+        "down",
+        help="stop the workers and the Redis that `sweepctl up` started, nothing else",
+        description="Stop every process `sweepctl up` started that still runs (each verified by pid and start "
+        "time, so a reused pid is never signalled): the workers with their executors, then the Redis, also "
+        "one restarted by hand on its port. Exit 1, keeping the state, when one would not stop.",
+    )
     down.add_argument("--json", action="store_true")
     down.set_defaults(func=c.cmd_down)
 
     workers = connected(
-        "workers", "workers: machine, devices, backend, health, current vector, last heartbeat", c.cmd_workers
+        "workers",
+        "workers: machine, devices, backend, health, current vector, last heartbeat (--json: also host, pid); "
+        "a worker whose heartbeat lapsed 30 s ago shows LOST for a day",
+        c.cmd_workers,
     )
     workers.add_argument("--release", metavar="NAME", help="return a quarantined (BAD) worker to service")
     cancel = connected(
@@ -447,6 +466,15 @@ def _report_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--expectations", metavar="FILE", help="judge against this expectations YAML (XFAIL/XPASS)")
 
 
+def _acl_refusal(exc: Exception) -> str | None:
+    """The line for a Redis ACL refusal (the user's role may not do this), else None."""
+    from redis.exceptions import NoPermissionError
+
+    if isinstance(exc, NoPermissionError):
+        return f"redis: refused by the ACL of this Redis user ({exc})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -460,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `sweepctl configs pad | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        denied = _acl_refusal(exc)
+        if denied is None:
+            raise
+        print(f"sweepctl: error: {denied}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

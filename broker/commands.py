@@ -157,11 +157,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     ready = []
     if state["started"] and not args.no_wait:
         client = embedded.connect(state["url"])
-        ready = embedded.wait_for_workers(client, Keys(state["prefix"]), [w["name"] for w in state["started"]])
+        ready = embedded.wait_for_workers(client, Keys(state["prefix"]), state["started"])
     if args.json:
         _print_json({**state, "ready": ready})
         return 0
-    print(f"redis {state['url']} (state in {embedded.home()})")
+    again = " (it had died: restarted on its port, its data loaded)" if state["redis_restarted"] else ""
+    print(f"redis {state['url']}{again} (state in {embedded.home()})")
     for worker in state["workers"]:
         print(f"  worker {worker['name']} pid {worker['pid']}")
     if state["started"] and not args.no_wait:
@@ -173,10 +174,17 @@ def cmd_down(args: argparse.Namespace) -> int:
     result = embedded.down()
     if args.json:
         _print_json(result)
-    elif result["redis"] is None:
-        print("nothing to stop: no embedded Redis is running")
+    elif not result["state"]:
+        print(f"nothing to stop: `sweepctl up` started nothing in {embedded.home()}")
+    elif result["redis"] is None and not result["stopped"]:
+        print("nothing was running any more: the state of the last `sweepctl up` is removed")
     else:
-        print(f"stopped {len(result['stopped'])} workers and the redis-server at {result['redis']}")
+        redis = f"the redis-server at {result['redis']}" if result["redis"] else "no redis-server (it was not running)"
+        print(f"stopped {len(result['stopped'])} workers and {redis}")
+    if result["left"]:
+        pids = ", ".join(map(str, result["left"]))
+        print(f"sweepctl: pids {pids} did not stop; state kept in {embedded.home()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -408,7 +416,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             state = embedded.up(machines, 1, default_prefix())
             client, keys, url = embedded.connect(state["url"]), Keys(state["prefix"]), state["url"]
             print(f"redis {url}; starting emulated workers for {', '.join(machines)}")
-            ready = embedded.wait_for_workers(client, keys, [w["name"] for w in state["started"]])
+            ready = embedded.wait_for_workers(client, keys, state["started"])
             if len(ready) < len(state["started"]):
                 print(f"sweepctl: only {len(ready)} of {len(state['started'])} workers opened", file=sys.stderr)
         the_plan = plan(args.store, Selection(suite="model_traced"), client, keys, None)

@@ -5,10 +5,18 @@ state directory the tool owns (`$SWEEPCTL_HOME`, default `~/.local/state/sweepct
 emulated worker per machine type asked for; `state.json` there records what was started, so
 `sweepctl down` stops exactly that and nothing else, and other commands find the Redis without
 flags. `--redis URL` / `SWEEPCTL_REDIS_URL` point every command at a real deployment instead.
+
+The embedded Redis has one identity, its port and data dir, fixed by the first `up`: an `up` after
+it died restarts it there (its AOF loads, and the workers that kept retrying that port reconnect),
+and one restarted by hand on that port with that dir is adopted. Every process `up` starts is
+recorded by pid, start time and boot id, and is signalled only while the pid is still that
+process, so a reused pid is never killed. `down` deletes the state only once all of them are gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -17,12 +25,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tracer.errors import InputError
 
 STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+_STATE_KEYS = ("url", "port", "dir", "prefix", "redis", "workers")
 
 
 def home() -> Path:
@@ -33,12 +44,28 @@ def home() -> Path:
 
 
 def read_state() -> dict[str, Any] | None:
+    """What `up` started here (whether or not it still runs); None when it started nothing or its
+    state cannot be read (`up` and `down` say why: _owned_state)."""
+    try:
+        return _owned_state()
+    except InputError:
+        return None
+
+
+def _owned_state() -> dict[str, Any] | None:
     path = home() / STATE_FILE
     try:
         state = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except FileNotFoundError:
         return None
-    return state if _alive(state.get("redis_pid")) else None
+    except (OSError, ValueError) as exc:
+        raise InputError(str(path), f"unreadable ({exc}): stop what it lists by hand, then delete it") from None
+    if not isinstance(state, dict) or any(key not in state for key in _STATE_KEYS):
+        raise InputError(
+            str(path), "written by an older sweepctl (no process identities): stop its redis-server and workers "
+            "by hand, then delete it",
+        )  # fmt: skip
+    return state
 
 
 def _write_state(state: dict[str, Any]) -> None:
@@ -48,8 +75,92 @@ def _write_state(state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One `up` or `down` of a home at a time."""
+    root = home()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+# --- process identity (Linux /proc) ---------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from its third field on (state, ppid, ...; the name before may hold spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def identify(pid: int) -> dict[str, Any] | None:
+    """pid, start time (clock ticks after boot) and boot id: this process and no later one with its pid."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":  # a zombie has exited
+        return None
+    return {"pid": pid, "start": int(fields[19]), "boot": _boot_id()}
+
+
+def is_running(proc: dict[str, Any] | None) -> bool:
+    """The recorded process still runs: same pid, same start time, same boot."""
+    if not proc or not isinstance(proc.get("pid"), int):
+        return False
+    now = identify(proc["pid"])
+    return now is not None and now["start"] == proc.get("start") and now["boot"] == proc.get("boot")
+
+
+def _children(pid: int) -> list[dict[str, Any]]:
+    """The running children of a process (a worker's executor runs in a session of its own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                child = identify(int(entry.name))
+                if child is not None:
+                    found.append(child)
+    return found
+
+
+def _signal(proc: dict[str, Any], sig: signal.Signals, group: bool) -> None:
+    if not is_running(proc):
+        return
+    try:
+        if group:  # a worker or an executor: the session we gave it, with whatever it forked
+            os.killpg(proc["pid"], sig)
+        else:
+            os.kill(proc["pid"], sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop(procs: list[dict[str, Any]], timeout: float, group: bool = True) -> None:
+    """SIGTERM, up to `timeout` s for them to finish, then SIGKILL what is left."""
+    for proc in procs:
+        _signal(proc, signal.SIGTERM, group)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(is_running(p) for p in procs):
+        time.sleep(0.1)
+    for proc in procs:
+        _signal(proc, signal.SIGKILL, group)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(is_running(p) for p in procs):
+        time.sleep(0.05)
+
+
 def resolve_url(explicit: str | None) -> str:
-    """--redis, then SWEEPCTL_REDIS_URL, then the embedded Redis `sweepctl up` started."""
+    """--redis, then SWEEPCTL_REDIS_URL, then the embedded Redis of `sweepctl up`."""
     url = explicit or os.environ.get("SWEEPCTL_REDIS_URL")
     if url:
         return url
@@ -89,21 +200,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a reaped zombie of ours still answers kill(0); its /proc stat says Z
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
     server = shutil.which("redis-server")
     if server is None:
@@ -127,15 +223,11 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
         start_new_session=True,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            connect(url)
+    deadline = time.monotonic() + 120  # a restart replays its AOF before it answers
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _probe(port, lambda client: client.ping()):  # PING fails while it loads
             return proc, url
-        except InputError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        time.sleep(0.05)
     proc.kill()
     raise InputError("sweepctl up", f"redis-server did not start on port {port} (see {directory / 'redis.log'})")
 
@@ -151,64 +243,154 @@ def start_worker(url: str, machine: str, name: str, logs: Path, prefix: str, env
     return proc
 
 
-def up(machines: list[str], per_machine: int, prefix: str) -> dict[str, Any]:
-    """Start (or reuse) the embedded Redis and start the workers asked for."""
-    root = home()
-    root.mkdir(parents=True, exist_ok=True)
-    state = read_state()
-    if state is None:
-        proc, url = start_redis(root / "redis")
-        state = {"url": url, "redis_pid": proc.pid, "prefix": prefix, "workers": []}
-    running = [w for w in state["workers"] if _alive(w["pid"])]
-    started = []
-    for machine in machines:
-        have = sum(1 for w in running if w["machine"] == machine)
-        for index in range(have, per_machine):
-            name = f"emu-{machine}-{index}@{socket.gethostname()}"
-            proc = start_worker(state["url"], machine, name, root / "logs", state.get("prefix", prefix))
-            started.append({"pid": proc.pid, "machine": machine, "name": name})
-    state["workers"] = running + started
-    _write_state(state)
-    return {**state, "started": started}
+def _probe(port: int, ask: Any) -> Any:
+    """`ask(client)` of whatever answers on this loopback port, asked once (no retries); None on failure."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-
-def _stop(pid: int, sig: signal.Signals) -> None:
+    client = redis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 0)
+    )
     try:
-        os.killpg(pid, sig)  # the worker and its executor share the session we gave them
-    except ProcessLookupError:
-        pass
+        return ask(client)
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def _answering(port: int) -> tuple[int, str] | None:
+    """The pid and data dir of a redis-server answering on this loopback port (even while it loads)."""
+    return _probe(port, lambda c: (int(c.info("server")["process_id"]), str(c.config_get("dir")["dir"])))
+
+
+def _same_dir(directory: str, state: dict[str, Any]) -> bool:
+    return os.path.realpath(directory) == os.path.realpath(state["dir"])
+
+
+def _redis_process(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The embedded Redis running now: the one `up` recorded, or one restarted by hand on its port
+    with its data dir (adopted: recorded in the state). None when neither runs."""
+    if is_running(state["redis"]):
+        return state["redis"]
+    found = _answering(state["port"])
+    if found is None or not _same_dir(found[1], state):
+        return None
+    proc = identify(found[0])  # None when that pid is not visible here (another pid namespace)
+    if proc is not None:
+        state["redis"] = proc
+    return proc
+
+
+def up(machines: list[str], per_machine: int, prefix: str) -> dict[str, Any]:
+    """Start (or reuse, or restart on its own port and data dir) the embedded Redis, then the
+    workers asked for that are not running yet, each under a name no live worker holds."""
+    from broker.keys import Keys
+    from broker.registry import live_names
+
+    with _locked():
+        state = _owned_state()
+        new = state is None
+        if state is None:
+            port = free_port()
+            state = {"url": f"redis://127.0.0.1:{port}/0", "port": port, "dir": str(home() / "redis"),
+                     "prefix": prefix, "redis": None, "workers": []}  # fmt: skip
+        restarted = False
+        if _redis_process(state) is None:
+            found = _answering(state["port"])
+            if found is None and _port_free(state["port"]):
+                proc, _ = start_redis(Path(state["dir"]), state["port"])
+                state["redis"] = identify(proc.pid)
+                restarted = not new
+            elif found is None or not _same_dir(found[1], state):
+                raise InputError(
+                    f"sweepctl up: 127.0.0.1:{state['port']}",
+                    f"the embedded Redis's port is taken by another process (not the redis-server of "
+                    f"{state['dir']}): free it, or `sweepctl down` and `sweepctl up` for a new one",
+                )
+        _write_state(state)
+        client, keys = connect(state["url"]), Keys(state["prefix"])
+        running = [w for w in state["workers"] if is_running(w)]
+        taken = live_names(client, keys) | {w["name"] for w in running}
+        started: list[dict[str, Any]] = []
+        for machine in machines:
+            missing = per_machine - sum(1 for w in running if w["machine"] == machine)
+            for name in _free_names(machine, missing, taken):
+                proc = start_worker(state["url"], machine, name, home() / "logs", state["prefix"])
+                started.append({**(identify(proc.pid) or {"pid": proc.pid}), "machine": machine, "name": name})
+                state["workers"] = running + started
+                _write_state(state)  # recorded as soon as it runs: a crash of `up` loses no process
+        state["workers"] = running + started
+        _write_state(state)
+    return {**state, "started": started, "redis_restarted": restarted}
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on it (connections of a dead server lingering in TIME_WAIT do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_names(machine: str, count: int, taken: set[str]) -> list[str]:
+    """The lowest-numbered `emu-MACHINE-N@host` names not taken (added to `taken`)."""
+    names, index = [], 0
+    while len(names) < count:
+        name = f"emu-{machine}-{index}@{socket.gethostname()}"
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+        index += 1
+    return names
 
 
 def down(timeout: float = 30.0) -> dict[str, Any]:
-    """Stop the workers (warm: a running vector finishes), then the Redis this tool started."""
-    state = read_state()
-    path = home() / STATE_FILE
-    if state is None:
-        path.unlink(missing_ok=True)
-        return {"stopped": [], "redis": None}
-    workers = [w for w in state["workers"] if _alive(w["pid"])]
-    for worker in workers:
-        _stop(worker["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(w["pid"]) for w in workers):
-        time.sleep(0.1)
-    for worker in workers:
-        if _alive(worker["pid"]):
-            _stop(worker["pid"], signal.SIGKILL)
-    _stop(state["redis_pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(state["redis_pid"]):
-        time.sleep(0.05)
-    path.unlink(missing_ok=True)
-    return {"stopped": [w["name"] for w in workers], "redis": state["url"]}
+    """Stop every process `up` started here that still runs, verified by pid and start time: the
+    workers (warm: a running vector finishes, SIGKILL after `timeout` s) with their executors, then
+    the Redis, even one restarted by hand on its port. The state is deleted only once all are gone."""
+    with _locked():
+        state = _owned_state()
+        if state is None:
+            return {"state": False, "stopped": [], "redis": None, "left": []}
+        workers = [w for w in state["workers"] if is_running(w)]
+        executors = [child for w in workers for child in _children(w["pid"])]
+        _stop(workers, timeout)
+        _stop(executors, 10)
+        redis_proc = _redis_process(state)
+        if redis_proc is not None:
+            _stop([redis_proc], 30, group=False)
+        left = [p["pid"] for p in [*workers, *executors, redis_proc] if p is not None and is_running(p)]
+        if left:
+            _write_state(state)
+        else:
+            (home() / STATE_FILE).unlink(missing_ok=True)
+        return {
+            "state": True,
+            "stopped": [w["name"] for w in workers],
+            "redis": state["url"] if redis_proc is not None else None,
+            "left": left,
+        }
 
 
-def wait_for_workers(client: Any, keys: Any, names: list[str], timeout: float = 180.0) -> list[str]:
-    """Names of the given workers whose executor opened (health GOOD) within the timeout."""
+def wait_for_workers(client: Any, keys: Any, started: list[dict[str, Any]], timeout: float = 180.0) -> list[str]:
+    """Names of the workers just started whose executor opened (health GOOD) within the timeout;
+    a worker that exited (its name refused, say) is not waited for."""
+    pending = {w["name"]: w for w in started}
+    ready = set()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        healths = {n: client.hget(keys.worker(n), "health") for n in names}
-        if all(h in (b"GOOD", b"BAD") for h in healths.values()):
-            break
+    while pending and time.monotonic() < deadline:
+        for name, worker in list(pending.items()):
+            health, pid = client.hmget(keys.worker(name), "health", "pid")
+            if pid == str(worker["pid"]).encode() and health in (b"GOOD", b"BAD"):
+                del pending[name]
+                if health == b"GOOD":
+                    ready.add(name)
+            elif not is_running(worker):
+                del pending[name]
         time.sleep(0.2)
-    return [n for n in names if client.hget(keys.worker(n), "health") == b"GOOD"]
+    return [w["name"] for w in started if w["name"] in ready]

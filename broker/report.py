@@ -9,6 +9,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+from broker import registry
 from broker.coordinator import require_run
 from broker.keys import Keys
 from broker.results import decode_record, ms_of_bucket, pcc_of_bucket
@@ -43,7 +44,8 @@ def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
     }
 
 
-def workers(redis: Any, keys: Keys, stale_after: float = 30.0) -> list[dict[str, Any]]:
+def workers(redis: Any, keys: Keys) -> list[dict[str, Any]]:
+    """Every registered worker; one whose heartbeat lapsed (broker/registry.py) shows LOST."""
     now = time.time()
     rows = []
     for name in redis.zrange(keys.workers(), 0, -1):
@@ -52,7 +54,7 @@ def workers(redis: Any, keys: Keys, stale_after: float = 30.0) -> list[dict[str,
             continue
         beat = float(info.get("heartbeat", 0))
         health = info.get("health", "UNKNOWN")
-        if health not in ("STOPPED",) and now - beat > stale_after:
+        if health != "STOPPED" and not registry.is_live(info, now):
             health = "LOST"
         rows.append(
             {
@@ -61,6 +63,7 @@ def workers(redis: Any, keys: Keys, stale_after: float = 30.0) -> list[dict[str,
                 "devices": info.get("devices", ""),
                 "backend": info.get("backend", ""),
                 "host": info.get("host", ""),
+                "pid": int(info["pid"]) if info.get("pid", "").isdigit() else None,
                 "health": health,
                 "current": info.get("current", ""),
                 "last_heartbeat_s": round(now - beat, 1),

@@ -115,3 +115,105 @@ def test_a_run_over_tls(tmp_path):
         worker.wait(timeout=60)
         server.terminate()
         server.wait(timeout=10)
+
+
+def _keys_snapshot(client: redis.Redis, keys: Keys, run_id: str) -> dict[str, dict]:
+    return {key: client.hgetall(key) for key in keys.run_keys(run_id)}
+
+
+@pytest.mark.slow
+def test_a_worker_under_the_acl_runs_a_whole_run_and_cannot_delete_or_rewrite_its_results(acl_redis, tmp_path):
+    """A real worker with the `worker` user runs a run to the end; with the same user, deleting or
+    rewriting the run's records, final, aggregates, failed and attempts hashes is refused, directly and
+    from inside a script; every key is unchanged after."""
+    import os
+    import signal
+    import sys
+
+    keys = Keys()
+    coordinator = redis.Redis.from_url(acl_redis("coordinator"))
+    vectors = [make_vector("sweepctl.test.noop", "acl", "n300", [1, 2], [n], {}, 30.0) for n in range(3)]
+    vectors += [make_vector("sweepctl.test.raise", "acl", "n300", [1, 2], [n], {}, 30.0) for n in range(2)]
+    plan = Plan("acl-run", Selection(), Expansion.of(vectors), {})
+    publish(make_app(acl_redis("coordinator"), keys), coordinator, keys, plan, chunk=2)
+    env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
+    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker_proc = subprocess.Popen(cmd + ["--name", "w-acl", "--redis", acl_redis("worker")], cwd=ROOT, env=env,
+                                   stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while coordinator.hlen(keys.final("acl-run")) < 5 and time.monotonic() < deadline:
+            assert worker_proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+            time.sleep(0.2)
+        text = (tmp_path / "worker.log").read_text()
+        assert build(coordinator, keys, "acl-run")["counts"] == {status.PASS: 3, status.FAIL_OP: 2}, text[-2000:]
+        assert "NOPERM" not in text and "permission" not in text.lower()
+    finally:
+        os.killpg(worker_proc.pid, signal.SIGTERM)
+        worker_proc.wait(timeout=60)
+
+    before = _keys_snapshot(coordinator, keys, "acl-run")
+    assert all(before[k] for k in (keys.records("acl-run"), keys.final("acl-run"), keys.agg("acl-run"),
+                                   keys.failed("acl-run"), keys.attempts("acl-run")))  # fmt: skip
+    worker = redis.Redis.from_url(acl_redis("worker"))
+    a_vector, a_record = next(iter(before[keys.records("acl-run")].items()))
+    run_keys = keys.run_keys("acl-run")
+    rewrite_once = {keys.run("acl-run"), keys.vectors("acl-run"), keys.records("acl-run"), keys.final("acl-run")}
+    for key in run_keys:
+        refused = [("delete", key), ("unlink", key), ("expire", key, 1), ("persist", key),
+                   ("rename", key, keys.lease("acl-run", "stolen")), ("hdel", key, a_vector)]  # fmt: skip
+        if key == keys.attempts("acl-run"):  # releasing an attempt that never ran deletes its counter
+            refused.pop()
+        if key in rewrite_once:
+            refused += [("hset", key, a_vector, b"forged"), ("hincrby", key, "n", 1)]
+        for command, *args in refused:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                getattr(worker, command)(*args)
+        with pytest.raises(redis.exceptions.ResponseError):  # scripts run with the caller's ACL
+            worker.eval("return redis.call('DEL', KEYS[1])", 1, key)
+        if key in rewrite_once:
+            with pytest.raises(redis.exceptions.ResponseError):
+                worker.eval("return redis.call('HSET', KEYS[1], ARGV[1], 'forged')", 1, key, a_vector)
+    with pytest.raises(redis.exceptions.ResponseError):  # the write script's coordinator-only op (retry's unfinal)
+        Results(worker, keys, worker="w-acl").write("acl-run", [["u", vectors[3]["id"], status.FAIL_OP, "x", "n300",
+                                                                 "1", "", "", "emulated", ""]])  # fmt: skip
+    with pytest.raises(redis.exceptions.ResponseError):
+        worker.flushall()
+    assert worker.hsetnx(keys.records("acl-run"), a_vector, b"forged") == 0  # write-once: the record stays
+    assert _keys_snapshot(coordinator, keys, "acl-run") == before
+    assert a_record == before[keys.records("acl-run")][a_vector]
+
+
+@pytest.mark.slow
+def test_the_reporter_reports_through_the_cli_and_cannot_enqueue_or_cancel(acl_redis, capsys):
+    import json
+
+    from broker.cli import main
+
+    keys = Keys()
+    coordinator = redis.Redis.from_url(acl_redis("coordinator"))
+    vector = make_vector("ttnn.add", "s", "n300", [1, 2], [1], {}, 30.0)
+    plan = Plan("rep", Selection(), Expansion.of([vector]), {})
+    publish(make_app(acl_redis("coordinator"), keys), coordinator, keys, plan)
+    Results(coordinator, keys).finish(make_record(vector, "rep", 1, {"status": status.PASS, "pcc": 1.0}, backend="x"))
+    coordinator.hset(keys.worker("w"), "health", "BAD")  # a quarantined worker to release
+    before = _keys_snapshot(coordinator, keys, "rep")
+    reporter = acl_redis("reporter")
+    assert main(["report", "rep", "--json", "--redis", reporter]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {status.PASS: 1}
+    assert main(["status", "rep", "--redis", reporter]) == 0 and "1/1" in capsys.readouterr().out
+    sample = str(ROOT / "sweeps" / "data" / "sample_master.json")
+    for argv in (
+        ["enqueue", "--store", sample, "--run-id", "rep2"],
+        ["cancel", "rep"],
+        ["retry", "rep", "--status", "FAIL_OP"],
+        ["workers", "--release", "w"],
+    ):
+        assert main([*argv, "--redis", reporter]) == 2, argv
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert len(err.splitlines()) == 1 and "refused by the ACL" in err and "Traceback" not in err, (argv, err)
+    assert _keys_snapshot(coordinator, keys, "rep") == before
+    assert coordinator.hgetall(keys.worker("w")) == {b"health": b"BAD"}
+    assert not coordinator.exists(keys.run("rep2")) and coordinator.zcard(keys.runs()) == 1

@@ -23,6 +23,7 @@ from typing import Any
 import redis.exceptions as redis_errors
 import structlog
 
+from broker import registry
 from broker.app import RUN_CHUNK, make_app
 from broker.keys import Keys
 from broker.results import LEASED, RUN, Results, make_record
@@ -84,25 +85,23 @@ class WorkerDaemon:
         self.profile = get_profile(machine)
         self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
         self.heartbeat = Heartbeat(self)
+        self.instance = ""  # the registry's id of this worker's row, once registered
 
     # --- liveness ---------------------------------------------------------------------------
 
     def register(self) -> None:
-        self.redis.hset(
-            self.keys.worker(self.name),
-            mapping={
-                "machine": self.machine,
-                "devices": ",".join(map(str, self.devices)),
-                "backend": self.backend,
-                "host": self.host,
-                "pid": os.getpid(),
-                "health": "UNKNOWN",
-                "current": "",
-                "started": time.time(),
-                "heartbeat": time.time(),
-            },
-        )
-        self.redis.zadd(self.keys.workers(), {self.name: time.time()})
+        """Take this worker's name (refused while a live worker holds it: broker/registry.py)."""
+        row = {
+            "machine": self.machine,
+            "devices": ",".join(map(str, self.devices)),
+            "backend": self.backend,
+            "host": self.host,
+            "pid": os.getpid(),
+            "health": "UNKNOWN",
+            "current": "",
+            "started": time.time(),
+        }
+        self.instance = registry.register(self.redis, self.keys, self.name, row)
 
     def beat(self) -> None:
         now = time.time()
@@ -174,7 +173,7 @@ class WorkerDaemon:
         self.writer.stop()
         self.heartbeat.stopped.set()
         self.executor.stop()
-        self.redis.hset(self.keys.worker(self.name), mapping={"health": "STOPPED", "current": ""})
+        registry.mark_stopped(self.redis, self.keys, self.name, self.instance)
 
     # --- work -------------------------------------------------------------------------------
 

@@ -1,0 +1,98 @@
+"""The worker registry: one live worker per name.
+
+A worker's row (`{p}:worker:W`, and its score in `{p}:workers`) is its identity while its
+heartbeat is fresh. A name is taken in one atomic step (a Lua script): refused while a live
+worker holds it (heartbeat within LIVE_WITHIN and not STOPPED), so two workers started with one
+name at once cannot both get it. A row whose heartbeat lapsed shows LOST with its last heartbeat;
+its name is free again, and the next registration anywhere forgets rows lapsed for FORGET_AFTER.
+A worker marks only its own row STOPPED (compare-and-set on the instance id it registered with),
+so a worker that lost its name while suspended can never stop the one that took it over.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from broker.keys import Keys
+from tracer.errors import InputError
+
+LIVE_WITHIN = 30.0  # seconds: six missed heartbeats (workers beat every 5 s) and a worker is LOST
+FORGET_AFTER = 24 * 3600.0  # seconds a LOST row stays listed
+
+# KEYS: worker hash, workers zset. ARGV: now, live within, forget before, name, worker key prefix,
+# then the row's field/value pairs. Returns nil when registered, else the holder's host, pid, heartbeat.
+_REGISTER = """
+local row, all = KEYS[1], KEYS[2]
+local beat = tonumber(redis.call('HGET', row, 'heartbeat') or '0') or 0
+if redis.call('HGET', row, 'health') ~= 'STOPPED' and tonumber(ARGV[1]) - beat < tonumber(ARGV[2]) then
+  return redis.call('HMGET', row, 'host', 'pid', 'heartbeat')
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', all, '-inf', ARGV[3])) do
+  redis.call('DEL', ARGV[5] .. old)
+end
+redis.call('ZREMRANGEBYSCORE', all, '-inf', ARGV[3])
+redis.call('DEL', row)
+redis.call('HSET', row, unpack(ARGV, 6))
+redis.call('ZADD', all, ARGV[1], ARGV[4])
+return false
+"""
+
+# KEYS: worker hash. ARGV: instance id. Marks the row STOPPED only while it is still this instance's.
+_STOPPED = """
+if redis.call('HGET', KEYS[1], 'instance') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'health', 'STOPPED', 'current', '')
+return 1
+"""
+
+
+class NameTaken(InputError):
+    """A live worker already has this name."""
+
+
+def is_live(row: dict[str, str], now: float) -> bool:
+    """Registered, not stopped, and its heartbeat within LIVE_WITHIN."""
+    return row.get("health") != "STOPPED" and now - float(row.get("heartbeat") or 0) < LIVE_WITHIN
+
+
+def register(redis: Any, keys: Keys, name: str, row: dict[str, Any]) -> str:
+    """Take `name` for this worker with `row` as its liveness hash; returns the instance id that
+    owns the row. Raises NameTaken while a live worker holds the name."""
+    instance = uuid.uuid4().hex
+    now = time.time()
+    fields = {**row, "instance": instance, "heartbeat": now}
+    flat = [str(v) for pair in fields.items() for v in pair]
+    holder = redis.eval(
+        _REGISTER, 2, keys.worker(name), keys.workers(), now, LIVE_WITHIN, now - FORGET_AFTER, name,
+        keys.worker(""), *flat,
+    )  # fmt: skip
+    if holder:
+        host, pid, beat = (v.decode() if v else "?" for v in holder)
+        age = now - float(beat) if beat != "?" else 0.0
+        raise NameTaken(
+            f"worker name {name}",
+            f"in use by a live worker (pid {pid} on {host}, heartbeat {age:.1f} s ago): pick another --name, "
+            "or stop that worker first",
+        )
+    return instance
+
+
+def mark_stopped(redis: Any, keys: Keys, name: str, instance: str) -> bool:
+    """Show this worker STOPPED; False (nothing written) when another worker holds the name now."""
+    return bool(redis.eval(_STOPPED, 1, keys.worker(name), instance))
+
+
+def live_names(redis: Any, keys: Keys) -> set[str]:
+    """Names held by live workers right now."""
+    now = time.time()
+    names = [n.decode() for n in redis.zrangebyscore(keys.workers(), now - LIVE_WITHIN, "+inf")]
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hmget(keys.worker(name), "health", "heartbeat")
+    rows = pipe.execute() if names else []
+    return {
+        name
+        for name, (health, beat) in zip(names, rows, strict=True)
+        if is_live({"health": (health or b"").decode(), "heartbeat": (beat or b"0").decode()}, now)
+    }
