@@ -11,6 +11,7 @@ mesh along the placement's shard dims.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,11 @@ def generate(tensor: dict[str, Any], kind: str, gen: torch.Generator, rows: int 
     dtype = tensor["dtype"]
     if kind.startswith("index"):
         return torch.randint(0, max(1, rows or 1), shape, generator=gen, dtype=INTEGER_DTYPES.get(dtype, torch.int64))
+    if kind.startswith(("page_table:", "position:")):
+        return _paged_data(shape, kind, max(1, rows or 1), gen, INTEGER_DTYPES.get(dtype, torch.int64))
+    if kind in ("integral", "integral_positive"):  # exact in every float dtype: comparisons, argmax, remainder
+        low = 1 if kind == "integral_positive" else -16
+        return torch.randint(low, 17, shape, generator=gen).to(INTEGER_DTYPES.get(dtype, torch.float32))
     if kind == "bool":
         return torch.randint(0, 2, shape, generator=gen).to(torch.float32)
     if dtype in INTEGER_DTYPES:
@@ -62,6 +68,30 @@ def generate(tensor: dict[str, Any], kind: str, gen: torch.Generator, rows: int 
     if kind == "positive":
         return torch.rand(shape, generator=gen) * 1.5 + 0.5
     return torch.randn(shape, generator=gen)
+
+
+# --- data kinds for paged caches and cache positions (tt-metal model_traced modules) ---------------
+
+
+def _paged_data(shape: list[int], kind: str, bound: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """ "page_table:<cache>": rows of distinct physical block ids of the cache in <cache> (a random
+    permutation, reused only when the table holds more entries than the cache has blocks);
+    "position:<cache>": positions inside the sequence (or block) dim of the cache in <cache>."""
+    count = math.prod(shape)
+    if kind.startswith("position:"):
+        return torch.randint(0, bound, shape, generator=gen, dtype=dtype)
+    blocks = torch.cat([torch.randperm(bound, generator=gen) for _ in range(-(-count // bound))])
+    return blocks[:count].reshape(shape).to(dtype)
+
+
+def data_bound(kind: str, tensors: dict[str, dict[str, Any]]) -> int | None:
+    """The range a kind's integers are drawn from, read off the tensor the kind names: embedding
+    rows ("index:"), cache blocks ("page_table:", dim 0), cache positions ("position:", dim -2)."""
+    name, _, slot = kind.partition(":")
+    if not slot or slot not in tensors:
+        return None
+    shape = tensors[slot]["shape"]
+    return {"index": shape[-2], "page_table": shape[0], "position": shape[-2]}.get(name)
 
 
 def quantize(ttnn: Any, data: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -149,8 +179,7 @@ def prepare(ttnn: Any, opdef: OpDef, vector: dict[str, Any]) -> Prepared:
     originals: dict[str, torch.Tensor] = {}
     for slot, tensor in tensors.items():
         kind = opdef.data_kind(slot)
-        rows = tensors[kind.split(":", 1)[1]]["shape"][-2] if kind.startswith("index:") else None
-        originals[slot] = generate(tensor, kind, gen, rows)
+        originals[slot] = generate(tensor, kind, gen, data_bound(kind, tensors))
     out_dtype = output_dtype(vector, tensors)
     prepared = Prepared([], {}, tensors, originals, out_dtype, [t["dtype"] for t in tensors.values()] + [out_dtype])
     if opdef.collective and "0" in tensors:
@@ -167,8 +196,24 @@ def golden_function(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
     with only the kwargs its signature takes. Resolved once per op per process."""
     found = _GOLDENS.get(opdef.name)
     if found is None:
-        found = _GOLDENS[opdef.name] = _resolve_golden(ttnn, opdef)
+        resolved = _resolve_golden(ttnn, opdef)
+        found = _GOLDENS[opdef.name] = lambda args, kwargs, ctx: resolved(*_copies(args, kwargs), ctx)
     return found
+
+
+def _copies(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The call's arguments with every torch tensor copied: ttnn's goldens of in-place ops (fill_cache,
+    update_cache, plus_one, eq_, layer_norm's residual add) write into their inputs, and the same
+    inputs are rounded and sent to the op after the reference golden has run."""
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.clone()
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        return value
+
+    return [copy(v) for v in args], {k: copy(v) for k, v in kwargs.items()}
 
 
 def _resolve_golden(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
