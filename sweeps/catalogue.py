@@ -8,9 +8,11 @@ coordinator and the CLI can read it; goldens run in the executor.
 
 Data kinds per input slot (position "0", "1"… or a kwarg name): "normal" (randn, the default),
 "positive" (uniform 0.5..2, for rsqrt/log), "index:<slot>" (integer rows of the tensor in <slot>,
-for embedding), "bool" (0/1 predicate, for where), "page_table:<slot>" (distinct block ids of the
-paged cache in <slot>), "position:<slot>" (positions inside the cache in <slot>), "integral" and
-"integral_positive" (small integers, exact in every float dtype, for comparisons, argmax, remainder).
+for embedding), "bool" (0/1 predicate, for where), "page_table:<slot>" (distinct pages of the paged
+cache in <slot>), "position:<table slot>:<cache slot>" (token positions the page table covers, the
+cache's own rows without one), "rope_trans_mat" (the rotary transformation matrix), "integral" and
+"integral_positive" (small integers, exact in every float dtype: comparisons, argmax, remainder).
+A slot written "3|page_table_tensor" is the position or the name the call uses.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ class OpDef:
         return self.thresholds.get(worst, THRESHOLDS[worst])
 
     def data_kind(self, slot: str) -> str:
-        return self.data.get(slot, "normal")
+        """The data kind of a slot; a key "3|page_table_tensor" names the slot by position or name."""
+        for slots, kind in self.data.items():
+            if slot in slots.split("|"):
+                return kind
+        return "normal"
 
 
 # --- torch goldens for ops ttnn has none for, or whose ttnn golden needs a mesh ----------------
@@ -181,7 +187,7 @@ _OPS: tuple[OpDef, ...] = (
     data_movement(
         "experimental.paged_fused_update_cache",
         golden=adapters.paged_fused_update_cache,
-        data={"update_idxs_tensor": "position:0", "page_table": "page_table:0"},
+        data={"page_table": "page_table:0|cache_tensor1", "update_idxs_tensor": "position:page_table:0|cache_tensor1"},
     ),
     normalization("layer_norm", golden=adapters.layer_norm),
     *(normalization(n) for n in ("group_norm", "softmax_in_place", "scale_mask_softmax_in_place")),
@@ -190,12 +196,21 @@ _OPS: tuple[OpDef, ...] = (
     conv_pool("max_pool2d", golden=adapters.max_pool2d),
     conv_pool("conv_transpose2d", golden=adapters.conv_transpose2d),
     conv_pool("global_avg_pool2d"),
-    transformer("transformer.scaled_dot_product_attention_decode", data={"cur_pos_tensor": "position:1"}),
+    transformer(
+        "transformer.scaled_dot_product_attention_decode",
+        data={"cur_pos_tensor": "position:page_table_tensor:1|input_tensor_k"},
+    ),
     transformer(
         "transformer.paged_scaled_dot_product_attention_decode",
-        data={"3": "page_table:1", "page_table_tensor": "page_table:1", "cur_pos_tensor": "position:1"},
+        data={
+            "3|page_table_tensor": "page_table:1|input_tensor_k",
+            "cur_pos_tensor": "position:3|page_table_tensor:1|input_tensor_k",
+        },
     ),
-    transformer("transformer.chunked_scaled_dot_product_attention", data={"3": "page_table:1"}),
+    transformer(
+        "transformer.chunked_scaled_dot_product_attention",
+        data={"3|page_table_tensor": "page_table:1|input_tensor_k"},
+    ),
     transformer("experimental.nlp_concat_heads", golden=adapters.nlp_concat_heads),
     transformer("experimental.nlp_concat_heads_decode", golden=adapters.nlp_concat_heads_decode),
     transformer("experimental.nlp_create_qkv_heads", golden=adapters.nlp_create_qkv_heads),
@@ -205,7 +220,11 @@ _OPS: tuple[OpDef, ...] = (
     *(transformer(f"{ns}.concatenate_heads") for ns in ("transformer", "experimental")),
     *(transformer(f"{ns}.split_query_key_value_and_split_heads") for ns in ("transformer", "experimental")),
     transformer("experimental.rotary_embedding", golden=adapters.rotary_embedding),
-    transformer("experimental.rotary_embedding_llama_fused_qk", golden=adapters.rotary_embedding_llama_fused_qk),
+    transformer(
+        "experimental.rotary_embedding_llama_fused_qk",
+        golden=adapters.rotary_embedding_llama_fused_qk,
+        data={"4|trans_mat": "rope_trans_mat"},
+    ),
 )
 
 # Test-only ops, present only when SWEEPCTL_ENABLE_TEST_OPS=1 (benchmarks and fault tests); the

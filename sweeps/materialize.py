@@ -50,17 +50,34 @@ def seed_of(vector: dict[str, Any]) -> int:
     return int(vector["id"][:15], 16)
 
 
-def generate(tensor: dict[str, Any], kind: str, gen: torch.Generator, rows: int | None = None) -> torch.Tensor:
-    """Input data for one tensor: fp32 for float dtypes, integers for integer dtypes."""
+def generate(
+    tensor: dict[str, Any], kind: str, gen: torch.Generator, refs: list[list[int]] | None = None
+) -> torch.Tensor:
+    """Input data for one tensor: fp32 for float dtypes, integers for integer dtypes. `refs`: the
+    shapes of the tensors the kind names (sweeps.catalogue data kinds), in the kind's order."""
     shape = list(tensor["shape"])
     dtype = tensor["dtype"]
-    if kind.startswith("index"):
-        return torch.randint(0, max(1, rows or 1), shape, generator=gen, dtype=INTEGER_DTYPES.get(dtype, torch.int64))
-    if kind.startswith(("page_table:", "position:")):
-        return _paged_data(shape, kind, max(1, rows or 1), gen, INTEGER_DTYPES.get(dtype, torch.int64))
+    ints = INTEGER_DTYPES.get(dtype, torch.int64)
+    name = kind.split(":", 1)[0]
+    refs = refs or []
+    if name == "index":  # rows of the named tensor (its second-to-last dim)
+        return torch.randint(0, max(1, refs[0][-2] if refs and refs[0] else 1), shape, generator=gen, dtype=ints)
+    if name == "page_table":  # distinct pages of the named paged cache [pages, heads, block, dim]
+        pages, count = max(1, refs[0][0]), math.prod(shape)
+        table = torch.randperm(pages, generator=gen)[:count] if count <= pages else torch.randint(0, pages, (count,))
+        return table.reshape(shape).to(ints)
+    if name == "position":  # token positions the page table covers (the cache's own rows without one)
+        table, cache = refs
+        return torch.randint(0, max(1, (table[-1] if table else 1) * cache[-2]), shape, generator=gen, dtype=ints)
+    if name == "rope_trans_mat":  # per 32x32 block, x @ m turns each pair (a, b) into (-b, a)
+        block = torch.zeros(32, 32)
+        block[torch.arange(0, 32, 2), torch.arange(1, 32, 2)] = 1.0
+        block[torch.arange(1, 32, 2), torch.arange(0, 32, 2)] = -1.0
+        return block.repeat(math.prod(shape[:-2]) * (shape[-2] // 32), 1).reshape(shape)
     if kind in ("integral", "integral_positive"):  # exact in every float dtype: comparisons, argmax, remainder
-        low = 1 if kind == "integral_positive" else -16
-        return torch.randint(low, 17, shape, generator=gen).to(INTEGER_DTYPES.get(dtype, torch.float32))
+        return torch.randint(1 if kind == "integral_positive" else -16, 17, shape, generator=gen).to(
+            INTEGER_DTYPES.get(dtype, torch.float32)
+        )
     if kind == "bool":
         return torch.randint(0, 2, shape, generator=gen).to(torch.float32)
     if dtype in INTEGER_DTYPES:
@@ -70,28 +87,14 @@ def generate(tensor: dict[str, Any], kind: str, gen: torch.Generator, rows: int 
     return torch.randn(shape, generator=gen)
 
 
-# --- data kinds for paged caches and cache positions (tt-metal model_traced modules) ---------------
-
-
-def _paged_data(shape: list[int], kind: str, bound: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """ "page_table:<cache>": rows of distinct physical block ids of the cache in <cache> (a random
-    permutation, reused only when the table holds more entries than the cache has blocks);
-    "position:<cache>": positions inside the sequence (or block) dim of the cache in <cache>."""
-    count = math.prod(shape)
-    if kind.startswith("position:"):
-        return torch.randint(0, bound, shape, generator=gen, dtype=dtype)
-    blocks = torch.cat([torch.randperm(bound, generator=gen) for _ in range(-(-count // bound))])
-    return blocks[:count].reshape(shape).to(dtype)
-
-
-def data_bound(kind: str, tensors: dict[str, dict[str, Any]]) -> int | None:
-    """The range a kind's integers are drawn from, read off the tensor the kind names: embedding
-    rows ("index:"), cache blocks ("page_table:", dim 0), cache positions ("position:", dim -2)."""
-    name, _, slot = kind.partition(":")
-    if not slot or slot not in tensors:
-        return None
-    shape = tensors[slot]["shape"]
-    return {"index": shape[-2], "page_table": shape[0], "position": shape[-2]}.get(name)
+def referred_shapes(kind: str, tensors: dict[str, dict[str, Any]]) -> list[list[int]]:
+    """The shapes of the slots a data kind names ("page_table:1|input_tensor_k" -> [cache shape]),
+    [] for a slot the call does not have (a position kind's page table when the cache is not paged)."""
+    shapes = []
+    for options in kind.split(":")[1:]:
+        found = next((tensors[slot]["shape"] for slot in options.split("|") if slot in tensors), None)
+        shapes.append(list(found) if found is not None else [])
+    return shapes
 
 
 def quantize(ttnn: Any, data: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -179,7 +182,7 @@ def prepare(ttnn: Any, opdef: OpDef, vector: dict[str, Any]) -> Prepared:
     originals: dict[str, torch.Tensor] = {}
     for slot, tensor in tensors.items():
         kind = opdef.data_kind(slot)
-        originals[slot] = generate(tensor, kind, gen, data_bound(kind, tensors))
+        originals[slot] = generate(tensor, kind, gen, referred_shapes(kind, tensors))
     out_dtype = output_dtype(vector, tensors)
     prepared = Prepared([], {}, tensors, originals, out_dtype, [t["dtype"] for t in tensors.values()] + [out_dtype])
     if opdef.collective and "0" in tensors:
