@@ -8,7 +8,11 @@ coordinator and the CLI can read it; goldens run in the executor.
 
 Data kinds per input slot (position "0", "1"… or a kwarg name): "normal" (randn, the default),
 "positive" (uniform 0.5..2, for rsqrt/log), "index:<slot>" (integer rows of the tensor in <slot>,
-for embedding), "bool" (0/1 predicate, for where).
+for embedding), "bool" (0/1 predicate, for where), "page_table:<slot>" (distinct pages of the paged
+cache in <slot>), "position:<table slot>:<cache slot>" (token positions the page table covers, the
+cache's own rows without one), "rope_trans_mat" (the rotary transformation matrix), "integral" and
+"integral_positive" (small integers, exact in every float dtype: comparisons, argmax, remainder).
+A slot written "3|page_table_tensor" is the position or the name the call uses.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from sweeps import adapters
 
 # Least precise dtype of a vector's tensors -> the PCC it must reach. Integer and float32
 # outputs are near exact; block-float formats share an exponent per 16 values and lose more.
@@ -54,7 +60,11 @@ class OpDef:
         return self.thresholds.get(worst, THRESHOLDS[worst])
 
     def data_kind(self, slot: str) -> str:
-        return self.data.get(slot, "normal")
+        """The data kind of a slot; a key "3|page_table_tensor" names the slot by position or name."""
+        for slots, kind in self.data.items():
+            if slot in slots.split("|"):
+                return kind
+        return "normal"
 
 
 # --- torch goldens for ops ttnn has none for, or whose ttnn golden needs a mesh ----------------
@@ -113,14 +123,12 @@ transformer = _family("transformer", timeout=60.0)
 ccl = _family("ccl", collective=True, timeout=60.0)
 
 _OPS: tuple[OpDef, ...] = (
-    *(unary(n) for n in ("relu", "silu", "gelu", "sigmoid", "sigmoid_accurate", "exp", "neg", "tanh", "abs")),
+    *(unary(n) for n in ("relu", "silu", "gelu", "sigmoid", "exp", "neg", "tanh", "abs")),
     unary("rsqrt", data={"0": "positive"}),
-    unary("sqrt", data={"0": "positive"}),
-    unary("log", data={"0": "positive"}),
     *(binary(n) for n in ("add", "multiply", "subtract", "div", "maximum", "minimum")),
     ternary("clamp"),
     ternary("where", data={"0": "bool"}),
-    *(reduction(n) for n in ("sum", "mean", "max", "min", "argmax", "topk")),
+    *(reduction(n) for n in ("sum", "mean", "max", "min", "topk")),
     *(
         data_movement(n)
         for n in (
@@ -145,19 +153,78 @@ _OPS: tuple[OpDef, ...] = (
     ),
     matmul("matmul"),
     matmul("linear"),
-    *(normalization(n) for n in ("softmax", "layer_norm", "rms_norm")),
+    *(normalization(n) for n in ("softmax", "rms_norm")),
     conv_pool("conv2d"),
-    conv_pool("max_pool2d"),
     conv_pool("upsample"),
     embedding("embedding"),
     typecast("typecast"),
     *(creation(n) for n in ("zeros", "ones", "full")),
     transformer("transformer.scaled_dot_product_attention"),
-    transformer("experimental.rotary_embedding"),
     ccl("all_gather", golden=_gather),
     ccl("experimental.all_gather_async", golden=_gather),
     ccl("reduce_scatter", golden=_reduce_scatter),
     ccl("experimental.reduce_scatter_minimal_async", golden=_reduce_scatter),
+    # --- tt-metal model_traced modules beyond the repo's stores
+    # (tests/data/tt_metal_model_traced_modules.txt names each module's op; adapters in sweeps/adapters.py)
+    *(unary(n, golden=adapters.input_only(n)) for n in ("cos", "sin", "erf", "floor", "swish", "sigmoid_accurate")),
+    *(unary(n, golden=adapters.input_only(n), data={"0": "positive"}) for n in ("sqrt", "log", "reciprocal")),
+    unary("pow", data={"0": "positive"}),
+    unary("plus_one"),
+    *(binary(n) for n in ("add_", "multiply_", "subtract_")),
+    *(binary(n, data={"0": "integral", "1": "integral"}) for n in ("eq_", "gt")),
+    binary("divide", data={"1": "positive"}),
+    binary("remainder", data={"0": "integral", "1": "integral_positive"}),
+    ternary("lerp"),
+    reduction("std"),
+    reduction("argmax", data={"0": "integral"}),
+    *(creation(n) for n in ("fill", "moreh_full", "zeros_like")),
+    *(data_movement(n) for n in ("copy", "split", "reshard", "tilize_with_val_padding", "untilize_with_unpadding")),
+    data_movement("interleaved_to_sharded_partial"),
+    data_movement("sharded_to_interleaved_partial", golden=adapters.sharded_to_interleaved_partial),
+    data_movement("fold"),
+    data_movement("experimental.convert_to_chw", golden=adapters.convert_to_chw),
+    *(data_movement(n) for n in ("fill_cache", "update_cache")),
+    data_movement(
+        "experimental.paged_fused_update_cache",
+        golden=adapters.paged_fused_update_cache,
+        data={"page_table": "page_table:0|cache_tensor1", "update_idxs_tensor": "position:page_table:0|cache_tensor1"},
+    ),
+    normalization("layer_norm", golden=adapters.layer_norm),
+    *(normalization(n) for n in ("group_norm", "softmax_in_place", "scale_mask_softmax_in_place")),
+    normalization("scale_causal_mask_hw_dims_softmax_in_place"),
+    normalization("transformer.attention_softmax_"),
+    conv_pool("max_pool2d", golden=adapters.max_pool2d),
+    conv_pool("conv_transpose2d", golden=adapters.conv_transpose2d),
+    conv_pool("global_avg_pool2d"),
+    transformer(
+        "transformer.scaled_dot_product_attention_decode",
+        data={"cur_pos_tensor": "position:page_table_tensor:1|input_tensor_k"},
+    ),
+    transformer(
+        "transformer.paged_scaled_dot_product_attention_decode",
+        data={
+            "3|page_table_tensor": "page_table:1|input_tensor_k",
+            "cur_pos_tensor": "position:3|page_table_tensor:1|input_tensor_k",
+        },
+    ),
+    transformer(
+        "transformer.chunked_scaled_dot_product_attention",
+        data={"3|page_table_tensor": "page_table:1|input_tensor_k"},
+    ),
+    transformer("experimental.nlp_concat_heads", golden=adapters.nlp_concat_heads),
+    transformer("experimental.nlp_concat_heads_decode", golden=adapters.nlp_concat_heads_decode),
+    transformer("experimental.nlp_create_qkv_heads", golden=adapters.nlp_create_qkv_heads),
+    transformer("experimental.nlp_create_qkv_heads_falcon7b", golden=adapters.nlp_create_qkv_heads_falcon7b),
+    transformer("experimental.nlp_create_qkv_heads_segformer", golden=adapters.nlp_create_qkv_heads_segformer),
+    transformer("experimental.create_qkv_heads", golden=adapters.create_qkv_heads),
+    *(transformer(f"{ns}.concatenate_heads") for ns in ("transformer", "experimental")),
+    *(transformer(f"{ns}.split_query_key_value_and_split_heads") for ns in ("transformer", "experimental")),
+    transformer("experimental.rotary_embedding", golden=adapters.rotary_embedding),
+    transformer(
+        "experimental.rotary_embedding_llama_fused_qk",
+        golden=adapters.rotary_embedding_llama_fused_qk,
+        data={"4|trans_mat": "rope_trans_mat"},
+    ),
 )
 
 

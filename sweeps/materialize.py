@@ -11,6 +11,7 @@ mesh along the placement's shard dims.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,12 +50,34 @@ def seed_of(vector: dict[str, Any]) -> int:
     return int(vector["id"][:15], 16)
 
 
-def generate(tensor: dict[str, Any], kind: str, gen: torch.Generator, rows: int | None = None) -> torch.Tensor:
-    """Input data for one tensor: fp32 for float dtypes, integers for integer dtypes."""
+def generate(
+    tensor: dict[str, Any], kind: str, gen: torch.Generator, refs: list[list[int]] | None = None
+) -> torch.Tensor:
+    """Input data for one tensor: fp32 for float dtypes, integers for integer dtypes. `refs`: the
+    shapes of the tensors the kind names (sweeps.catalogue data kinds), in the kind's order."""
     shape = list(tensor["shape"])
     dtype = tensor["dtype"]
-    if kind.startswith("index"):
-        return torch.randint(0, max(1, rows or 1), shape, generator=gen, dtype=INTEGER_DTYPES.get(dtype, torch.int64))
+    ints = INTEGER_DTYPES.get(dtype, torch.int64)
+    name = kind.split(":", 1)[0]
+    refs = refs or []
+    if name == "index":  # rows of the named tensor (its second-to-last dim)
+        return torch.randint(0, max(1, refs[0][-2] if refs and refs[0] else 1), shape, generator=gen, dtype=ints)
+    if name == "page_table":  # distinct pages of the named paged cache [pages, heads, block, dim]
+        pages, count = max(1, refs[0][0]), math.prod(shape)
+        table = torch.randperm(pages, generator=gen)[:count] if count <= pages else torch.randint(0, pages, (count,))
+        return table.reshape(shape).to(ints)
+    if name == "position":  # token positions the page table covers (the cache's own rows without one)
+        table, cache = refs
+        return torch.randint(0, max(1, (table[-1] if table else 1) * cache[-2]), shape, generator=gen, dtype=ints)
+    if name == "rope_trans_mat":  # per 32x32 block, x @ m turns each pair (a, b) into (-b, a)
+        block = torch.zeros(32, 32)
+        block[torch.arange(0, 32, 2), torch.arange(1, 32, 2)] = 1.0
+        block[torch.arange(1, 32, 2), torch.arange(0, 32, 2)] = -1.0
+        return block.repeat(math.prod(shape[:-2]) * (shape[-2] // 32), 1).reshape(shape)
+    if kind in ("integral", "integral_positive"):  # exact in every float dtype: comparisons, argmax, remainder
+        return torch.randint(1 if kind == "integral_positive" else -16, 17, shape, generator=gen).to(
+            INTEGER_DTYPES.get(dtype, torch.float32)
+        )
     if kind == "bool":
         return torch.randint(0, 2, shape, generator=gen).to(torch.float32)
     if dtype in INTEGER_DTYPES:
@@ -62,6 +85,16 @@ def generate(tensor: dict[str, Any], kind: str, gen: torch.Generator, rows: int 
     if kind == "positive":
         return torch.rand(shape, generator=gen) * 1.5 + 0.5
     return torch.randn(shape, generator=gen)
+
+
+def referred_shapes(kind: str, tensors: dict[str, dict[str, Any]]) -> list[list[int]]:
+    """The shapes of the slots a data kind names ("page_table:1|input_tensor_k" -> [cache shape]),
+    [] for a slot the call does not have (a position kind's page table when the cache is not paged)."""
+    shapes = []
+    for options in kind.split(":")[1:]:
+        found = next((tensors[slot]["shape"] for slot in options.split("|") if slot in tensors), None)
+        shapes.append(list(found) if found is not None else [])
+    return shapes
 
 
 def quantize(ttnn: Any, data: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -149,8 +182,7 @@ def prepare(ttnn: Any, opdef: OpDef, vector: dict[str, Any]) -> Prepared:
     originals: dict[str, torch.Tensor] = {}
     for slot, tensor in tensors.items():
         kind = opdef.data_kind(slot)
-        rows = tensors[kind.split(":", 1)[1]]["shape"][-2] if kind.startswith("index:") else None
-        originals[slot] = generate(tensor, kind, gen, rows)
+        originals[slot] = generate(tensor, kind, gen, referred_shapes(kind, tensors))
     out_dtype = output_dtype(vector, tensors)
     prepared = Prepared([], {}, tensors, originals, out_dtype, [t["dtype"] for t in tensors.values()] + [out_dtype])
     if opdef.collective and "0" in tensors:
@@ -167,8 +199,24 @@ def golden_function(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
     with only the kwargs its signature takes. Resolved once per op per process."""
     found = _GOLDENS.get(opdef.name)
     if found is None:
-        found = _GOLDENS[opdef.name] = _resolve_golden(ttnn, opdef)
+        resolved = _resolve_golden(ttnn, opdef)
+        found = _GOLDENS[opdef.name] = lambda args, kwargs, ctx: resolved(*_copies(args, kwargs), ctx)
     return found
+
+
+def _copies(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The call's arguments with every torch tensor copied: ttnn's goldens of in-place ops (fill_cache,
+    update_cache, plus_one, eq_, layer_norm's residual add) write into their inputs, and the same
+    inputs are rounded and sent to the op after the reference golden has run."""
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.clone()
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        return value
+
+    return [copy(v) for v in args], {k: copy(v) for k, v in kwargs.items()}
 
 
 def _resolve_golden(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:

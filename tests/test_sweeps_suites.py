@@ -47,7 +47,10 @@ def test_the_catalogue_covers_the_listed_ops_and_the_traced_ones():
 def test_every_catalogue_op_is_a_registered_ttnn_op():
     tsv = REGISTERED_OPS.read_text().splitlines()
     registered = {line.split("\t")[0] for line in tsv[1:]}
-    assert sorted(set(catalogue.CATALOGUE) - registered) == []
+    # defined in Python by ttnn (ttnn/operations/pool.py), so not registered, yet traced by models
+    # and swept by tt-metal's global_avg_pool2d_model_traced module
+    python_level = {"ttnn.global_avg_pool2d"}
+    assert sorted(set(catalogue.CATALOGUE) - registered - python_level) == []
 
 
 def test_test_ops_exist_only_behind_their_flag(monkeypatch):

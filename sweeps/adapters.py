@@ -1,0 +1,270 @@
+"""Per-op adapters: where an op's traced call does not fit ttnn's own golden, a small function
+`(ttnn, args, kwargs, ctx) -> torch tensor` maps the traced arguments (torch tensors in tensor
+slots, ttnn enums and memory configs elsewhere) onto the golden computation. The catalogue points
+an OpDef at one with golden=...; everything else uses `ttnn.get_golden_function`.
+
+Adapters never change their inputs (the emulated backend calls a golden twice on the same data)
+and import torch only when called, so the catalogue stays importable without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# --- adapters for tt-metal model_traced modules beyond the repo's stores ----------------------------
+
+_Adapter = Callable[[Any, list[Any], dict[str, Any], dict[str, Any]], Any]
+
+
+def _arg(args: list[Any], kwargs: dict[str, Any], position: int, name: str, default: Any = None) -> Any:
+    """A traced argument that models pass either positionally or by name."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else default
+
+
+def _pair(value: Any, default: int) -> tuple[int, int]:
+    if value is None:
+        return default, default
+    if isinstance(value, (list, tuple)):
+        return (int(value[0]), int(value[1] if len(value) > 1 else value[0]))
+    return int(value), int(value)
+
+
+def input_only(op: str) -> _Adapter:
+    """ttnn's own golden for an eltwise unary op, on the input alone: traces carry TTNN-only
+    positional flags (vector mode, approximation) that the torch function would take as `out`."""
+
+    def golden(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+        return ttnn.get_golden_function(getattr(ttnn, op))(_arg(args, kwargs, 0, "input_tensor"))
+
+    golden.__name__ = f"input_only_{op}"
+    return golden
+
+
+def nlp_concat_heads(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """[B, heads, S, head_dim] -> [B, 1, S, heads * head_dim]."""
+    x = _arg(args, kwargs, 0, "input_tensor")
+    batch, heads, seq, dim = x.shape
+    return x.permute(0, 2, 1, 3).reshape(batch, 1, seq, heads * dim)
+
+
+def nlp_concat_heads_decode(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """[1, B, padded heads, head_dim] -> [1, 1, B, num_heads * head_dim] (padding heads dropped)."""
+    x = _arg(args, kwargs, 0, "input_tensor")
+    heads = int(_arg(args, kwargs, 1, "num_heads", x.shape[2]))
+    return x[:, :, :heads, :].reshape(1, 1, x.shape[1], heads * x.shape[3])
+
+
+def _heads(x: Any, heads: int, dim: int) -> Any:
+    """[B, 1, S, heads * dim] -> [B, heads, S, dim]."""
+    return x.reshape(x.shape[0], x.shape[2], heads, dim).permute(0, 2, 1, 3)
+
+
+def nlp_create_qkv_heads(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Fused [B, 1, S, (q + 2 kv) * head_dim] (or Q alone plus a separate [B, 1, S, 2 kv * head_dim]
+    input_kv) -> Q [B, q, S, d], K [B, kv, S, d] (transposed to [B, kv, d, S] unless
+    transpose_k_heads=False), V [B, kv, S, d]."""
+    import torch
+
+    x = _arg(args, kwargs, 0, "input")
+    kv_input = _arg(args, kwargs, 1, "input_kv")
+    q_heads = int(kwargs["num_heads"])
+    kv_heads = int(kwargs.get("num_kv_heads") or q_heads)
+    if kv_input is None:
+        dim = x.shape[-1] // (q_heads + 2 * kv_heads)
+        q, k, v = torch.split(x, [q_heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
+    else:
+        dim = x.shape[-1] // q_heads
+        q = x
+        k, v = torch.split(kv_input, [kv_heads * dim, kv_heads * dim], dim=-1)
+    k = _heads(k, kv_heads, dim)
+    if kwargs.get("transpose_k_heads", True):
+        k = k.transpose(-2, -1)
+    return _heads(q, q_heads, dim), k, _heads(v, kv_heads, dim)
+
+
+def nlp_create_qkv_heads_falcon7b(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Falcon-7B's fused QKV [B, 1, S, 4672] -> Q [B, 71, S, 64], K and V [B, 1, S, 64]."""
+    import torch
+
+    x = _arg(args, kwargs, 0, "input")
+    q, k, v = torch.split(x, [71 * 64, 64, 64], dim=-1)
+    return _heads(q, 71, 64), _heads(k, 1, 64), _heads(v, 1, 64)
+
+
+def nlp_create_qkv_heads_segformer(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Segformer's Q [B, 1, S, heads * 32] -> [B, heads, S, 32] (head_dim is fixed at 32)."""
+    x = _arg(args, kwargs, 0, "input")
+    return _heads(x, x.shape[-1] // 32, 32)
+
+
+def create_qkv_heads(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """[B, 1, S, kv * (q/kv + 2) * d], grouped per KV head as [q/kv Q heads, K, V] -> Q [B, q, S, d],
+    K [B, kv, S, d] ([B, kv, d, S] when transpose_k_heads), V [B, kv, S, d]."""
+    import torch
+
+    x = _arg(args, kwargs, 0, "input")
+    q_heads = int(kwargs["num_heads"])
+    kv_heads = int(kwargs.get("num_kv_heads") or q_heads)
+    group = q_heads // kv_heads
+    batch, seq = x.shape[0], x.shape[2]
+    dim = x.shape[-1] // (kv_heads * (group + 2))
+    grouped = x.reshape(batch, seq, kv_heads, group + 2, dim)
+    q, k, v = torch.split(grouped, [group, 1, 1], dim=-2)
+    q = q.reshape(batch, seq, q_heads, dim).permute(0, 2, 1, 3)
+    k = k.reshape(batch, seq, kv_heads, dim).permute(0, 2, 1, 3)
+    v = v.reshape(batch, seq, kv_heads, dim).permute(0, 2, 1, 3)
+    if kwargs.get("transpose_k_heads", True):
+        k = k.transpose(-2, -1)
+    return q, k, v
+
+
+def _rotate(x: Any, cos: Any, sin: Any, trans_mat: Any) -> Any:
+    """Decode-mode rotary embedding as the kernel computes it: x * cos + (x @ trans_mat) * sin, the
+    32x32 transformation matrix applied to each 32-wide block of the head dim."""
+    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+    rotated = (blocks @ trans_mat.reshape(-1, 32, 32)[0]).reshape(x.shape)
+    return x * cos + rotated * sin
+
+
+def rotary_embedding_llama_fused_qk(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Q [1, Bq, heads, d] and K [1, Bk, kv heads, d] rotated with cos/sin [1, Bq + Bk, 1, d] (the
+    first Bq rows for Q, the rest for K) and the traced trans_mat. Returns (Q, K)."""
+    q = _arg(args, kwargs, 0, "q_input_tensor")
+    k = _arg(args, kwargs, 1, "k_input_tensor")
+    cos = _arg(args, kwargs, 2, "cos_cache")[..., :1, :]
+    sin = _arg(args, kwargs, 3, "sin_cache")[..., :1, :]
+    trans_mat = _arg(args, kwargs, 4, "trans_mat")
+    users = q.shape[1]
+    return (
+        _rotate(q, cos[:, :users], sin[:, :users], trans_mat),
+        _rotate(k, cos[:, users : users + k.shape[1]], sin[:, users : users + k.shape[1]], trans_mat),
+    )
+
+
+def _update_rows(cache: Any, values: Any, positions: list[int], page_table: Any, batch_offset: int) -> Any:
+    """A copy of `cache` with user u's token (values[0, u]) written at positions[u]: through the
+    page table into [blocks, heads, block, d] pages, or at row u + batch_offset of [B, heads, S, d].
+    A negative position skips the user, as the kernel does."""
+    out = cache.clone()
+    for user, position in enumerate(positions[: values.shape[1]]):
+        if position < 0:
+            continue
+        token = values[0, user].to(out.dtype)
+        if page_table is None:
+            out[user + batch_offset, :, position, :] = token
+        else:
+            block = int(page_table.reshape(page_table.shape[0], -1)[user, position // out.shape[2]])
+            out[block, :, position % out.shape[2], :] = token
+    return out
+
+
+def paged_fused_update_cache(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Two caches updated with one token per user each: (cache1, input1, cache2, input2) with
+    update_idxs (list) or update_idxs_tensor, optional page_table and batch_offset. Returns both."""
+    cache1, input1, cache2, input2 = args[:4]
+    tensor = kwargs.get("update_idxs_tensor")
+    positions = [int(p) for p in tensor.reshape(-1)] if tensor is not None else list(kwargs.get("update_idxs") or [])
+    page_table = kwargs.get("page_table")
+    offset = int(kwargs.get("batch_offset") or 0)
+    return (
+        _update_rows(cache1, input1, positions, page_table, offset),
+        _update_rows(cache2, input2, positions, page_table, offset),
+    )
+
+
+def sharded_to_interleaved_partial(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """ttnn's golden writes the slice into the cache tensor in place: run it on a copy."""
+    golden = ttnn.get_golden_function(ttnn.sharded_to_interleaved_partial)
+    args = list(args)
+    args[1] = args[1].clone()
+    return golden(*args, output_dtype=kwargs.get("output_dtype"))
+
+
+def _nhwc(x: Any, batch: int, height: int, width: int, channels: int) -> Any:
+    """ttnn's flat [1, 1, N*H*W, C] (or [N, H, W, C]) activation -> torch's NCHW, padding channels cut."""
+    return x.reshape(batch, height, width, -1)[..., :channels].permute(0, 3, 1, 2)
+
+
+def _flat(x: Any) -> Any:
+    """torch NCHW -> ttnn's flat [1, 1, N*H*W, C]."""
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(1, 1, n * h * w, c)
+
+
+def max_pool2d(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """ttnn's golden imports tt-metal's test utilities (absent from the wheel). Flat NHWC input,
+    padding (h, w) or (top, bottom, left, right) filled with -inf, flat NHWC output."""
+    import torch
+
+    names = ("input_tensor", "batch_size", "input_h", "input_w", "channels", "kernel_size", "stride", "padding",
+             "dilation", "ceil_mode")  # fmt: skip
+    a = {name: _arg(args, kwargs, i, name) for i, name in enumerate(names)}
+    x = _nhwc(a["input_tensor"].float(), int(a["batch_size"]), int(a["input_h"]), int(a["input_w"]), int(a["channels"]))
+    padding = list(a["padding"] or [0, 0])
+    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+    x = torch.nn.functional.pad(x, (left, right, top, bottom), value=float("-inf"))
+    out = torch.nn.functional.max_pool2d(x, _pair(a["kernel_size"], 1), stride=_pair(a["stride"], 1),
+                                         dilation=_pair(a["dilation"], 1), ceil_mode=bool(a["ceil_mode"]))  # fmt: skip
+    return _flat(out)
+
+
+def conv_transpose2d(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Flat NHWC input, torch-layout weight [in, out / groups, kh, kw], optional bias [1, 1, 1, out];
+    torch's conv_transpose2d; flat NHWC output [1, 1, N*Ho*Wo, out]."""
+    import torch
+
+    names = ("input_tensor", "weight_tensor", "in_channels", "out_channels", "batch_size", "input_height",
+             "input_width", "kernel_size", "stride", "padding", "output_padding", "dilation", "groups")  # fmt: skip
+    a = {name: _arg(args, kwargs, i, name) for i, name in enumerate(names)}
+    in_channels = int(a["in_channels"])
+    x = _nhwc(a["input_tensor"].float(), int(a["batch_size"]), int(a["input_height"]), int(a["input_width"]),
+              in_channels)  # fmt: skip
+    bias = kwargs.get("bias_tensor")
+    out = torch.nn.functional.conv_transpose2d(
+        x,
+        a["weight_tensor"].float(),
+        bias=None if bias is None else bias.reshape(-1).float(),
+        stride=_pair(a["stride"], 1),
+        padding=_pair(a["padding"], 0),
+        output_padding=_pair(a["output_padding"], 0),
+        groups=int(a["groups"] or 1),
+        dilation=_pair(a["dilation"], 1),
+    )
+    return _flat(out)
+
+
+def convert_to_chw(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """[1, 1, H*W, C] -> [1, 1, C, H*W]."""
+    return _arg(args, kwargs, 0, "input").transpose(-2, -1)
+
+
+def rotary_embedding(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """ttnn's golden requires token_idx; prefill traces omit it (the whole sequence is rotated with
+    the cache rows of positions 0..S-1)."""
+    import torch
+
+    x = _arg(args, kwargs, 0, "input_tensor")
+    cos = _arg(args, kwargs, 1, "cos_cache")
+    sin = _arg(args, kwargs, 2, "sin_cache")
+    token = _arg(args, kwargs, 3, "token_index")
+    if token is not None:
+        return ttnn.get_golden_function(ttnn.experimental.rotary_embedding)(x, cos, sin, int(token))
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    seq = x.shape[-2]
+    return x * cos[..., :seq, :] + rotated * sin[..., :seq, :]
+
+
+def layer_norm(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """ttnn's golden, with weight and bias flattened: sharded layer norms trace them packed as
+    [1, 1, W / 32, 32] row-major, which the golden's squeeze leaves 2-D."""
+    width = args[0].shape[-1]
+    kwargs = dict(kwargs)
+    for name in ("weight", "bias"):
+        value = kwargs.get(name)
+        if value is not None and value.numel() == width:
+            kwargs[name] = value.reshape(width)
+    return ttnn.get_golden_function(ttnn.layer_norm)(*args, **kwargs)
