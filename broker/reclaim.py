@@ -83,6 +83,13 @@ def send_chunk(app: Any, run_id: str, machine: str, ids: list[str], **extra: Any
         )
 
 
+def drop_leases(redis: Any, keys: Keys, run_id: str, ids: list[str], holder: str) -> int:
+    """Delete the leases on `ids` whose value starts with `holder`; how many there were."""
+    if not ids:
+        return 0
+    return redis.register_script(_DROP_LEASES)(keys=[keys.lease(run_id, vid) for vid in ids], args=[holder])
+
+
 def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None) -> list[dict[str, Any]]:
     """Queue again the chunks of lost workers (see the module doc); what was queued, per worker."""
     now = time.time() if now is None else now
@@ -100,8 +107,7 @@ def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None)
         cutoff = now - lost_after(held.heartbeat_every)
         if beat >= cutoff or not take_over(keys=[keys.workers(), keys.held(name)], args=[name, raw, cutoff]):
             continue  # alive after all, or another live worker took it
-        leases = [keys.lease(held.run_id, vid) for vid in held.ids]
-        freed = redis.register_script(_DROP_LEASES)(keys=leases, args=[held.holder]) if leases else 0
+        freed = drop_leases(redis, keys, held.run_id, held.ids, held.holder)
         finals = redis.hmget(keys.final(held.run_id), held.ids) if held.ids else []
         open_ids = [vid for vid, done in zip(held.ids, finals, strict=True) if done is None]
         if open_ids:

@@ -36,7 +36,7 @@ import structlog
 
 from broker.app import RUN_CHUNK, make_app
 from broker.keys import Keys
-from broker.reclaim import Held, lost_after, reclaim, send_chunk
+from broker.reclaim import Held, drop_leases, lost_after, reclaim, send_chunk
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from sweeps import status
 from sweeps.profiles import get_profile
@@ -56,6 +56,7 @@ MAX_HANDBACKS = 2  # times a chunk is handed back by a worker it asks to avoid
 CLAIM_AHEAD_S = 0.05  # claim about this much work at once (one vector for slow ops, up to MAX_CLAIM)
 MAX_CLAIM = 32
 EXIT_GAVE_UP = 3  # exit status of a worker that gave up on Redis (systemd restarts it)
+RECHECK_WINDOW = 10.0  # s of this worker's finals checked again when Redis restarted (everysec loses ~1 s)
 
 T = TypeVar("T")
 
@@ -113,14 +114,17 @@ class WorkerDaemon:
         self.canceling: tuple[str, str] | None = None  # set when a run is seen canceled: the vector killed
         self.canceled_run: str | None = None  # a claim found the run of the chunk canceled
         self.stopping = False  # a warm shutdown: finish the running vector, give the rest back
+        self.stop_deadline = float("inf")  # stopping: no wait on an unreachable Redis goes past this
         self.gave_up: str | None = None
         self.last_ok = time.monotonic()  # when Redis last answered
+        self.beat_ok = self.last_ok  # when a heartbeat last reached Redis
         self.health = recovery.UNKNOWN
         self.profile = get_profile(machine)
         self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
         self.app: Any = None  # the Celery app, to queue chunks again
         self.held: bytes | None = None  # the chunk being run, as recorded in keys.held
         self.vector_s: float | None = None  # running mean of a vector's time on the device
+        self.redis_run_id: str | None = None  # the Redis server process last seen: a new one restarted
         self.heartbeat = Heartbeat(self)
 
     # --- liveness ---------------------------------------------------------------------------
@@ -155,8 +159,14 @@ class WorkerDaemon:
         for run_id in runs:
             pipe.hget(self.keys.run(run_id), "state")
         pipe.hget(self.keys.worker(self.name), "release")
-        replies = pipe.execute()
-        self.last_ok = time.monotonic()
+        pipe.info("server")
+        *replies, server = pipe.execute()
+        previous, self.last_ok = self.beat_ok, time.monotonic()
+        self.beat_ok = self.last_ok
+        if self.redis_run_id not in (None, server["run_id"]):  # the writes lost are from before the last beat
+            self.check_written(previous - RECHECK_WINDOW)
+        self.redis_run_id = server["run_id"]
+        self.writer.forget_before(self.beat_ok - RECHECK_WINDOW)  # only when Redis answers: kept over an outage
         taken = self.results.renew(list(self.leases.items()), LEASE_TTL)
         if taken:  # this worker was stopped past its leases: the vectors went on elsewhere
             log.warning("leases_taken_over", worker=self.name, count=len(taken))
@@ -171,6 +181,21 @@ class WorkerDaemon:
             for found in reclaim(self.redis, self.keys, self.app, self.name, now):
                 log.warning("lost_worker_chunk_queued", by=self.name, **found)
 
+    def check_written(self, since: float) -> None:
+        """Redis restarted. With `appendfsync everysec` its AOF may miss the writes of its last second
+        (a power loss): the finals this worker wrote lately that are gone are queued again (a new
+        attempt; counted once, as ever), after freeing its leases on them."""
+        by_run: dict[str, list[str]] = {}
+        for run_id, vid in self.writer.written_since(since):
+            by_run.setdefault(run_id, []).append(vid)
+        for run_id, ids in by_run.items():
+            finals = self.redis.hmget(self.keys.final(run_id), ids)
+            lost = [vid for vid, final in zip(ids, finals, strict=True) if final is None]
+            if lost:
+                log.warning("records_lost_by_redis", worker=self.name, run=run_id, vectors=len(lost))
+                drop_leases(self.redis, self.keys, run_id, lost, f"{self.token}/")
+                send_chunk(self.app, run_id, self.machine, lost)
+
     def give_up(self, reason: str) -> None:
         """Exit: Redis is gone (or the writer could not reach it). Celery shuts down warm; if it has
         not within EXIT_GRACE, the process ends hard. A live worker queues the chunk again."""
@@ -178,9 +203,16 @@ class WorkerDaemon:
             return
         self.gave_up = reason
         log.error("worker_exits", worker=self.name, reason=reason)
-        self.stopping = True
+        self.begin_stop()
         os.kill(os.getpid(), signal.SIGTERM)
         _exit_later(self.executor, EXIT_GRACE)
+
+    def begin_stop(self) -> None:
+        """A warm shutdown began (SIGTERM, `sweepctl down`, or giving up): the running vector
+        finishes; waits on a Redis that does not answer end within STOP_FLUSH from now."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + STOP_FLUSH
 
     def set_health(self, health: str, why: str = "") -> None:
         self.health = health
@@ -229,7 +261,8 @@ class WorkerDaemon:
     def stop(self) -> None:
         """Celery shut down: write what is queued (briefly, if Redis is away), stop the executor."""
         _exit_later(self.executor, EXIT_GRACE)  # whatever happens below, the process ends
-        if not self.writer.flush(timeout=STOP_FLUSH):
+        failing = self.writer.failing_for() > 0
+        if not self.writer.flush(timeout=max(1.0, self.stop_deadline - time.monotonic()) if failing else STOP_FLUSH):
             log.error("records_not_written_at_shutdown", worker=self.name)
         self.writer.stop()
         self.heartbeat.stopped.set()
@@ -506,8 +539,9 @@ class WorkerDaemon:
                 self.last_ok = time.monotonic()
                 return result
             except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-                away = time.monotonic() - first
-                if away > REDIS_GONE_LIMIT or (self.stopping and away > STOP_FLUSH) or self.gave_up:
+                now = time.monotonic()
+                away = now - first
+                if away > REDIS_GONE_LIMIT or now > self.stop_deadline or self.gave_up:
                     raise RedisGone(f"Redis did not answer for {away:.0f} s: {exc}") from None
                 log.warning("redis_retry", error=str(exc))
                 time.sleep(delay)
@@ -517,7 +551,7 @@ class WorkerDaemon:
         """Wait until the writer has written everything queued, within the Redis bound."""
         while not self.writer.flush(timeout=1.0):
             failing = self.writer.failing_for()
-            if self.writer.broken or self.gave_up or (self.stopping and failing > STOP_FLUSH):
+            if self.writer.broken or self.gave_up or (failing and time.monotonic() > self.stop_deadline):
                 raise RedisGone(f"records not written: Redis did not answer for {failing:.0f} s")
 
     def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
@@ -612,7 +646,7 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_: Any) -> None:
-        daemon.stopping = True
+        daemon.begin_stop()
 
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:

@@ -46,6 +46,7 @@ class RecordWriter(threading.Thread):
         self._flushing = False
         self.failing_since: float | None = None  # monotonic time of the first failure of the current streak
         self.broken = False  # gave up: nothing is written any more
+        self.written: deque[tuple[float, str, str]] = deque()  # (monotonic, run, vector) of finals that landed
 
     def attempt_released(self, run_id: str, vector_id: str, attempt: int, lease: str) -> None:
         self._put(run_id, ("release", vector_id, attempt, lease))
@@ -80,6 +81,15 @@ class RecordWriter(threading.Thread):
             finally:
                 self._flushing = False
         return not self.broken
+
+    def written_since(self, since: float) -> list[tuple[str, str]]:
+        """(run, vector) of the final records that landed after `since` (monotonic)."""
+        return [(run_id, vid) for when, run_id, vid in list(self.written) if when >= since]
+
+    def forget_before(self, since: float) -> None:
+        written = self.written
+        while written and written[0][0] < since:
+            written.popleft()
 
     def failing_for(self) -> float:
         """Seconds the writer has been failing to reach Redis (0 when its last batch landed)."""
@@ -117,10 +127,13 @@ class RecordWriter(threading.Thread):
     def _send(self, batch: list[tuple[str, tuple[Any, ...]]]) -> bool:
         results = self.results
         by_run: dict[str, list[list[Any]]] = {}
+        finals = []
         for run_id, item in batch:  # ops of one run keep their order; runs are independent
             kind, args = item[0], item[1:]
             if kind == "finish":
                 op = results.finish_op(*args)
+                if args[1]:
+                    finals.append((run_id, args[0]["vector"]))
             elif kind == "release":
                 op = results.release_op(run_id, *args)
             else:
@@ -133,6 +146,8 @@ class RecordWriter(threading.Thread):
                     self.results.write(run_id, ops, pipe=pipe)
                 replies = pipe.execute()
                 self.failing_since = None
+                now = time.monotonic()
+                self.written.extend((now, run_id, vid) for run_id, vid in finals)
                 late = sum(reply[0] for reply in replies)
                 if late:  # a vector settled elsewhere first: its record here would contradict its final
                     log.warning("late_records_dropped", count=late)
