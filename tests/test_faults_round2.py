@@ -260,8 +260,10 @@ def test_a_worker_whose_redis_is_gone_exits_and_sigterm_always_stops_it(tmp_path
         assert bound.returncode == 3 and exited_in < 45, f"exit {bound.returncode} after {exited_in:.0f} s"
         [line] = log_events(cluster, "w-bound", "worker_exits")  # the heartbeat's or the record writer's reason
         assert "did not answer" in line or "could not reach Redis" in line
-        print(f"\nRedis gone: SIGTERM stopped a worker in {stopped_in:.1f} s; the other exited by itself in "
-              f"{exited_in:.1f} s (bound 5 s)")
+        print(
+            f"\nRedis gone: SIGTERM stopped a worker in {stopped_in:.1f} s; the other exited by itself in "
+            f"{exited_in:.1f} s (bound 5 s)"
+        )
         cluster.wait(lambda: our_executors(cluster) == [], 10, "an executor outlived its worker")
     finally:
         cluster.stop()
@@ -314,10 +316,12 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
         records = {vid: sorted(rs, key=lambda r: r["attempt"]) for vid, rs in cluster.records("kill9").items()}
         assert sorted(records) == sorted(ids) and all(rs[-1]["status"] == status.PASS for rs in records.values())
         assert all(extra[vid] >= 1 for vid in ids)
-        print(f"\nRedis SIGKILLed, its AOF cut back 1 s ({dropped} bytes): 60 finals, "
-              f"{sum(extra.values())} starts, {sum(len(r) for r in records.values())} records, "
-              f"{len(over)} vectors started again under a forgotten attempt number; workers queued "
-              f"{sum(len(log_events(cluster, n, 'records_lost_by_redis')) for n in procs)} lost batches again")
+        print(
+            f"\nRedis SIGKILLed, its AOF cut back 1 s ({dropped} bytes): 60 finals, "
+            f"{sum(extra.values())} starts, {sum(len(r) for r in records.values())} records, "
+            f"{len(over)} vectors started again under a forgotten attempt number; workers queued "
+            f"{sum(len(log_events(cluster, n, 'records_lost_by_redis')) for n in procs)} lost batches again"
+        )
         assert procs["w-a"].poll() is None and procs["w-b"].poll() is None
     finally:
         cluster.stop()
