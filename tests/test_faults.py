@@ -262,7 +262,7 @@ def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
     cluster.wait(lambda: len(cluster.finals("visibility")) == 1, 90, "the slow vector did not finish")
     records = cluster.records("visibility")[slow["id"]]
     assert [(r["attempt"], r["status"]) for r in records] == [(1, status.PASS)]
-    # the chunk was redelivered while it ran; the copy waited on the live lease, then skipped it
+    # the chunk was redelivered while it ran; the copy found the live lease and skipped the vector
 
     def copy_skipped() -> bool:
         lines = [line for p in cluster.tmp.glob("w-*.log") for line in p.read_text().splitlines()]

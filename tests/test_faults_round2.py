@@ -123,14 +123,14 @@ def test_a_killed_worker_is_recovered_within_a_minute_at_the_default_timeouts(cl
 
 
 def test_a_chunk_outliving_the_visibility_timeout_starts_each_vector_once(cluster):
-    """D4: the chunk runs 6 s; its message comes back after 2 s and a second worker takes the copy."""
+    """D4: the chunk runs 10 s; its message comes back after 2 s and a second worker takes the copy."""
     short = {"SWEEPCTL_VISIBILITY_TIMEOUT": "2"}  # shorter than the chunk: what this test is about
     for name in ("w-a", "w-b"):
         cluster.worker(name, defaults=True, **short)
-    vectors = [vector("sleep", i, timeout=30, seconds=0.4) for i in range(16)]
+    vectors = [vector("sleep", i, timeout=30, seconds=0.4) for i in range(25)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("short-vt", vectors)
-    cluster.wait(lambda: len(cluster.finals("short-vt")) == 16, 90, "the run did not finish")
+    cluster.wait(lambda: len(cluster.finals("short-vt")) == 25, 90, "the run did not finish")
     seen = check_run(cluster, "short-vt", ids)
     assert seen["started"] == Counter(ids)  # every vector started exactly once
     assert set(seen["attempts"].values()) == {1} and all(len(r) == 1 for r in seen["records"].values())

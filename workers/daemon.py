@@ -553,6 +553,8 @@ class WorkerDaemon:
             failing = self.writer.failing_for()
             if self.writer.broken or self.gave_up or (failing and time.monotonic() > self.stop_deadline):
                 raise RedisGone(f"records not written: Redis did not answer for {failing:.0f} s")
+            if not self.writer.is_alive():  # it died of a bug: nothing queued will ever be written
+                raise RuntimeError("the record writer thread stopped")
 
     def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
         held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY).pack()
