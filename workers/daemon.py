@@ -51,6 +51,7 @@ HEARTBEAT_EVERY = float(os.environ.get("SWEEPCTL_HEARTBEAT", "5"))
 REDIS_GONE_LIMIT = float(os.environ.get("SWEEPCTL_REDIS_GONE_LIMIT", "90"))  # s without Redis: the worker exits
 EXIT_GRACE = 30.0  # s Celery gets to shut down after the worker gave up (or was stopped) before a hard exit
 STOP_FLUSH = 10.0  # s a stopping worker waits for records to reach an unreachable Redis
+FLUSH_LIMIT = REDIS_GONE_LIMIT + 60.0  # s a chunk waits for its records at most
 MAX_CHUNK_TRIES = 3  # a chunk that raised this many times: its open vectors end INFRA
 MAX_HANDBACKS = 2  # times a chunk is handed back by a worker it asks to avoid
 CLAIM_AHEAD_S = 0.05  # claim about this much work at once (one vector for slow ops, up to MAX_CLAIM)
@@ -279,7 +280,10 @@ class WorkerDaemon:
         hops: int = 0, tries: int = 0,
     ) -> None:  # fmt: skip
         """Celery's task body. Quarantined, GivenBack and RedisGone escape (the message goes back);
-        any other failure queues the chunk again, MAX_CHUNK_TRIES times at most."""
+        any other failure queues the chunk again, MAX_CHUNK_TRIES times at most. A chunk queued again
+        after an infra fault names the worker it should `avoid` (the one whose device set failed or
+        died): that worker hands it back, MAX_HANDBACKS times at most, while another live worker of
+        the machine is GOOD, so the retry runs on another device set when one exists."""
         extra = {"avoid": list(avoid), "crashed": list(crashed), "hops": hops, "tries": tries}
         try:
             if self.name in extra["avoid"] and hops < MAX_HANDBACKS and self._another_worker():
@@ -293,7 +297,9 @@ class WorkerDaemon:
                 self.quarantine()
             self._unhold()  # the message itself goes back to the queue
             raise
-        except RedisGone:
+        except RedisGone as exc:
+            if not self.stopping:
+                self.give_up(str(exc))
             raise  # the chunk stays recorded as held: a live worker queues it again
         except Exception as exc:
             log.exception("chunk_failed", worker=self.name, run=run_id, tries=tries + 1, error=str(exc))
@@ -549,12 +555,15 @@ class WorkerDaemon:
 
     def _flush(self) -> None:
         """Wait until the writer has written everything queued, within the Redis bound."""
+        deadline = time.monotonic() + FLUSH_LIMIT
         while not self.writer.flush(timeout=1.0):
             failing = self.writer.failing_for()
             if self.writer.broken or self.gave_up or (failing and time.monotonic() > self.stop_deadline):
                 raise RedisGone(f"records not written: Redis did not answer for {failing:.0f} s")
             if not self.writer.is_alive():  # it died of a bug: nothing queued will ever be written
                 raise RuntimeError("the record writer thread stopped")
+            if time.monotonic() > deadline:  # the writer gives up sooner; this bounds the wait whatever it does
+                raise RedisGone(f"records not written within {FLUSH_LIMIT:g} s")
 
     def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
         held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY).pack()
@@ -630,7 +639,7 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
     configure_logging()
     profile = get_profile(machine)
     app = make_app(redis_url, keys)
-    client = redis_lib.Redis.from_url(redis_url)
+    client = redis_lib.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)  # a hung Redis too
     daemon = WorkerDaemon(client, keys, profile.name, devices, backend, name)
     daemon.app = app
 
