@@ -337,7 +337,8 @@ def _runtime_parsers(sub: Any) -> None:
 
     worker = connected(
         "worker",
-        "run a worker daemon for one machine type (solo Celery worker + an executor owning the devices)",
+        "run a worker daemon for one machine type (solo Celery worker + an executor owning the devices); "
+        "it exits with status 3 after 90 s without Redis (a live worker takes its chunk over)",
         c.cmd_worker,
     )
     worker.add_argument("--machine", required=True, help="machine type: n150, n300, t3k, galaxy, p150, p300")

@@ -17,6 +17,8 @@ Global:
   {p}:runs             zset   run ids by creation time
   {p}:workers          zset   worker names by last heartbeat
   {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
+  {p}:worker:W:chunk   string the chunk worker W is running (msgpack: run, machine, ids, its lease token,
+                              heartbeat interval), so a live worker can queue it again when W is lost
   {p}:validation2:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
                               per ttnn version T and machine M
 """
@@ -64,6 +66,10 @@ class Keys:
     def lease(self, run_id: str, vector_id: str) -> str:
         return f"{self.prefix}:lease:{run_id}:{vector_id}"
 
+    def lease_prefix(self, run_id: str) -> str:
+        """lease(run_id, V) is this followed by V (Lua steps that check many leases build them so)."""
+        return self.lease(run_id, "")
+
     def runs(self) -> str:
         return f"{self.prefix}:runs"
 
@@ -72,6 +78,9 @@ class Keys:
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+    def held(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}:chunk"
 
     def validation(self, ttnn_version: str, machine: str) -> str:
         return f"{self.prefix}:validation2:{ttnn_version}:{machine}"  # 2: fields are digests
@@ -89,9 +98,11 @@ class Keys:
             self.enqueuing(run_id),
         ]
 
+    FIELD_SEP = ":"  # record fields are vector id, FIELD_SEP, attempt (Lua steps get it as an argument)
+
     @staticmethod
     def record_field(vector_id: str, attempt: int) -> str:
-        return f"{vector_id}:{attempt}"
+        return f"{vector_id}{Keys.FIELD_SEP}{attempt}"
 
     @property
     def celery_prefix(self) -> str:

@@ -1,46 +1,46 @@
 """Run lifecycle after enqueue: cancel, retry (and, with `enqueue --expires`, expiry).
 
-Cancel marks the run canceled and gives every vector that has neither a final record nor a live
-lease a CANCELED final record at once (so queued chunks skip them wherever they are); a vector
-running right now is killed by its worker, whose heartbeat sees the state, and booked CANCELED
-there. Expiry is checked by workers when they claim a chunk: vectors of an expired run are
+Cancel marks the run canceled, so no claim starts one of its vectors afterwards, and gives every
+vector that has neither a final record nor a live lease a CANCELED final record at once (checked
+and booked in one atomic step per batch, so a vector that finished meanwhile keeps its own
+record); a vector running right now is killed by its worker, whose heartbeat sees the state, and
+booked CANCELED there. Expiry is checked by workers when they claim a chunk: vectors of an expired run are
 booked EXPIRED instead of run.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from broker.app import RUN_CHUNK
 from broker.coordinator import chunk_size, require_run
 from broker.keys import Keys
-from broker.results import Results, decode_record, make_record, parse_final
+from broker.results import Results, decode_record, parse_final
 from sweeps import status
-from sweeps.vector import decode
 from tracer.errors import InputError
 
 
 def cancel(redis: Any, keys: Keys, run_id: str) -> dict[str, int]:
     require_run(redis, keys, run_id)
-    redis.hset(keys.run(run_id), "state", "canceled")
+    redis.hset(keys.run(run_id), "state", "canceled")  # from here on no claim starts a vector of the run
     finals = {k.decode() for k in redis.hkeys(keys.final(run_id))}
     results = Results(redis, keys)
-    now = time.time()
-    ops, running = [], 0
-    for vector_id, payload in redis.hscan_iter(keys.vectors(run_id), count=1000):
-        vid = vector_id.decode()
-        if vid in finals:
-            continue
-        if redis.exists(keys.lease(run_id, vid)):
-            running += 1
-            continue
-        outcome = {"status": status.CANCELED, "message": "the run was canceled before this vector ran"}
-        ops.append(results.finish_op(make_record(decode(payload), run_id, 0, outcome, backend="coordinator",
-                                                 start=now, end=now)))  # fmt: skip
-    for start in range(0, len(ops), 1000):
-        results.write(run_id, ops[start : start + 1000])
-    return {"canceled": len(ops), "running": running, "already_final": len(finals)}
+    outcome = {"status": status.CANCELED, "message": "the run was canceled before this vector ran"}
+    canceled, open_ = 0, 0
+    batch: list[tuple[str, bytes]] = []
+    scan = redis.hscan_iter(keys.vectors(run_id), count=1000)
+    while True:
+        item = next(scan, None)
+        if item is not None and item[0].decode() not in finals:
+            batch.append((item[0].decode(), item[1]))
+        if batch and (item is None or len(batch) == 1000):
+            # each vector is booked only if it is neither final nor leased at that instant (one Lua step)
+            canceled += results.write(run_id, results.unrun_ops(run_id, batch, outcome, "", backend="coordinator"))[1]
+            open_ += len(batch)
+            batch = []
+        if item is None:
+            break
+    return {"canceled": canceled, "running": open_ - canceled, "already_final": len(finals)}
 
 
 # Decided at enqueue, never sent to a worker: a retry would not decide them again; fix the config.

@@ -1,11 +1,13 @@
 """Attempts and records: one record per attempt, written once, with the run's aggregates updated
 in the same atomic step (a Lua script), so a report never scans results.
 
-`claim` reads a chunk's vectors, final statuses and attempt counters in one round trip: a
-redelivered chunk skips vectors that already have a final record. `start` records an attempt
-(its number, and a lease with a TTL the heartbeat renews); `finish`
-writes the attempt's record with HSETNX and, the first time a vector reaches a final status,
-bumps the counters. Both are idempotent, so a writer may resend them after a lost connection.
+`claim` starts attempts right before they run, atomically per vector: it refuses a vector that is
+final, held by another worker's lease, or whose run is canceled, and otherwise bumps the attempt
+counter and takes a lease (a TTL the heartbeat renews). So a vector starts at most once per
+attempt number, whatever copies of its chunk are around. `finish` writes the attempt's record
+with HSETNX and, the first time a vector reaches a final status, bumps the counters; a record for a
+vector that is final already is dropped (a record never contradicts its vector's final status).
+All steps are idempotent, so a writer may resend them after a lost connection.
 Aggregates (`{p}:run:R:agg` fields):
 
   done, t_first, t_last              vectors with a final status; first/last finish (unix s)
@@ -29,6 +31,7 @@ import hashlib
 import math
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +42,13 @@ from sweeps import status
 
 # Operations travel as one msgpack blob per script call (redis-py spends more packing many small
 # arguments than Redis spends running the script). KEYS: records, final, agg, failed, attempts.
+# Returns {finishes dropped because their vector was final already (late records), vectors 'F' booked}.
 _WRITE = """
 local ops = cmsgpack.unpack(ARGV[1])
 local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local late, booked = 0, 0
 for _, op in ipairs(ops) do
-  if op[1] == 's' then
-    -- start: vector id, attempt, lease key, worker, ttl
-    redis.call('HSET', attempts, op[2], op[3])
-    redis.call('SET', op[4], op[5], 'EX', op[6])
-  elseif op[1] == 'u' then
+  if op[1] == 'u' then
     -- unfinal (retry): vector id, status, op, machine, executed, pcc bucket, e2e bucket, backend, sig id
     if redis.call('HDEL', final, op[2]) == 1 then
       local name, st = op[4], op[3]
@@ -65,20 +66,26 @@ for _, op in ipairs(ops) do
       redis.call('HDEL', failed, op[2])
     end
   elseif op[1] == 'r' then
-    -- release: vector id, attempts before, lease key (an attempt started that never ran)
-    redis.call('DEL', op[4])
-    if op[3] > 0 then redis.call('HSET', attempts, op[2], op[3]) else redis.call('HDEL', attempts, op[2]) end
+    -- release a claimed attempt that never started: vector id, attempt, lease key, lease value, record field
+    if redis.call('GET', op[4]) == op[5] then redis.call('DEL', op[4]) end
+    if tonumber(redis.call('HGET', attempts, op[2]) or '0') == op[3] and redis.call('HEXISTS', records, op[6]) == 0 then
+      if op[3] > 1 then redis.call('HSET', attempts, op[2], op[3] - 1) else redis.call('HDEL', attempts, op[2]) end
+    end
   elseif op[1] == 'F' then
-    -- finish many vectors that never ran, with one outcome (the coordinator's NOT_RUN/INVALID):
-    --   status, op, machine, now, final summary, sig id, signature, {field, record, vector id, ...}
-    local n, items, example = 0, op[9], nil
+    -- finish many vectors that never ran, with one outcome (NOT_RUN, INVALID, CANCELED, EXPIRED, INFRA):
+    --   status, op, machine, now, final summary, sig id, signature, {field, record, vector id, ...},
+    --   lease key prefix: when not '', a vector someone holds the lease of is left to its holder
+    local n, items, example, prefix = 0, op[9], nil, op[10]
     for i = 1, #items, 3 do
-      if redis.call('HSETNX', records, items[i], items[i + 1]) == 1
-          and redis.call('HSETNX', final, items[i + 2], op[6]) == 1 then
+      local vid = items[i + 2]
+      if redis.call('HEXISTS', final, vid) == 0 and (prefix == '' or redis.call('EXISTS', prefix .. vid) == 0)
+          and redis.call('HSETNX', records, items[i], items[i + 1]) == 1 then
+        redis.call('HSET', final, vid, op[6])
         n = n + 1
-        example = example or items[i + 2]
+        example = example or vid
       end
     end
+    booked = booked + n
     if n > 0 then
       local name, st, m = op[3], op[2], op[4]
       redis.call('HINCRBY', agg, 'done', n)
@@ -94,12 +101,18 @@ for _, op in ipairs(ops) do
         redis.call('HSETNX', agg, 'sx|' .. op[7], example)
       end
     end
-  elseif redis.call('HSETNX', records, op[2], op[3]) == 1 then
+  else
     -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
-    --         e2e bucket, failed, now, backend, lease key, final summary, sig id, signature
-    if op[16] ~= '' then redis.call('DEL', op[16]) end
-    if op[6] == '1' and redis.call('HSETNX', final, op[4], op[17]) == 1 then
+    --         e2e bucket, failed, now, backend, lease key, final summary, sig id, signature,
+    --         lease value, attempt
+    if op[16] ~= '' and redis.call('GET', op[16]) == op[20] then redis.call('DEL', op[16]) end
+    if redis.call('HEXISTS', final, op[4]) == 1 then
+      late = late + 1  -- settled first (e.g. canceled while this attempt's lease had lapsed): no record under it
+    elseif redis.call('HSETNX', records, op[2], op[3]) == 1 and op[6] == '1'
+        and tonumber(redis.call('HGET', attempts, op[4]) or '0') <= op[21] then
+      -- final unless a newer attempt started (this one's worker was taken for lost): that one decides
       local name, st = op[7], op[5]
+      redis.call('HSET', final, op[4], op[17])
       redis.call('HINCRBY', agg, 'done', 1)
       redis.call('HSETNX', agg, 't_first', op[14])
       redis.call('HSET', agg, 't_last', op[14])
@@ -124,9 +137,8 @@ for _, op in ipairs(ops) do
     end
   end
 end
-return #ops
+return {late, booked}
 """
-
 PCC_BUCKET_MAX = 120
 _SIGNATURE_SUBS = (
     (re.compile(r"0x[0-9a-fA-F]+"), "<addr>"),
@@ -190,63 +202,114 @@ def ms_of_bucket(bucket: int) -> float:
     return 2.0 ** ((bucket + 0.5) / 8.0) / 1000.0
 
 
-RUN, FINAL, LEASED = "run", "final", "leased"
+# Claim vectors right before they run, each atomically: a vector runs only under a lease its worker
+# took here, so no copy of a chunk (redelivered, re-published) can start it twice, and nothing starts
+# once the vector is final or its run canceled. KEYS: final, attempts, records. ARGV: lease value,
+# lease ttl (s), lost attempts that end a vector, record field separator, the run's hash and vectors
+# (only read, so not KEYS, which a worker's ACL user must be able to write), then (vector id, lease
+# key) pairs. Returns per vector {code, attempt, lost, payload}:
+#   R run it as `attempt` (lost = 1: the attempt before died with its worker: no record, no lease)
+#   F final already | L another worker holds it | M not in the run
+#   X the run is canceled (payload: for booking it CANCELED) | D its attempt `attempt` was lost and
+#   it has been lost `max_lost` times: book that attempt INFRA, final (payload given)
+# A lease that holds this very value is this claim resent after a lost reply: the same answer again.
+_CLAIM = """
+local final, attempts, records = KEYS[1], KEYS[2], KEYS[3]
+local value, ttl, max_lost, sep, run, vectors = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local canceled = redis.call('HGET', run, 'state') == 'canceled'
+local out = {}
+for i = 7, #ARGV, 2 do
+  local vid, lease = ARGV[i], ARGV[i + 1]
+  local tried = tonumber(redis.call('HGET', attempts, vid) or '0')
+  local payload = redis.call('HGET', vectors, vid)
+  local holder = redis.call('GET', lease)
+  if redis.call('HEXISTS', final, vid) == 1 then
+    out[#out + 1] = {'F', tried, 0}
+  elseif not payload then
+    out[#out + 1] = {'M', tried, 0}
+  elseif holder == value then
+    local lost = (tried > 1 and redis.call('HEXISTS', records, vid .. sep .. (tried - 1)) == 0) and 1 or 0
+    out[#out + 1] = {'R', tried, lost, payload}
+  elseif holder then
+    out[#out + 1] = {'L', tried, 0}
+  elseif canceled then
+    out[#out + 1] = {'X', tried, 0, payload}
+  else
+    local lost = (tried > 0 and redis.call('HEXISTS', records, vid .. sep .. tried) == 0) and 1 or 0
+    if lost == 1 and tried >= max_lost then
+      out[#out + 1] = {'D', tried, 1, payload}
+    else
+      redis.call('HSET', attempts, vid, tried + 1)
+      redis.call('SET', lease, value, 'EX', ttl)
+      out[#out + 1] = {'R', tried + 1, lost, payload}
+    end
+  end
+end
+return out
+"""
+
+# Renew leases this worker still holds (a lease whose value changed was taken over: not renewed).
+# KEYS: lease keys; ARGV: ttl, then one value per key. Returns the indexes (1-based) of the lost ones.
+_RENEW = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then redis.call('EXPIRE', key, ARGV[1]) else lost[#lost + 1] = i end
+end
+return lost
+"""
+
+RUN, FINAL, LEASED, MISSING, CANCELED, DEAD = "R", "F", "L", "M", "X", "D"
 
 
 @dataclass
 class Claim:
-    """One vector of a claimed chunk: its payload, what to do, and the attempts before."""
+    """What a claim step decided for one vector (see _CLAIM for the actions)."""
 
     vector_id: str
+    action: str
+    attempt: int  # RUN: the attempt this claim started; DEAD: the attempt that was lost the last time
+    lost: bool  # RUN: the attempt before this one died with its worker (no record, no lease)
     payload: bytes | None
-    action: str  # RUN, FINAL (skip: it has a final record) or LEASED (skip: running elsewhere)
-    tried: int  # attempts started before this claim
-    lost: bool = False  # the last of them died with its worker: no record, no lease
-
-    @property
-    def attempt(self) -> int:
-        return self.tried + 1
+    lease: str  # the lease value this claim holds (RUN)
 
 
 class Results:
-    """Reads and writes one run's attempts, for a worker (or the coordinator, for vectors that never run)."""
+    """Reads and writes one run's attempts, for a worker (or the coordinator, for vectors that never run).
+    `worker` names the lease holder: a worker passes its name and incarnation, unique per process."""
 
     def __init__(self, redis: Any, keys: Keys, worker: str = "") -> None:
         self.redis = redis
         self.keys = keys
         self.worker = worker
         self._write = redis.register_script(_WRITE)
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
 
-    def claim(self, run_id: str, ids: list[str]) -> list[Claim]:
-        """What to do with each vector of a chunk, in one round trip (two when attempts came before):
-        run it (with its attempt number), or skip it because it is final, or because another
-        worker holds its lease right now (a chunk redelivered past the visibility timeout must not
-        run it twice). An earlier attempt with neither a record nor a lease died with its worker."""
-        keys = self.keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.vectors(run_id), ids)
-        pipe.hmget(keys.final(run_id), ids)
-        pipe.hmget(keys.attempts(run_id), ids)
-        payloads, finals, attempts = pipe.execute()
-        claims = [
-            Claim(vid, payload, FINAL if done is not None else RUN, int(tried or 0))
-            for vid, payload, done, tried in zip(ids, payloads, finals, attempts, strict=True)
+    def claim(self, run_id: str, ids: list[str], ttl: int = 30, max_lost: int = 2) -> list[Claim]:
+        """Claim vectors right before they run, in one atomic step (see _CLAIM). Each call holds its
+        leases under a fresh value, so only a resend of this very call can find them its own."""
+        value = f"{self.worker}/{uuid.uuid4().hex[:12]}"
+        return self.claim_as(value, run_id, ids, ttl, max_lost)
+
+    def claim_as(self, value: str, run_id: str, ids: list[str], ttl: int, max_lost: int) -> list[Claim]:
+        """claim() under a given lease value: the resend of a call whose reply was lost."""
+        k = self.keys
+        args: list[Any] = [value, ttl, max_lost, Keys.FIELD_SEP, k.run(run_id), k.vectors(run_id)]
+        lease = k.lease
+        for vid in ids:
+            args += (vid, lease(run_id, vid))
+        replies = self._claim(keys=[k.final(run_id), k.attempts(run_id), k.records(run_id)], args=args)
+        return [
+            Claim(vid, r[0].decode(), r[1], bool(r[2]), r[3] if len(r) > 3 else None, value)
+            for vid, r in zip(ids, replies, strict=True)
         ]
-        retried = [c for c in claims if c.action == RUN and c.tried]
-        if retried:
-            for claim in retried:
-                pipe.exists(keys.lease(run_id, claim.vector_id))
-                pipe.hexists(keys.records(run_id), keys.record_field(claim.vector_id, claim.tried))
-            found = pipe.execute()
-            for claim, leased, recorded in zip(retried, found[::2], found[1::2], strict=True):
-                if leased:
-                    claim.action = LEASED
-                elif not recorded:
-                    claim.lost = True
-        return claims
 
-    def start_op(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> list[Any]:
-        return ["s", vector_id, attempt, self.keys.lease(run_id, vector_id), self.worker, lease_ttl]
+    def renew(self, leases: list[tuple[str, str]], ttl: int) -> list[str]:
+        """Renew (lease key, value) pairs still held; returns the keys another worker took over."""
+        if not leases:
+            return []
+        lost = self._renew(keys=[k for k, _ in leases], args=[ttl, *(v for _, v in leases)])
+        return [leases[i - 1][0] for i in lost]
 
     def unfinal_op(self, record: dict[str, Any]) -> list[Any]:
         """Take a vector's final record out of the aggregates (the record itself stays), for a retry.
@@ -255,16 +318,21 @@ class Results:
         return ["u", record["vector"], record["status"], record["op"], record["machine"], f[8], f[10], f[11], f[14],
                 f[17]]  # fmt: skip
 
-    def release_op(self, run_id: str, vector_id: str, attempt: int) -> list[Any]:
-        """Undo the start of an attempt that never ran (its worker gave the chunk back)."""
-        return ["r", vector_id, attempt - 1, self.keys.lease(run_id, vector_id)]
+    def release_op(self, run_id: str, vector_id: str, attempt: int, lease: str) -> list[Any]:
+        """Undo a claim whose attempt never started (its worker gave the chunk back): the lease goes,
+        and the attempt number too unless a newer one started meanwhile."""
+        field = Keys.record_field(vector_id, attempt)
+        return ["r", vector_id, attempt, self.keys.lease(run_id, vector_id), lease, field]
 
-    def finish_op(self, record: dict[str, Any], final: bool = True) -> list[Any]:
+    def finish_op(self, record: dict[str, Any], final: bool = True, lease: str = "") -> list[Any]:
+        """The attempt's record, written once, final unless `final` is False or a newer attempt of the
+        vector started; dropped if the vector is final already. `lease`: the value the attempt held
+        (its lease is freed if still held under it)."""
         pcc = record.get("pcc")
         e2e = record.get("e2e_ms")
         executed = status.is_executed(record["status"])
         measured = executed and pcc is not None
-        lease = self.keys.lease(record["run"], record["vector"]) if record["attempt"] else ""
+        lease_key = self.keys.lease(record["run"], record["vector"]) if lease else ""
         sig = bucket_of(record)
         return [
             "f",
@@ -282,17 +350,22 @@ class Results:
             "1" if record["status"] in status.LISTED else "0",
             repr(time.time()),
             record["backend"],
-            lease,
+            lease_key,
             final_summary(record, sig),
             sig,
             record["signature"] if sig else "",
+            lease,
+            record["attempt"],
         ]
 
-    def finish_unrun_op(self, template: dict[str, Any], vectors: list[tuple[str, str | None, str]]) -> list[Any]:
+    def finish_unrun_op(
+        self, template: dict[str, Any], vectors: list[tuple[str, str | None, str]], idle_only: bool = False
+    ) -> list[Any]:
         """Finish many vectors that never ran, with one status and signature (the coordinator's
         NOT_RUN or INVALID of one op and machine): `template` is the record of any of them,
         `vectors` their (id, config_hash, message). Each gets its record; the aggregates move
-        once, by the count of new finals."""
+        once, by the count of new finals. A vector final already is left alone; with `idle_only`,
+        so is one whose lease someone holds (it is running: its holder books it)."""
         if status.is_executed(template["status"]) or template["attempt"]:
             raise ValueError("finish_unrun_op is for attempt-0 records of vectors that never ran")
         sig = bucket_of(template)
@@ -317,22 +390,41 @@ class Results:
             record = b"".join((s0, pack(own[a]), s1, pack(own[b]), s2, pack(own[c]), current))
             items += (Keys.record_field(own[0], 0), record, own[0])
         summary = final_summary(template, sig)
+        prefix = self.keys.lease_prefix(template["run"]) if idle_only else ""
         return ["F", template["status"], template["op"], template["machine"], repr(time.time()), summary, sig,
-                template["signature"] if sig else "", items]  # fmt: skip
+                template["signature"] if sig else "", items, prefix]  # fmt: skip
 
-    def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> None:
-        """Apply start/finish ops of one run in order, in one script call."""
+    def unrun_ops(
+        self, run_id: str, vectors: list[tuple[str, bytes | None]], outcome: dict[str, Any], machine: str, **where: Any
+    ) -> list[list[Any]]:
+        """Bulk ops giving `outcome` (CANCELED, EXPIRED, INFRA...) to vectors (id, payload) that are
+        neither final nor held by a worker; grouped by op and machine, as the aggregates count them.
+        A payload this sweepctl cannot read still gets its record (op "unknown", `machine`)."""
+        now = time.time()
+        groups: dict[tuple[str, str], list[tuple[str, str | None, str]]] = {}
+        for vid, payload in vectors:
+            op, on, config_hash = vector_fields(payload, machine)
+            groups.setdefault((op, on), []).append((vid, config_hash, outcome.get("message") or ""))
+        ops = []
+        for (op, on), items in groups.items():
+            fields = {"id": items[0][0], "op": op, "machine": on, "config_hash": items[0][1]}
+            template = make_record(fields, run_id, 0, outcome, start=now, end=now, **where)
+            for start in range(0, len(items), 1000):
+                ops.append(self.finish_unrun_op(template, items[start : start + 1000], idle_only=True))
+        return ops
+
+    def write(self, run_id: str, ops: list[list[Any]], pipe: Any = None) -> Any:
+        """Apply ops of one run in order, in one script call; returns [finishes that came late (their
+        vector was final already), vectors the bulk ops booked] (or the pipeline, given one)."""
         keys = self.keys
         names = [keys.records(run_id), keys.final(run_id), keys.agg(run_id), keys.failed(run_id), keys.attempts(run_id)]
         blob = msgpack.packb(ops, use_bin_type=False)  # Redis's cmsgpack does not read the bin type
-        self._write(keys=names, args=[blob], client=pipe)
+        return self._write(keys=names, args=[blob], client=pipe)
 
-    def start(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int = 30) -> None:
-        self.write(run_id, [self.start_op(run_id, vector_id, attempt, lease_ttl)])
-
-    def finish(self, record: dict[str, Any], final: bool = True) -> None:
-        """Write one attempt's record once; aggregates move only on a vector's first final record."""
-        self.write(record["run"], [self.finish_op(record, final)])
+    def finish(self, record: dict[str, Any], final: bool = True, lease: str = "") -> bool:
+        """Write one attempt's record once; aggregates move only on a vector's first final record.
+        False when it came late (the vector was final already)."""
+        return not self.write(record["run"], [self.finish_op(record, final, lease)])[0]
 
 
 def make_record(
@@ -362,6 +454,23 @@ def make_record(
         "start": where.get("start"),
         "end": where.get("end"),
     }
+
+
+def vector_fields(payload: bytes | None, machine: str) -> tuple[str, str, str | None]:
+    """(op, machine, config_hash) of a stored vector, read leniently: a record must name something
+    even for a payload no worker can run (a newer schema, corrupt bytes)."""
+    try:
+        vector = msgpack.unpackb(payload or b"", raw=False)
+    except Exception:  # msgpack raises several unrelated types for bad bytes
+        vector = None
+    if not isinstance(vector, dict):
+        return "unknown", machine, None
+    op, on, config_hash = vector.get("op"), vector.get("machine"), vector.get("config_hash")
+    return (
+        op if isinstance(op, str) else "unknown",
+        on if isinstance(on, str) else machine,
+        config_hash if isinstance(config_hash, str) else None,
+    )
 
 
 def decode_record(payload: bytes) -> dict[str, Any]:

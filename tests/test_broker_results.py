@@ -6,7 +6,7 @@ import redis
 
 from broker.keys import Keys
 from broker.report import build, progress
-from broker.results import FINAL, LEASED, Results, make_record, pcc_bucket, pcc_of_bucket, signature
+from broker.results import CANCELED, DEAD, FINAL, LEASED, Results, make_record, pcc_bucket, pcc_of_bucket, signature
 from broker.results import RUN as RUN_IT
 from sweeps import status
 from sweeps.vector import make_vector
@@ -35,12 +35,11 @@ def test_an_attempt_record_is_written_once_and_counted_once(redis_server):
     [claim] = results.claim(RUN, [vector["id"]])
     assert (claim.payload, claim.action, claim.attempt) == (b"payload", RUN_IT, 1)
     attempt = claim.attempt
-    results.start(RUN, vector["id"], attempt)
-    assert client.get(keys.lease(RUN, vector["id"])) == b"w1"
+    assert client.get(keys.lease(RUN, vector["id"])).decode() == claim.lease and claim.lease.startswith("w1/")
     outcome = {"status": status.PASS, "pcc": 0.9999, "threshold": 0.999, "e2e_ms": 2.0}
     record = make_record(vector, RUN, attempt, outcome, backend="emulated", worker="w1")
-    results.finish(record)
-    results.finish(record)  # a retried write after a lost reply: nothing changes
+    assert results.finish(record, lease=claim.lease)
+    assert not results.finish(record, lease=claim.lease)  # a retried write after a lost reply: nothing changes
     assert client.hlen(keys.records(RUN)) == 1
     agg = client.hgetall(keys.agg(RUN))
     assert agg[b"done"] == b"1" and agg[b"s|PASS"] == b"1" and agg[b"b|emulated"] == b"1"
@@ -54,17 +53,18 @@ def test_a_second_attempt_keeps_the_first_record_and_only_the_final_one_counts(r
     client, keys = _setup(redis_server, 1)
     results = Results(client, keys, worker="w1")
     vector = _vector(2)
-    first = results.claim(RUN, [vector["id"]])[0].attempt
-    results.start(RUN, vector["id"], first)
+    client.hset(keys.vectors(RUN), vector["id"], b"payload")
+    claim = results.claim(RUN, [vector["id"]])[0]
+    first = claim.attempt
     # while attempt 1 holds its lease, a redelivered copy of the chunk must not run the vector
     assert results.claim(RUN, [vector["id"]])[0].action == LEASED
     infra = make_record(vector, RUN, first, {"status": status.INFRA, "message": "device reset failed"})
-    results.finish(infra, final=False)
+    results.finish(infra, final=False, lease=claim.lease)
     again = results.claim(RUN, [vector["id"]])[0]
     assert (first, again.action, again.attempt, again.lost) == (1, RUN_IT, 2, False)
     second = again.attempt
-    results.start(RUN, vector["id"], second)
-    results.finish(make_record(vector, RUN, second, {"status": status.FAIL_OP, "message": "TT_FATAL at 0x7f12: bad"}))
+    results.finish(make_record(vector, RUN, second, {"status": status.FAIL_OP, "message": "TT_FATAL at 0x7f12: bad"}),
+                   lease=again.lease)  # fmt: skip
     assert client.hlen(keys.records(RUN)) == 2
     prog = progress(client, keys, RUN)
     assert prog["done"] == 1 and prog["counts"] == {status.FAIL_OP: 1} and prog["complete"]
@@ -76,6 +76,7 @@ def test_report_from_aggregates(redis_server):
     pccs = {1: 0.99999, 2: 0.9999, 3: 0.95}
     for n, pcc in pccs.items():
         vector = _vector(n)
+        client.hset(keys.vectors(RUN), vector["id"], b"payload")
         attempt = results.claim(RUN, [vector["id"]])[0].attempt
         state = status.PASS if pcc > 0.99 else status.FAIL_ACCURACY
         outcome = {"status": state, "pcc": pcc, "threshold": 0.99, "e2e_ms": float(n), "message": ""}
@@ -113,10 +114,42 @@ def test_an_attempt_whose_worker_died_is_claimed_as_lost(redis_server):
     client, keys = _setup(redis_server, 1)
     results = Results(client, keys, worker="w1")
     vector = _vector(3)
-    results.start(RUN, vector["id"], 1, lease_ttl=1)
+    client.hset(keys.vectors(RUN), vector["id"], b"payload")
+    results.claim(RUN, [vector["id"]], ttl=1)
     client.delete(keys.lease(RUN, vector["id"]))  # the lease lapsed: nobody renews it any more
     claim = results.claim(RUN, [vector["id"]])[0]
-    assert (claim.action, claim.tried, claim.lost, claim.attempt) == (RUN_IT, 1, True, 2)
+    assert (claim.action, claim.lost, claim.attempt) == (RUN_IT, True, 2)
+    client.delete(keys.lease(RUN, vector["id"]))  # lost again: the second time it is not run again
+    claim = results.claim(RUN, [vector["id"]])[0]
+    assert (claim.action, claim.lost, claim.attempt) == (DEAD, True, 2)
+    assert client.hget(keys.attempts(RUN), vector["id"]) == b"2"
+
+
+def test_a_claim_is_atomic_per_vector_idempotent_when_resent_and_refused_once_canceled(redis_server):
+    client, keys = _setup(redis_server, 3)
+    a, b = Results(client, keys, worker="a"), Results(client, keys, worker="b")
+    vectors = [_vector(n) for n in range(1, 4)]
+    ids = [v["id"] for v in vectors]
+    client.hset(keys.vectors(RUN), mapping={vid: b"payload" for vid in ids})
+    first = a.claim_as("a/1", RUN, ids[:2], 30, 2)
+    assert [(c.action, c.attempt) for c in first] == [(RUN_IT, 1), (RUN_IT, 1)]
+    resent = a.claim_as("a/1", RUN, ids[:2], 30, 2)  # the same call after a lost reply: the same answer
+    assert [(c.action, c.attempt) for c in resent] == [(RUN_IT, 1), (RUN_IT, 1)]
+    assert [c.action for c in b.claim(RUN, ids)] == [LEASED, LEASED, RUN_IT]  # a copy skips what a holds
+    assert client.hmget(keys.attempts(RUN), ids) == [b"1", b"1", b"1"]  # started once each
+    # a released claim that never started gives its attempt number back
+    a.write(RUN, [a.release_op(RUN, ids[0], 1, "a/1")])
+    assert client.hget(keys.attempts(RUN), ids[0]) is None and not client.exists(keys.lease(RUN, ids[0]))
+    # once the run is canceled nothing starts; its record for a vector canceled meanwhile is dropped
+    client.hset(keys.run(RUN), "state", "canceled")
+    assert [c.action for c in b.claim(RUN, ids)] == [CANCELED, LEASED, LEASED]
+    outcome = {"status": status.CANCELED, "message": "canceled"}
+    ops = a.unrun_ops(RUN, [(vid, b"payload") for vid in ids], outcome, "n300", backend="coordinator")
+    assert a.write(RUN, ops)[1] == 1  # the two leased vectors are left to their holders
+    late = make_record(vectors[0], RUN, 1, {"status": status.PASS, "pcc": 1.0}, backend="emulated")
+    assert not a.finish(late)
+    assert [c.action for c in b.claim(RUN, ids[:1])] == [FINAL]
+    assert client.hlen(keys.records(RUN)) == 1 and client.hget(keys.agg(RUN), b"s|CANCELED") == b"1"
 
 
 def test_finishing_unrun_vectors_in_bulk_writes_what_one_by_one_writes(redis_server):

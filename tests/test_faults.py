@@ -42,15 +42,20 @@ class Cluster:
         self.keys = Keys(PREFIX)
         self.procs: list[subprocess.Popen] = []
         self.reset_log = tmp / "resets.log"
+        self.starts_log = tmp / "starts.log"  # one line per test op started by any executor (workers/testops.py)
 
-    def worker(self, name: str, reset: str | None = None, **extra: str) -> subprocess.Popen:
+    def worker(self, name: str, reset: str | None = None, defaults: bool = False, **extra: str) -> subprocess.Popen:
+        """A worker; `defaults`: the heartbeat a user runs with (5 s), not the tests' 0.5 s."""
         env = {
             **os.environ,
-            **extra,
             "SWEEPCTL_ENABLE_TEST_OPS": "1",
             "SWEEPCTL_HEARTBEAT": "0.5",
             "SWEEPCTL_RESET_COMMAND": reset or f"sh -c 'echo {name} >> {self.reset_log}'",
+            "SWEEPCTL_TEST_OP_LOG": str(self.starts_log),
+            **extra,
         }
+        if defaults:
+            del env["SWEEPCTL_HEARTBEAT"]
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
         cmd += ["--name", name, "--redis", self.url, "--prefix", PREFIX]
@@ -63,9 +68,17 @@ class Cluster:
         value = self.client.hget(self.keys.worker(name), "health")
         return value.decode() if value else ""
 
-    def enqueue(self, run_id: str, vectors: list[dict], expires: float | None = None) -> None:
+    def enqueue(self, run_id: str, vectors: list[dict], expires: float | None = None, chunk: int | None = None) -> None:
         plan = Plan(run_id, Selection(), Expansion.of(vectors), {})
-        publish(make_app(self.url, self.keys), self.client, self.keys, plan, chunk=len(vectors), expires=expires)
+        size = chunk or len(vectors)
+        publish(make_app(self.url, self.keys), self.client, self.keys, plan, chunk=size, expires=expires)
+
+    def starts(self) -> list[tuple[float, str, int]]:
+        """(time, vector id, worker pid) of every test op an executor started."""
+        if not self.starts_log.exists():
+            return []
+        rows = [line.split() for line in self.starts_log.read_text().splitlines()]
+        return [(float(t), vid, int(pid)) for t, vid, pid in rows]
 
     def records(self, run_id: str) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}
@@ -249,7 +262,7 @@ def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
     cluster.wait(lambda: len(cluster.finals("visibility")) == 1, 90, "the slow vector did not finish")
     records = cluster.records("visibility")[slow["id"]]
     assert [(r["attempt"], r["status"]) for r in records] == [(1, status.PASS)]
-    # the chunk was redelivered while it ran; the copy waited on the live lease, then skipped it
+    # the chunk was redelivered while it ran; the copy found the live lease and skipped the vector
 
     def copy_skipped() -> bool:
         lines = [line for p in cluster.tmp.glob("w-*.log") for line in p.read_text().splitlines()]

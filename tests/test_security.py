@@ -49,8 +49,8 @@ def test_acl_roles_worker_cannot_delete_a_run_and_reporter_cannot_enqueue(acl_re
     worker = redis.Redis.from_url(acl_redis("worker"))
     results = Results(worker, keys, worker="w1")
     claim = results.claim("acl-run", [vector["id"]])[0]  # the worker reads the run and writes records
-    results.start("acl-run", vector["id"], claim.attempt)
-    results.finish(make_record(vector, "acl-run", claim.attempt, {"status": status.PASS, "pcc": 1.0}, backend="x"))
+    record = make_record(vector, "acl-run", claim.attempt, {"status": status.PASS, "pcc": 1.0}, backend="x")
+    results.finish(record, lease=claim.lease)
     for key in (keys.run("acl-run"), keys.vectors("acl-run")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             worker.delete(key)

@@ -1,24 +1,35 @@
 """The worker daemon: one Celery process (solo pool, concurrency 1) on its machine's queue,
 pinned to a device set, with one executor process that owns the devices.
 
-A chunk message names vector ids; one round trip claims them (payloads, final statuses, attempt
-counters): vectors that already have a final record are skipped. For each other vector: queue its
-`start` (attempt number, lease), hand it to the executor with its timeout, queue its `finish`
-(the attempt's record, written once, and the run's aggregates in the same step). The record
-writer thread sends them, so the device never waits on Redis; the chunk is acked only after
-everything is written. A heartbeat thread
-renews the current lease and the worker's liveness. The Celery process never imports ttnn.
+A chunk message names vector ids. The worker first records that it holds the chunk (so a live
+worker can queue it again if this one dies: broker/reclaim.py), then claims its vectors a few at a
+time, right before they run: one atomic step per claim that refuses a vector that is final, held
+by another worker, or of a canceled run, and otherwise starts its next attempt under a lease
+(broker/results.py). So no copy of a chunk, redelivered or re-published, starts a vector twice.
+Each vector goes to the executor with its timeout; its record (written once, with the run's
+aggregates in the same step) is queued to the record writer thread, so the device never waits on
+Redis; the chunk is acked only after everything is written. The executor is kept one vector
+ahead, and claims are made while it runs, so the device does not idle on bookkeeping.
+
+A heartbeat thread renews the worker's liveness and its leases, kills a vector whose run was
+canceled, and queues again the chunks of workers whose heartbeat lapsed. Every wait on Redis is
+bounded: a worker that cannot reach Redis for REDIS_GONE_LIMIT seconds says so and exits (its chunk
+is queued again by a live worker), and SIGTERM stops it whatever Redis does. The Celery process
+never imports ttnn.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
+import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions as redis_errors
 import structlog
@@ -26,7 +37,8 @@ import structlog
 from broker import registry
 from broker.app import RUN_CHUNK, make_app
 from broker.keys import Keys
-from broker.results import LEASED, RUN, Results, make_record
+from broker.reclaim import Held, drop_leases, lost_after, reclaim, send_chunk
+from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from sweeps import status
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
@@ -37,6 +49,18 @@ from workers.writer import RecordWriter
 LEASE_TTL = int(os.environ.get("SWEEPCTL_LEASE_TTL", "30"))
 MAX_LOST_ATTEMPTS = 2  # a vector whose worker died in it twice is booked INFRA, not run again
 HEARTBEAT_EVERY = float(os.environ.get("SWEEPCTL_HEARTBEAT", "5"))
+REDIS_GONE_LIMIT = float(os.environ.get("SWEEPCTL_REDIS_GONE_LIMIT", "90"))  # s without Redis: the worker exits
+EXIT_GRACE = 30.0  # s Celery gets to shut down after the worker gave up (or was stopped) before a hard exit
+STOP_FLUSH = 10.0  # s a stopping worker waits for records to reach an unreachable Redis
+FLUSH_LIMIT = REDIS_GONE_LIMIT + 60.0  # s a chunk waits for its records at most
+MAX_CHUNK_TRIES = 3  # a chunk that raised this many times: its open vectors end INFRA
+MAX_HANDBACKS = 2  # times a chunk is handed back by a worker it asks to avoid
+CLAIM_AHEAD_S = 0.05  # claim about this much work at once (one vector for slow ops, up to MAX_CLAIM)
+MAX_CLAIM = 32
+EXIT_GAVE_UP = 3  # exit status of a worker that gave up on Redis (systemd restarts it)
+RECHECK_WINDOW = 10.0  # s of this worker's finals checked again when Redis restarted (everysec loses ~1 s)
+
+T = TypeVar("T")
 
 
 class Quarantined(Exception):
@@ -47,11 +71,16 @@ class GivenBack(Exception):
     """A warm shutdown stopped the chunk after the running vector: the rest goes back to the queue."""
 
 
+class RedisGone(Exception):
+    """Redis did not answer within the bound (or the worker is stopping while it is away)."""
+
+
 log = structlog.get_logger("sweepctl.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Renews the worker's liveness and the lease of the vector it runs, every few seconds."""
+    """Renews the worker's liveness and leases every few seconds, queues lost workers' chunks
+    again, and makes the worker give up when Redis has been away too long."""
 
     def __init__(self, daemon: WorkerDaemon) -> None:
         super().__init__(name="heartbeat", daemon=True)
@@ -62,8 +91,11 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(HEARTBEAT_EVERY):
             try:
                 self.owner.beat()
-            except Exception as exc:  # Redis away: the lease lapses, which is the point of leases
+            except Exception as exc:  # Redis away: the leases lapse, which is the point of leases
                 log.warning("heartbeat_failed", error=str(exc))
+            away = time.monotonic() - self.owner.last_ok
+            if away > REDIS_GONE_LIMIT:
+                self.owner.give_up(f"Redis did not answer for {away:.0f} s (limit {REDIS_GONE_LIMIT:g} s)")
 
 
 class WorkerDaemon:
@@ -75,15 +107,26 @@ class WorkerDaemon:
         self.backend = backend
         self.name = name
         self.host = socket.gethostname()
-        self.results = Results(redis, keys, worker=name)
-        self.writer = RecordWriter(self.results)  # redis-py's pool gives the thread its own connection
+        self.token = f"{name}#{os.getpid()}.{uuid.uuid4().hex[:6]}"  # this process: its lease values start so
+        self.results = Results(redis, keys, worker=self.token)
+        self.writer = RecordWriter(self.results, REDIS_GONE_LIMIT, self.give_up)  # its own pooled connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
-        self.canceling: tuple[str, str] | None = None  # set by the heartbeat when a run is canceled
+        self.leases: dict[str, str] = {}  # lease key -> value, of every vector claimed and not booked
+        self.canceling: tuple[str, str] | None = None  # set when a run is seen canceled: the vector killed
+        self.canceled_run: str | None = None  # a claim found the run of the chunk canceled
         self.stopping = False  # a warm shutdown: finish the running vector, give the rest back
+        self.stop_deadline = float("inf")  # stopping: no wait on an unreachable Redis goes past this
+        self.gave_up: str | None = None
+        self.last_ok = time.monotonic()  # when Redis last answered
+        self.beat_ok = self.last_ok  # when a heartbeat last reached Redis
         self.health = recovery.UNKNOWN
         self.profile = get_profile(machine)
         self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
+        self.app: Any = None  # the Celery app, to queue chunks again
+        self.held: bytes | None = None  # the chunk being run, as recorded in keys.held
+        self.vector_s: float | None = None  # running mean of a vector's time on the device
+        self.redis_run_id: str | None = None  # the Redis server process last seen: a new one restarted
         self.heartbeat = Heartbeat(self)
         self.instance = ""  # the registry's id of this worker's row, once registered
 
@@ -105,18 +148,28 @@ class WorkerDaemon:
 
     def beat(self) -> None:
         now = time.time()
-        current = list(self.current)
+        current, held = list(self.current), self.held
         pipe = self.redis.pipeline(transaction=False)
         worker = {"heartbeat": now, "current": current[0][1] if current else ""}
         pipe.hset(self.keys.worker(self.name), mapping=worker)
         pipe.zadd(self.keys.workers(), {self.name: now})
-        for run_id, vector_id in current:
-            pipe.expire(self.keys.lease(run_id, vector_id), LEASE_TTL)
+        if held is not None:  # put back if a live worker took it while this one was stopped (SIGSTOP)
+            pipe.set(self.keys.held(self.name), held, nx=True)
         runs = sorted({run_id for run_id, _ in current})
         for run_id in runs:
             pipe.hget(self.keys.run(run_id), "state")
         pipe.hget(self.keys.worker(self.name), "release")
-        replies = pipe.execute()
+        pipe.info("server")
+        *replies, server = pipe.execute()
+        previous, self.last_ok = self.beat_ok, time.monotonic()
+        self.beat_ok = self.last_ok
+        if self.redis_run_id not in (None, server["run_id"]):  # the writes lost are from before the last beat
+            self.check_written(previous - RECHECK_WINDOW)
+        self.redis_run_id = server["run_id"]
+        self.writer.forget_before(self.beat_ok - RECHECK_WINDOW)  # only when Redis answers: kept over an outage
+        taken = self.results.renew(list(self.leases.items()), LEASE_TTL)
+        if taken:  # this worker was stopped past its leases: the vectors went on elsewhere
+            log.warning("leases_taken_over", worker=self.name, count=len(taken))
         states = dict(zip(runs, replies[-1 - len(runs) : -1], strict=True))
         if current and states.get(current[0][0]) == b"canceled" and self.canceling is None:
             self.canceling = current[0]  # the main thread books the killed vector CANCELED
@@ -124,6 +177,42 @@ class WorkerDaemon:
         if replies[-1] and self.health == recovery.BAD and self.consumer is not None:
             self.redis.hdel(self.keys.worker(self.name), "release")
             self.consumer.controller.hub.call_soon(self.release)
+        if self.app is not None:
+            for found in reclaim(self.redis, self.keys, self.app, self.name, now):
+                log.warning("lost_worker_chunk_queued", by=self.name, **found)
+
+    def check_written(self, since: float) -> None:
+        """Redis restarted. With `appendfsync everysec` its AOF may miss the writes of its last second
+        (a power loss): the finals this worker wrote lately that are gone are queued again (a new
+        attempt; counted once, as ever), after freeing its leases on them."""
+        by_run: dict[str, list[str]] = {}
+        for run_id, vid in self.writer.written_since(since):
+            by_run.setdefault(run_id, []).append(vid)
+        for run_id, ids in by_run.items():
+            finals = self.redis.hmget(self.keys.final(run_id), ids)
+            lost = [vid for vid, final in zip(ids, finals, strict=True) if final is None]
+            if lost:
+                log.warning("records_lost_by_redis", worker=self.name, run=run_id, vectors=len(lost))
+                drop_leases(self.redis, self.keys, run_id, lost, f"{self.token}/")
+                send_chunk(self.app, run_id, self.machine, lost)
+
+    def give_up(self, reason: str) -> None:
+        """Exit: Redis is gone (or the writer could not reach it). Celery shuts down warm; if it has
+        not within EXIT_GRACE, the process ends hard. A live worker queues the chunk again."""
+        if self.gave_up is not None:
+            return
+        self.gave_up = reason
+        log.error("worker_exits", worker=self.name, reason=reason)
+        self.begin_stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        _exit_later(self.executor, EXIT_GRACE)
+
+    def begin_stop(self) -> None:
+        """A warm shutdown began (SIGTERM, `sweepctl down`, or giving up): the running vector
+        finishes; waits on a Redis that does not answer end within STOP_FLUSH from now."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + STOP_FLUSH
 
     def set_health(self, health: str, why: str = "") -> None:
         self.health = health
@@ -158,144 +247,258 @@ class WorkerDaemon:
         self.heartbeat.start()
         self.open_executor()
 
-    def open_executor(self) -> bool:
+    def open_executor(self) -> str | None:
+        """Spawn the executor; None when it opened, else why not (the device set is BAD)."""
         try:
             self.executor.start()
         except ExecutorDied as exc:
             log.error("executor_open_failed", error=exc.description)
-            self.set_health("BAD")
-            return False
+            self.set_health("BAD", exc.description)
+            return exc.description
         self.set_health("GOOD")
-        return True
+        return None
 
     def stop(self) -> None:
-        self.writer.flush(timeout=30)
+        """Celery shut down: write what is queued (briefly, if Redis is away), stop the executor."""
+        _exit_later(self.executor, EXIT_GRACE)  # whatever happens below, the process ends
+        failing = self.writer.failing_for() > 0
+        if not self.writer.flush(timeout=max(1.0, self.stop_deadline - time.monotonic()) if failing else STOP_FLUSH):
+            log.error("records_not_written_at_shutdown", worker=self.name)
         self.writer.stop()
         self.heartbeat.stopped.set()
         self.executor.stop()
-        registry.mark_stopped(self.redis, self.keys, self.name, self.instance)
+        try:
+            registry.mark_stopped(self.redis, self.keys, self.name, self.instance)
+        except redis_errors.RedisError as exc:
+            log.warning("stopped_not_recorded", error=str(exc))
 
-    # --- work -------------------------------------------------------------------------------
+    # --- chunks -----------------------------------------------------------------------------
 
-    def run_chunk(self, run_id: str, ids: list[str]) -> dict[str, int]:
+    def take_chunk(
+        self, run_id: str, machine: str, ids: list[str], avoid: Iterable[str] = (), crashed: Iterable[str] = (),
+        hops: int = 0, tries: int = 0,
+    ) -> None:  # fmt: skip
+        """Celery's task body. Quarantined, GivenBack and RedisGone escape (the message goes back);
+        any other failure queues the chunk again, MAX_CHUNK_TRIES times at most. A chunk queued again
+        after an infra fault names the worker it should `avoid` (the one whose device set failed or
+        died): that worker hands it back, MAX_HANDBACKS times at most, while another live worker of
+        the machine is GOOD, so the retry runs on another device set when one exists."""
+        extra = {"avoid": list(avoid), "crashed": list(crashed), "hops": hops, "tries": tries}
+        try:
+            if self.name in extra["avoid"] and hops < MAX_HANDBACKS and self._another_worker():
+                send_chunk(self.app, run_id, machine, ids, **{**extra, "hops": hops + 1})
+                log.info("chunk_handed_back", worker=self.name, run=run_id, vectors=len(ids))
+                return
+            self._hold(run_id, machine, ids)
+            self.run_chunk(run_id, ids, frozenset(extra["crashed"]))
+        except (Quarantined, GivenBack) as exc:
+            if isinstance(exc, Quarantined):
+                self.quarantine()
+            self._unhold()  # the message itself goes back to the queue
+            raise
+        except RedisGone as exc:
+            if not self.stopping:
+                self.give_up(str(exc))
+            raise  # the chunk stays recorded as held: a live worker queues it again
+        except Exception as exc:
+            log.exception("chunk_failed", worker=self.name, run=run_id, tries=tries + 1, error=str(exc))
+            self._chunk_failed(run_id, machine, ids, extra, exc)
+        self._unhold()
+
+    def _chunk_failed(self, run_id: str, machine: str, ids: list[str], extra: dict[str, Any], exc: Exception) -> None:
+        if extra["tries"] + 1 < MAX_CHUNK_TRIES:
+            send_chunk(self.app, run_id, machine, ids, **{**extra, "tries": extra["tries"] + 1})
+            return
+        payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids))
+        message = f"the chunk failed {MAX_CHUNK_TRIES} times, last on {self.name}: {type(exc).__name__}: {exc}"
+        self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.INFRA, message)
+        self._flush()
+
+    def run_chunk(self, run_id: str, ids: list[str], crashed: frozenset[str] = frozenset()) -> dict[str, int]:
         """Run a chunk's vectors in order; returns once every record is in Redis (then Celery acks).
 
         The executor is kept one vector ahead: the next vector waits in its pipe while the daemon
-        books the previous one, so the device does not idle on bookkeeping. A vector's timeout
-        counts from when it reaches the head (the executor starts it the moment the one before
-        ends). After a hang or crash the devices are reset and health-checked before the next
-        vector; the vector behind never started and is sent again, same attempt. A vector that
-        crashed the executor runs once more (a poison vector crashes it twice and ends CRASH). When recovery
-        fails the chunk goes back to the queue (Quarantined)."""
+        books the previous one and claims the ones after. A vector's timeout counts from when it
+        reaches the head (the executor starts it the moment the one before ends). After a hang or
+        crash the devices are reset and health-checked before the next vector; the vector behind
+        never started and is sent again, same attempt. A vector that crashed the executor runs once
+        more, on another worker of the machine when one is live (a poison vector crashes twice and
+        ends CRASH); `crashed` names vectors that crashed one already. When recovery fails the
+        chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
-        claims, expired = self._claim_settled(run_id, ids), self._expired(run_id)
-        todo: deque[_Item] = deque()
-        for claim in claims:
-            if claim.payload is None or claim.action != RUN:  # deleted, final, or running elsewhere
-                counts["skipped"] += 1
-                continue
-            try:
-                item = _Item(decode(claim.payload), claim.payload, claim.attempt)
-            except VectorError as exc:
-                log.error("bad_vector", run=run_id, vector=claim.vector_id, error=str(exc))
-                continue
-            if claim.lost:  # its worker died in it: book that attempt INFRA, retry once at most
-                lost = _Item(item.vector, item.payload, claim.tried)
-                infra = {"status": status.INFRA, "message": f"attempt {claim.tried}: its worker died while running it"}
-                self._book(run_id, lost, infra, final=claim.tried >= MAX_LOST_ATTEMPTS)
-                if claim.tried >= MAX_LOST_ATTEMPTS:
-                    continue
-            if expired:
-                self._book(run_id, item, {"status": status.EXPIRED, "message": "the run expired before it ran"})
-            else:
-                todo.append(item)
+        self.canceled_run = None
+        if self._expired(run_id):
+            payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids))
+            self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.EXPIRED,
+                             "the run expired before it ran")  # fmt: skip
+            self._flush()
+            return counts
+        pending: deque[str] = deque(ids)
+        claimed: deque[_Item] = deque()  # leased, not yet in the executor
         inflight: deque[_Item] = deque()
         try:
-            while todo or inflight:
-                while todo and len(inflight) < (0 if self.stopping else 2):
-                    item = todo.popleft()
-                    self.writer.attempt_started(run_id, item.vector["id"], item.attempt, LEASE_TTL)
-                    item.begun = True
-                    if not self.executor.alive and not self.open_executor():
-                        self._book(run_id, item, {"status": status.INFRA, "message": "the executor could not open"})
+            while True:
+                while len(inflight) < (0 if self.stopping else 2):
+                    if not claimed:
+                        if not pending or self.canceled_run == run_id:
+                            break
+                        claimed.extend(self._claim_next(run_id, pending, crashed, counts))
                         continue
-                    item.started = time.time() if not inflight else None
+                    item = claimed[0]
+                    if not self.executor.alive:
+                        error = self.open_executor()
+                        if error is not None:  # the device set failed: this attempt is INFRA, retried elsewhere
+                            claimed.popleft()
+                            self._book(run_id, item, {"status": status.INFRA, "message": error}, final=False)
+                            raise Quarantined(f"the executor could not open: {error}")
                     if not self.executor.send(item.payload):
-                        todo.appendleft(item)
                         self.executor.kill()
                         break
+                    claimed.popleft()
+                    item.started = time.time() if not inflight else None
                     inflight.append(item)
                 self.current = [(run_id, i.vector["id"]) for i in inflight]
+                if self.canceled_run == run_id and inflight and self.canceling is None:
+                    self.canceling = self.current[0]  # a claim saw the cancel: kill what runs now
+                    self.executor.kill_group()
                 if not inflight:
-                    if self.stopping and todo:  # what is in the executor has finished: hand back the rest
-                        raise GivenBack(f"warm shutdown of {self.name}")
-                    continue
+                    if self.canceled_run == run_id:
+                        self._cancel_rest(run_id, inflight, claimed, pending)
+                        break
+                    if claimed or pending:
+                        if self.stopping:  # what is in the executor has finished: hand back the rest
+                            raise GivenBack(f"warm shutdown of {self.name}")
+                        continue
+                    break
                 head = inflight.popleft()
                 head.started = head.started or time.time()
                 limit = float(head.vector["timeout"])
                 outcome = self.executor.receive(limit - (time.time() - head.started), limit)
                 now = time.time()
+                self._time(now - head.started)
                 canceled = self.canceling == (run_id, head.vector["id"])
                 if canceled:
                     outcome = {"status": status.CANCELED, "message": "killed while running: the run was canceled"}
+                    self.canceled_run = run_id
                 retry = outcome["status"] == status.CRASH and not head.crashed  # the device's fault, or the op's?
                 self._book(run_id, head, outcome, now, final=not retry)
                 counts["ran"] += 1
-                if retry:  # once more on fresh devices; a vector that kills the executor twice is CRASH
-                    todo.appendleft(_Item(head.vector, head.payload, head.attempt + 1, crashed=True))
-                if canceled:  # the rest of the chunk: booked CANCELED by `sweepctl cancel`, or here if started
-                    for item in inflight:
-                        self._book(run_id, item, {"status": status.CANCELED, "message": "the run was canceled"})
-                    inflight.clear()
-                    todo.clear()
+                if retry:
+                    self._retry_crashed(run_id, head, claimed, counts)
+                if self.canceled_run == run_id:
+                    self._cancel_rest(run_id, inflight, claimed, pending)
                 if not self.executor.alive:  # hang, crash or cancel: the executor is gone with its pipe
-                    todo.extendleft(reversed(inflight))
+                    claimed.extendleft(reversed(inflight))
                     inflight.clear()
                     self.current = []
                     self.canceling = None
                     self.recover(f"{outcome['status']} on {head.vector['op']} vector {head.vector['id'][:12]}")
                 elif inflight:
                     inflight[0].started = now
-        except (Quarantined, GivenBack) as exc:
-            self.current = []
-            for item in [*inflight, *todo]:  # started here but never run: free them for the next worker
-                if item.begun:
-                    self.writer.attempt_released(run_id, item.vector["id"], item.attempt)
-            self.writer.flush()
-            if isinstance(exc, Quarantined):
-                self.quarantine()
+        except Exception as exc:
+            self._abandon(run_id, exc, inflight, claimed)
             raise
         self.current = []
-        self.writer.flush()
+        self.canceling = None
+        self._flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
 
-    def _claim_settled(self, run_id: str, ids: list[str]) -> list[Any]:
-        """Claim a chunk; a vector another worker holds the lease of (this chunk came back past the
-        visibility timeout) is waited for: it ends final there, or its lease lapses and it is ours."""
-        claims = self._claim(run_id, ids)
-        while True:
-            leased = [c.vector_id for c in claims if c.action == LEASED]
-            if not leased:
-                return claims
-            time.sleep(HEARTBEAT_EVERY)
-            again = {c.vector_id: c for c in self._claim(run_id, leased)}
-            claims = [again.get(c.vector_id, c) for c in claims]
+    def _claim_next(self, run_id: str, pending: deque[str], crashed: frozenset[str], counts: dict) -> list[_Item]:
+        """Claim the next vectors of the chunk (about CLAIM_AHEAD_S of work) in one atomic step."""
+        n = 2 if self.vector_s is None else max(1, min(MAX_CLAIM, int(CLAIM_AHEAD_S / max(self.vector_s, 1e-4))))
+        ids = [pending.popleft() for _ in range(min(n, len(pending)))]
+        return self._claim(run_id, ids, crashed, counts)
 
-    def _claim(self, run_id: str, ids: list[str]) -> list[Any]:
-        """Claim a chunk, waiting out a Redis that is restarting (the message stays unacked)."""
-        delay = 0.2
-        while True:
-            try:
-                return self.results.claim(run_id, ids)
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-                log.warning("claim_retry", run=run_id, error=str(exc))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
+        value = f"{self.token}/{uuid.uuid4().hex[:12]}"  # a resend after a lost reply reuses it
+        claims = self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, MAX_LOST_ATTEMPTS))
+        items, canceled = [], []
+        for claim in claims:
+            if claim.action == RUN:
+                item = self._item(run_id, claim, crashed)
+                if item is not None:
+                    items.append(item)
+            elif claim.action == DEAD:  # its worker died in it twice: not run again
+                dead = _Item(self._fields(claim), b"", claim.attempt)
+                why = f"attempt {claim.attempt}: its worker died while running it, the second time: not run again"
+                self._book(run_id, dead, {"status": status.INFRA, "message": why})
+            elif claim.action == CANCELED:
+                canceled.append((claim.vector_id, claim.payload))
+            else:
+                counts["skipped"] += 1
+        if canceled:
+            self.canceled_run = run_id
+            counts["skipped"] += len(canceled)
+            self._book_unrun(run_id, canceled, status.CANCELED, "the run was canceled before this vector ran")
+        return items
 
-    def _expired(self, run_id: str) -> bool:
-        expires = self.redis.hget(self.keys.run(run_id), "expires")
-        return expires is not None and time.time() > float(expires)
+    def _item(self, run_id: str, claim: Claim, crashed: Iterable[str]) -> _Item | None:
+        """The claimed vector to run; an unreadable one is booked INFRA here (no executor sees it)."""
+        self.leases[self.keys.lease(run_id, claim.vector_id)] = claim.lease
+        if claim.lost:  # its last worker died in it: book that attempt INFRA; this one is its retry
+            lost = _Item(self._fields(claim), b"", claim.attempt - 1)
+            message = f"attempt {claim.attempt - 1}: its worker died while running it"
+            self._book(run_id, lost, {"status": status.INFRA, "message": message}, final=False)
+        try:
+            vector = decode(claim.payload or b"")
+        except VectorError as exc:
+            log.error("bad_vector", run=run_id, vector=claim.vector_id, error=str(exc))
+            bad = _Item(self._fields(claim), b"", claim.attempt, lease=claim.lease)
+            self._book(run_id, bad, {"status": status.INFRA, "message": f"worker {self.name}: {exc}"})
+            return None
+        return _Item(vector, claim.payload or b"", claim.attempt, lease=claim.lease,
+                     crashed=claim.vector_id in crashed)  # fmt: skip
+
+    def _fields(self, claim: Claim) -> dict[str, Any]:
+        op, machine, config_hash = vector_fields(claim.payload, self.machine)
+        return {"id": claim.vector_id, "op": op, "machine": machine, "config_hash": config_hash}
+
+    def _retry_crashed(self, run_id: str, head: _Item, claimed: deque[_Item], counts: dict) -> None:
+        """Once more, on another device set when a live worker of the machine has one, else here
+        after the reset. The crash record is written first: the retry's claim must find it."""
+        self._flush()
+        vid = head.vector["id"]
+        if self._another_worker():
+            send_chunk(self.app, run_id, self.machine, [vid], avoid=[self.name], crashed=[vid])
+            log.info("crash_retried_elsewhere", worker=self.name, run=run_id, vector=vid)
+        else:
+            claimed.extendleft(self._claim(run_id, [vid], [vid], counts))
+
+    def _cancel_rest(self, run_id: str, inflight: deque[_Item], claimed: deque[_Item], pending: deque[str]) -> None:
+        """The run was canceled: what this worker claimed is booked CANCELED here (cancel left it to
+        its lease holder), and the unclaimed rest unless it is final or someone else holds it."""
+        for item in [*inflight, *claimed]:
+            self._book(run_id, item, {"status": status.CANCELED, "message": "the run was canceled"})
+        inflight.clear()
+        claimed.clear()
+        if pending:
+            payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), list(pending)))
+            self._book_unrun(run_id, list(zip(pending, payloads, strict=True)), status.CANCELED,
+                             "the run was canceled before this vector ran")  # fmt: skip
+            pending.clear()
+
+    def _abandon(self, run_id: str, exc: Exception, inflight: deque[_Item], claimed: deque[_Item]) -> None:
+        """The chunk stops early: claims that never started are released for the next worker; vectors
+        in the executor (they may have started) are killed and their attempt booked INFRA."""
+        self.current = []
+        self.canceling = None
+        if isinstance(exc, RedisGone):  # nothing can be written: the leases lapse, the held chunk is queued again
+            return
+        if inflight:
+            self.executor.kill()
+            why = f"the worker abandoned its chunk: {type(exc).__name__}: {exc}"
+            for item in inflight:
+                self._book(run_id, item, {"status": status.INFRA, "message": why}, final=False)
+            inflight.clear()
+        for item in claimed:
+            self.leases.pop(self.keys.lease(run_id, item.vector["id"]), None)
+            self.writer.attempt_released(run_id, item.vector["id"], item.attempt, item.lease)
+        claimed.clear()
+        try:
+            self._flush()
+        except RedisGone as gone:
+            log.error("release_not_written", run=run_id, error=str(gone))
 
     def _book(
         self, run_id: str, item: _Item, outcome: dict[str, Any], end: float | None = None, final: bool = True
@@ -316,19 +519,99 @@ class WorkerDaemon:
             start=item.started,
             end=end or time.time(),
         )
-        self.writer.attempt_finished(record, final)
+        if item.lease:
+            self.leases.pop(self.keys.lease(run_id, vector["id"]), None)
+        self.writer.attempt_finished(record, final, item.lease)
+
+    def _book_unrun(self, run_id: str, vectors: list[tuple[str, bytes | None]], state: str, message: str) -> None:
+        """Vectors that never ran here, booked `state` unless final or held by another worker."""
+        where = {"backend": self.backend, "worker": self.name, "host": self.host}
+        ops = self.results.unrun_ops(run_id, vectors, {"status": state, "message": message}, self.machine, **where)
+        self.writer.unrun(run_id, ops)
+
+    def _time(self, seconds: float) -> None:
+        self.vector_s = seconds if self.vector_s is None else 0.8 * self.vector_s + 0.2 * seconds
+
+    # --- Redis, bounded ---------------------------------------------------------------------
+
+    def _redis(self, call: Callable[[], T]) -> T:
+        """A Redis call from the chunk's thread, retried while Redis restarts, REDIS_GONE_LIMIT s at
+        most (less when stopping)."""
+        delay, first = 0.2, time.monotonic()
+        while True:
+            try:
+                result = call()
+                self.last_ok = time.monotonic()
+                return result
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                now = time.monotonic()
+                away = now - first
+                if away > REDIS_GONE_LIMIT or now > self.stop_deadline or self.gave_up:
+                    raise RedisGone(f"Redis did not answer for {away:.0f} s: {exc}") from None
+                log.warning("redis_retry", error=str(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _flush(self) -> None:
+        """Wait until the writer has written everything queued, within the Redis bound."""
+        deadline = time.monotonic() + FLUSH_LIMIT
+        while not self.writer.flush(timeout=1.0):
+            failing = self.writer.failing_for()
+            if self.writer.broken or self.gave_up or (failing and time.monotonic() > self.stop_deadline):
+                raise RedisGone(f"records not written: Redis did not answer for {failing:.0f} s")
+            if not self.writer.is_alive():  # it died of a bug: nothing queued will ever be written
+                raise RuntimeError("the record writer thread stopped")
+            if time.monotonic() > deadline:  # the writer gives up sooner; this bounds the wait whatever it does
+                raise RedisGone(f"records not written within {FLUSH_LIMIT:g} s")
+
+    def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
+        held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY).pack()
+        self._redis(lambda: self.redis.set(self.keys.held(self.name), held))
+        self.held = held
+
+    def _unhold(self) -> None:
+        self.held = None
+        self._redis(lambda: self.redis.delete(self.keys.held(self.name)))
+
+    def _another_worker(self) -> bool:
+        """A live, healthy worker of this machine type other than this one."""
+        now = time.time()
+        names = [n.decode() for n in self.redis.zrangebyscore(self.keys.workers(), now - lost_after(HEARTBEAT_EVERY),
+                                                              "+inf")]  # fmt: skip
+        others = [n for n in names if n != self.name]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in others:
+            pipe.hmget(self.keys.worker(name), ["machine", "health"])
+        return any(row == [self.machine.encode(), b"GOOD"] for row in (pipe.execute() if others else []))
+
+    def _expired(self, run_id: str) -> bool:
+        expires = self._redis(lambda: self.redis.hget(self.keys.run(run_id), "expires"))
+        return expires is not None and time.time() > float(expires)
 
 
 @dataclass
 class _Item:
-    """A vector of the chunk being run: decoded, its wire bytes, its attempt, when it started."""
+    """A vector of the chunk being run: decoded, its wire bytes, its attempt, the lease it holds."""
 
     vector: dict[str, Any]
     payload: bytes
     attempt: int
+    lease: str = ""
     started: float | None = None
-    begun: bool = False  # its attempt start was written
-    crashed: bool = False  # an earlier attempt killed the executor
+    crashed: bool = False  # an earlier attempt killed an executor
+
+
+def _exit_later(executor: Executor, after: float) -> None:
+    """End the process after `after` s if it is still up, executor first: a stop is never stuck."""
+
+    def exit_now() -> None:
+        log.error("worker_exit_forced", after_s=after)
+        executor.kill_group()
+        os._exit(EXIT_GAVE_UP)
+
+    timer = threading.Timer(after, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def _executor_log():
@@ -355,14 +638,15 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
     configure_logging()
     profile = get_profile(machine)
     app = make_app(redis_url, keys)
-    client = redis_lib.Redis.from_url(redis_url)
+    client = redis_lib.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)  # a hung Redis too
     daemon = WorkerDaemon(client, keys, profile.name, devices, backend, name)
+    daemon.app = app
 
     @app.task(name=RUN_CHUNK, bind=True, acks_late=True)
-    def run_chunk(task, run_id: str, machine: str, ids: list[str]) -> None:
+    def run_chunk(task, run_id: str, machine: str, ids: list[str], **extra: Any) -> None:
         try:
-            daemon.run_chunk(run_id, ids)
-        except Exception as exc:  # never ack a chunk that did not finish: give it back (finals are skipped)
+            daemon.take_chunk(run_id, machine, ids, **extra)
+        except Exception as exc:  # never ack an unfinished chunk: give it back (finals are skipped)
             raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from None
 
     @signals.worker_ready.connect(weak=False)
@@ -372,7 +656,7 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_: Any) -> None:
-        daemon.stopping = True
+        daemon.begin_stop()
 
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
@@ -394,5 +678,10 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
         "--without-heartbeat",
         "--loglevel=WARNING",
     ]
-    app.worker_main(argv)
-    return 0
+    try:
+        app.worker_main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    else:
+        code = 0
+    return EXIT_GAVE_UP if daemon.gave_up else code

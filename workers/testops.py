@@ -5,6 +5,9 @@ when SWEEPCTL_ENABLE_TEST_OPS=1, for benchmarks and fault-injection tests.
 the ways device ops do: `hang` (forever), `hang_ignore_sigterm`, `segv` (a signal), `exit`
 (`os._exit(3)`), `raise` (FAIL_OP, with kwargs `message` if given), `oom` (allocates until
 refused), `sleep` (kwargs `seconds`, then PASS with the time slept as e2e).
+
+With SWEEPCTL_TEST_OP_LOG set, every test op appends "<unix time> <vector id> <worker pid>" to that
+file as it starts: the fault tests count what really started, not only what was recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ _PASS = {"status": status.PASS, "pcc": 1.0, "threshold": 1.0, "message": "", "e2
 
 def run_test_op(opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
     name = opdef.name.rsplit(".", 1)[-1]
+    started_log = os.environ.get("SWEEPCTL_TEST_OP_LOG")
+    if started_log:  # one write of one line with O_APPEND: lines of concurrent executors never interleave
+        fd = os.open(started_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, f"{time.time():.6f} {vector['id']} {os.getppid()}\n".encode())
+        os.close(fd)
     if name == "noop":
         return _PASS
     if name == "sleep":

@@ -1,11 +1,12 @@
-"""The record writer: a worker's attempt starts and records go to Redis from a background thread,
-so the device never waits on a Redis round trip between vectors.
+"""The record writer: a worker's records and releases go to Redis from a background thread, so the
+device never waits on a Redis round trip between vectors.
 
-The daemon queues a vector's `start` before handing it to the executor and its `finish` after;
-the writer turns them into script ops (packing the record off the daemon's path) and sends
-whatever has queued up, in order, one script call per run. Ops are idempotent,
-so a batch that failed (Redis restarting) is resent until it lands. `flush` blocks until
-everything queued is in Redis: the daemon flushes before a chunk's message is acked.
+The daemon queues a vector's `finish` after the executor answers; the writer turns it into a
+script op (packing the record off the daemon's path) and sends whatever has queued up, in order,
+one script call per run. Ops are idempotent, so a batch that failed (Redis restarting) is resent
+until it lands, for `give_up_after` seconds at most: then the writer logs what it drops, stops,
+and calls `on_give_up` (the daemon exits, and its chunk is queued again by a live worker). `flush`
+blocks until everything queued is in Redis, or the writer gave up, or its timeout passed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -23,9 +25,18 @@ log = structlog.get_logger("sweepctl.writer")
 
 
 class RecordWriter(threading.Thread):
-    def __init__(self, results: Results, retry_every: float = 0.5, gather: float = 0.005) -> None:
+    def __init__(
+        self,
+        results: Results,
+        give_up_after: float,
+        on_give_up: Callable[[str], None],
+        retry_every: float = 0.5,
+        gather: float = 0.005,
+    ) -> None:
         super().__init__(name="record-writer", daemon=True)
         self.results = results
+        self.give_up_after = give_up_after
+        self.on_give_up = on_give_up
         self.retry_every = retry_every
         self.gather = gather  # let ops accumulate this long: fewer, larger script calls
         self._queue: deque[tuple[str, Any]] = deque()
@@ -33,15 +44,20 @@ class RecordWriter(threading.Thread):
         self._pending = 0  # queued or in flight
         self._stopping = False
         self._flushing = False
+        self.failing_since: float | None = None  # monotonic time of the first failure of the current streak
+        self.broken = False  # gave up: nothing is written any more
+        self.written: deque[tuple[float, str, str]] = deque()  # (monotonic, run, vector) of finals that landed
 
-    def attempt_started(self, run_id: str, vector_id: str, attempt: int, lease_ttl: int) -> None:
-        self._put(run_id, ("start", vector_id, attempt, lease_ttl))
+    def attempt_released(self, run_id: str, vector_id: str, attempt: int, lease: str) -> None:
+        self._put(run_id, ("release", vector_id, attempt, lease))
 
-    def attempt_released(self, run_id: str, vector_id: str, attempt: int) -> None:
-        self._put(run_id, ("release", vector_id, attempt))
+    def attempt_finished(self, record: dict[str, Any], final: bool = True, lease: str = "") -> None:
+        self._put(record["run"], ("finish", record, final, lease))
 
-    def attempt_finished(self, record: dict[str, Any], final: bool = True) -> None:
-        self._put(record["run"], ("finish", record, final))
+    def unrun(self, run_id: str, ops: list[list[Any]]) -> None:
+        """Bulk ops (Results.unrun_ops) sent in order with the records."""
+        for op in ops:
+            self._put(run_id, ("ops", op))
 
     def _put(self, run_id: str, item: tuple[Any, ...]) -> None:
         with self._wake:
@@ -51,18 +67,34 @@ class RecordWriter(threading.Thread):
                 self._wake.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued op is in Redis; False on timeout."""
+        """Wait until every queued op is in Redis; False on timeout or when the writer gave up."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._wake:
             self._flushing = True
             self._wake.notify_all()
-            while self._pending:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._wake.wait(left)
-            self._flushing = False
-        return True
+            try:
+                while self._pending and not self.broken:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._wake.wait(left)
+            finally:
+                self._flushing = False
+        return not self.broken
+
+    def written_since(self, since: float) -> list[tuple[str, str]]:
+        """(run, vector) of the final records that landed after `since` (monotonic)."""
+        return [(run_id, vid) for when, run_id, vid in list(self.written) if when >= since]
+
+    def forget_before(self, since: float) -> None:
+        written = self.written
+        while written and written[0][0] < since:
+            written.popleft()
+
+    def failing_for(self) -> float:
+        """Seconds the writer has been failing to reach Redis (0 when its last batch landed)."""
+        since = self.failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def stop(self) -> None:
         with self._wake:
@@ -80,30 +112,51 @@ class RecordWriter(threading.Thread):
                     self._wake.wait(self.gather)  # let ops gather; a flush cuts it short
                 batch = list(self._queue)
                 self._queue.clear()
-            self._send(batch)
+            sent = self._send(batch)
             with self._wake:
                 self._pending -= len(batch)
+                if not sent:  # gave up: what is still queued is dropped with it
+                    self.broken = True
+                    self._pending -= len(self._queue)
+                    self._queue.clear()
                 self._wake.notify_all()
+            if not sent:
+                self.on_give_up(f"the record writer could not reach Redis for {self.give_up_after:g} s")
+                return
 
-    def _send(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _send(self, batch: list[tuple[str, tuple[Any, ...]]]) -> bool:
         results = self.results
         by_run: dict[str, list[list[Any]]] = {}
+        finals = []
         for run_id, item in batch:  # ops of one run keep their order; runs are independent
             kind, args = item[0], item[1:]
             if kind == "finish":
                 op = results.finish_op(*args)
-            elif kind == "start":
-                op = results.start_op(run_id, *args)
-            else:
+                if args[1]:
+                    finals.append((run_id, args[0]["vector"]))
+            elif kind == "release":
                 op = results.release_op(run_id, *args)
+            else:
+                op = args[0]
             by_run.setdefault(run_id, []).append(op)
         while True:
             try:
                 pipe = self.results.redis.pipeline(transaction=False)
                 for run_id, ops in by_run.items():
                     self.results.write(run_id, ops, pipe=pipe)
-                pipe.execute()
-                return
-            except Exception as exc:  # Redis away: keep the records and try again
+                replies = pipe.execute()
+                self.failing_since = None
+                now = time.monotonic()
+                self.written.extend((now, run_id, vid) for run_id, vid in finals)
+                late = sum(reply[0] for reply in replies)
+                if late:  # a vector settled elsewhere first: its record here would contradict its final
+                    log.warning("late_records_dropped", count=late)
+                return True
+            except Exception as exc:  # Redis away: keep the records and try again, for a while
+                now = time.monotonic()
+                self.failing_since = self.failing_since or now
+                if now - self.failing_since >= self.give_up_after:
+                    log.error("record_writer_gave_up", error=str(exc), ops_dropped=len(batch) + len(self._queue))
+                    return False
                 log.warning("record_write_failed", error=str(exc), ops=len(batch))
                 time.sleep(self.retry_every)

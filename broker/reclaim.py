@@ -1,0 +1,116 @@
+"""A lost worker's chunk back on its queue within a minute, without waiting for Celery's visibility
+timeout (6 h by default: a killed worker's message stays unacked in Redis until then).
+
+Every worker records the chunk it is running (keys.held: run, machine, ids, the prefix of its lease
+values, its heartbeat interval) before it claims a vector of it, and deletes the record after the
+chunk's records are written, before the message is acked. The heartbeat thread of every live
+worker looks for workers whose heartbeat is older than `lost_after` (three of their intervals and
+a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
+heartbeat again and deletes the record, so two live workers never both do it) frees the dead
+worker's leases and publishes the chunk's vectors that are not final yet as a new message, with
+`avoid` naming the dead worker (a worker of that name hands it back while another can take it).
+Claims keep this idempotent: the vector the dead worker was running is booked INFRA and retried
+once, and when Celery redelivers the original message hours later, every vector is final and
+nothing runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from broker.app import RUN_CHUNK
+from broker.keys import Keys
+
+LOST_MARGIN = 5.0  # s on top of three missed heartbeats: scheduling noise on a busy host
+
+# KEYS: workers zset, the held-chunk key; ARGV: worker name, the record as read, heartbeat cutoff
+_TAKE_OVER = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) >= tonumber(ARGV[3]) then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: lease keys; ARGV: the lease-value prefix of the lost worker. Deletes the leases it held.
+_DROP_LEASES = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', key); n = n + 1 end
+end
+return n
+"""
+
+
+def lost_after(heartbeat_every: float) -> float:
+    """Seconds without a heartbeat after which a worker is lost."""
+    return 3 * heartbeat_every + LOST_MARGIN
+
+
+@dataclass
+class Held:
+    """The chunk a worker is running, as it recorded it."""
+
+    run_id: str
+    machine: str
+    ids: list[str]
+    holder: str  # the prefix of the worker's lease values (its name and incarnation)
+    heartbeat_every: float
+
+    def pack(self) -> bytes:
+        return msgpack.packb([self.run_id, self.machine, self.ids, self.holder, self.heartbeat_every])
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Held:
+        run_id, machine, ids, holder, every = msgpack.unpackb(raw, raw=False)
+        return cls(run_id, machine, ids, holder, float(every))
+
+
+def send_chunk(app: Any, run_id: str, machine: str, ids: list[str], **extra: Any) -> None:
+    """Publish one chunk message to its machine's queue (`extra`: avoid, crashed, hops, tries)."""
+    kwargs = {"run_id": run_id, "machine": machine, "ids": ids, **extra}
+    with app.producer_or_acquire() as producer:
+        app.send_task(
+            RUN_CHUNK,
+            kwargs=kwargs,
+            producer=producer,
+            kwargsrepr=f"{{run_id: {run_id}, machine: {machine}, {len(ids)} ids from {ids[0]}, {extra}}}",
+        )
+
+
+def drop_leases(redis: Any, keys: Keys, run_id: str, ids: list[str], holder: str) -> int:
+    """Delete the leases on `ids` whose value starts with `holder`; how many there were."""
+    if not ids:
+        return 0
+    return redis.register_script(_DROP_LEASES)(keys=[keys.lease(run_id, vid) for vid in ids], args=[holder])
+
+
+def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None) -> list[dict[str, Any]]:
+    """Queue again the chunks of lost workers (see the module doc); what was queued, per worker."""
+    now = time.time() if now is None else now
+    stale = redis.zrangebyscore(keys.workers(), "-inf", now - LOST_MARGIN, withscores=True)
+    stale = [(n.decode(), beat) for n, beat in stale if n.decode() != me]
+    if not stale:
+        return []
+    raws = redis.mget([keys.held(name) for name, _ in stale])
+    take_over = redis.register_script(_TAKE_OVER)
+    found = []
+    for (name, beat), raw in zip(stale, raws, strict=True):
+        if raw is None:
+            continue
+        held = Held.unpack(raw)
+        cutoff = now - lost_after(held.heartbeat_every)
+        if beat >= cutoff or not take_over(keys=[keys.workers(), keys.held(name)], args=[name, raw, cutoff]):
+            continue  # alive after all, or another live worker took it
+        freed = drop_leases(redis, keys, held.run_id, held.ids, held.holder)
+        finals = redis.hmget(keys.final(held.run_id), held.ids) if held.ids else []
+        open_ids = [vid for vid, done in zip(held.ids, finals, strict=True) if done is None]
+        if open_ids:
+            send_chunk(app, held.run_id, held.machine, open_ids, avoid=[name])
+        found.append({"worker": name, "run": held.run_id, "queued": len(open_ids), "leases_freed": freed})
+    return found
