@@ -80,7 +80,7 @@ for _, op in ipairs(ops) do
       local vid = items[i + 2]
       if redis.call('HEXISTS', final, vid) == 0 and (prefix == '' or redis.call('EXISTS', prefix .. vid) == 0)
           and redis.call('HSETNX', records, items[i], items[i + 1]) == 1 then
-        redis.call('HSET', final, vid, op[6])
+        redis.call('HSETNX', final, vid, op[6])  -- HSETNX: the worker's ACL allows no overwrite of a final
         n = n + 1
         example = example or vid
       end
@@ -112,7 +112,7 @@ for _, op in ipairs(ops) do
         and tonumber(redis.call('HGET', attempts, op[4]) or '0') <= op[21] then
       -- final unless a newer attempt started (this one's worker was taken for lost): that one decides
       local name, st = op[7], op[5]
-      redis.call('HSET', final, op[4], op[17])
+      redis.call('HSETNX', final, op[4], op[17])
       redis.call('HINCRBY', agg, 'done', 1)
       redis.call('HSETNX', agg, 't_first', op[14])
       redis.call('HSET', agg, 't_last', op[14])
