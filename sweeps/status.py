@@ -1,7 +1,8 @@
 """Result statuses: the one home of what each verdict means and whether it counts as executed.
 
 Pass rate = PASS / executed, so infrastructure faults and configs that never ran cannot drag it
-down (tt-metal books both as op failures).
+down (tt-metal books both as op failures). A REUSED vector was not executed in this run (its verdict
+is another run's PASS), so it counts in neither executed nor the pass rate: reports count it apart.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ INFRA = "INFRA"
 NOT_RUN = "NOT_RUN"
 EXPIRED = "EXPIRED"
 CANCELED = "CANCELED"
+REUSED = "REUSED"
 
 EXECUTED = frozenset({PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH})
 FAILED = EXECUTED - {PASS}
-ALL = (PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH, INVALID, INFRA, NOT_RUN, EXPIRED, CANCELED)
+ALL = (PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH, INVALID, INFRA, NOT_RUN, EXPIRED, CANCELED, REUSED)
 MEANING = {
     PASS: "ran; PCC at or above threshold",
     FAIL_ACCURACY: "ran; PCC below threshold",
@@ -33,6 +35,7 @@ MEANING = {
     NOT_RUN: "never ran (no sweep definition, unreadable argument)",
     EXPIRED: "never ran: the run expired first",
     CANCELED: "never ran: the run was cancelled",
+    REUSED: "not run here: it passed in the `--reuse` base run on the same backend, ttnn version and machine",
 }
 
 
