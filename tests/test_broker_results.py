@@ -54,6 +54,7 @@ def test_a_second_attempt_keeps_the_first_record_and_only_the_final_one_counts(r
     client, keys = _setup(redis_server, 1)
     results = Results(client, keys, worker="w1")
     vector = _vector(2)
+    client.hset(keys.vectors(RUN), vector["id"], b"payload")  # the run's total is the vectors it stores
     first = results.claim(RUN, [vector["id"]])[0].attempt
     results.start(RUN, vector["id"], first)
     # while attempt 1 holds its lease, a redelivered copy of the chunk must not run the vector
