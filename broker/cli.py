@@ -396,7 +396,12 @@ def _runtime_parsers(sub: Any) -> None:
     runs = connected("runs", "recent runs", c.cmd_runs)
     runs.add_argument("--limit", type=int, default=20)
     for name, help_text, func in (
-        ("status", "one progress line for a run: done/total, rate, ETA, counts by status", c.cmd_status),
+        (
+            "status",
+            "one progress line for a run: done/total (the vectors it stores), rate, ETA, counts by status, machine "
+            "types whose vectors wait with no live worker, an enqueue still writing it or interrupted",
+            c.cmd_status,
+        ),
         (
             "watch",
             "a live progress bar until the run is complete (every vector final, no enqueue writing it): exit 0, "

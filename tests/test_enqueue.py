@@ -52,12 +52,13 @@ def _one_line(result: subprocess.CompletedProcess, needle: str) -> str:
     return err
 
 
-def _queued_ids(client: redis.Redis, keys: Keys) -> list[str]:
-    """The vector ids in every chunk message waiting in this prefix's machine queues."""
+def _queued_ids(client: redis.Redis, keys: Keys, run_id: str | None = None) -> list[str]:
+    """The vector ids in every chunk message (of one run) waiting in this prefix's machine queues."""
     ids = []
     for queue in client.keys(keys.celery_prefix + "sweeps.*"):
         for raw in client.lrange(queue, 0, -1):
-            ids += msgpack.unpackb(base64.b64decode(json.loads(raw)["body"]))[1]["ids"]
+            chunk = msgpack.unpackb(base64.b64decode(json.loads(raw)["body"]))[1]
+            ids += chunk["ids"] if run_id in (None, chunk["run_id"]) else []
     return ids
 
 
@@ -543,3 +544,25 @@ def test_a_reporter_reads_a_due_run_and_leaves_its_expiry_to_a_writer(capsys, tm
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_enqueue_that_finishes_a_dead_one_books_its_never_run_vectors_instead_of_queueing_them(
+    capsys, shared_redis
+):
+    """D6: an enqueue killed after storing its vectors and before booking its INVALID and NOT_RUN
+    ones: the next one books them (they never reach a worker) and queues the rest, each once."""
+    from broker.coordinator import PUBLISHING, _upload
+
+    client, keys = redis.Redis.from_url(shared_redis), Keys()
+    the_plan = plan(SAMPLE, Selection(), client, keys, "half")
+    meta = {"run_id": "half", "created": time.time(), "selection": Selection().as_dict()}
+    client.hset(keys.run("half"), mapping={PUBLISHING: time.time(), "meta": json.dumps(meta)})
+    _upload(client, keys, "half", the_plan.expansion.vectors, new_run=True)  # and then it died
+    assert progress(client, keys, "half")["total"] == 33 and not client.exists(keys.final("half"))
+    assert main(["enqueue", "--store", SAMPLE, "--run-id", "half", "--json", "--redis", shared_redis]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["requeued"] == 33 and summary["queued"] == {"galaxy": 18, "n300": 13}
+    finals = _finals(client, keys, "half")
+    assert sorted(finals.values()) == [status.INVALID, status.NOT_RUN]
+    queued = _queued_ids(client, keys, "half")
+    assert len(queued) == len(set(queued)) == 31 and not set(queued) & set(finals)
