@@ -1,6 +1,8 @@
 """`sweepctl`: one entry point for tracing, the master store, queuing, workers and reports.
 
-User mistakes end in one line on stderr and exit code 2, never a traceback.
+User mistakes end in one line on stderr and exit code 2, never a traceback. Stdout carries only
+the command's output (`--json` is always parseable): log events are JSON lines on stderr, or
+appended to $SWEEPCTL_LOG_FILE.
 """
 
 from __future__ import annotations
@@ -284,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _runtime_parsers(sub: Any) -> None:
     """Queues, workers and results (broker/commands.py)."""
     from broker import commands as c
+    from broker.coordinator import CHUNK_LIMIT, MAX_CHUNK
 
     def connected(name: str, help_text: str, func, description: str | None = None) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=description or help_text)
@@ -311,8 +314,12 @@ def _runtime_parsers(sub: Any) -> None:
         "Expand the selected configs of the master store into vectors, host-validate them (INVALID configs "
         "are recorded, never queued), record a run and publish the rest in chunks to each machine's queue. "
         "Re-running with the same --run-id adds nothing twice, and queues what an interrupted enqueue of it "
-        "stored but never queued; a second enqueue of a run id while another is still writing it is "
-        "refused. The store is read through its index in $SWEEPCTL_CACHE_DIR "
+        "(killed, or Redis lost: exit 2) stored but never queued; a second enqueue of a run id while another "
+        "is still writing it is refused, unless that one is gone (its pid no longer runs on this host, or "
+        "its lock missed its heartbeats), whose lock is taken over at once. The run's total is the vectors "
+        "it stores. A machine type with queued vectors and no live worker is said so on stderr (and in "
+        "--json as no_live_worker). An empty selection is an error: no run is made. The store is read "
+        "through its index in $SWEEPCTL_CACHE_DIR "
         "(default ~/.cache/sweepctl), rebuilt whenever the store file or sweepctl changes: the first enqueue "
         "of a store pays for parsing it and for host validation, later ones do not. --json gives the "
         "seconds spent per phase.",
@@ -323,17 +330,36 @@ def _runtime_parsers(sub: Any) -> None:
     enqueue.add_argument("--machine", help="run on this machine type instead of the traced one")
     enqueue.add_argument("--model", help="only configs traced from models whose name contains this")
     enqueue.add_argument("-k", help="only configs whose op, config hash or source contains this")
-    enqueue.add_argument("--dry-run", action="store_true", help="expand and validate, print what would go where")
+    enqueue.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="expand and validate, print what would go where; above the all_cases cap it counts what "
+        "the enqueue with the cap raised would queue",
+    )
     enqueue.add_argument("--run-id", help="add to this run (idempotent) instead of a new one")
     enqueue.add_argument(
         "--chunk",
         type=int,
-        help="vectors per queue message (default: a run cut into 64 messages per machine, at most 512)",
+        help=f"vectors per queue message, 1 to {CHUNK_LIMIT} (default: a run cut into 64 messages per "
+        f"machine, at most {MAX_CHUNK})",
     )
     enqueue.add_argument(
         "--max-vectors", type=int, default=10_000, help="cap for all_cases products (default: %(default)s)"
     )
-    enqueue.add_argument("--expires", type=float, help="seconds after which vectors not yet run are EXPIRED")
+    enqueue.add_argument(
+        "--expires",
+        type=float,
+        help="seconds after which vectors not yet run are EXPIRED, even when no worker ever comes "
+        "(booked by the next status, watch, report, runs or enqueue); the first enqueue of a run that gives "
+        "it sets it",
+    )
+    enqueue.add_argument(
+        "--reuse",
+        metavar="BASE",
+        help="book REUSED (not run again, counted apart) each vector whose id PASSED in run BASE on the "
+        "same machine type, this ttnn version and the backend this machine's live workers run; failed, "
+        "hung, crashed or infra results are never reused",
+    )
 
     worker = connected(
         "worker",
@@ -393,8 +419,19 @@ def _runtime_parsers(sub: Any) -> None:
     runs = connected("runs", "recent runs", c.cmd_runs)
     runs.add_argument("--limit", type=int, default=20)
     for name, help_text, func in (
-        ("status", "one progress line for a run: done/total, rate, ETA, counts by status", c.cmd_status),
-        ("watch", "a live progress bar until the run is complete", c.cmd_watch),
+        (
+            "status",
+            "one progress line for a run: done/total (the vectors it stores), rate, ETA, counts by status, machine "
+            "types whose vectors wait with no live worker, an enqueue still writing it or interrupted",
+            c.cmd_status,
+        ),
+        (
+            "watch",
+            "a live progress bar until the run is complete (every vector final, no enqueue writing it): exit 0, "
+            "whatever the statuses (see report); exit 1 at --timeout. Into a log: a line when something changed, "
+            "at most every 10 s",
+            c.cmd_watch,
+        ),
         (
             "report",
             "per op and machine: executed, pass, fails by status, pass rate, PCC, e2e; failure buckets; "
@@ -476,25 +513,50 @@ def _acl_refusal(exc: Exception) -> str | None:
     return None
 
 
+def configure_logging() -> None:
+    """structlog for every command: JSON lines on stderr (or $SWEEPCTL_LOG_FILE), never on stdout."""
+    import structlog
+
+    path = os.environ.get("SWEEPCTL_LOG_FILE")
+    try:
+        log_file = open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115 - the process's
+    except OSError as exc:
+        raise InputError(f"SWEEPCTL_LOG_FILE {path}", exc.strerror or str(exc)) from None
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=lambda *_: structlog.PrintLogger(log_file or sys.stderr),  # stderr as it is when logging
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_logging()
         return args.func(args)
     except InputError as exc:
         print(f"sweepctl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("sweepctl: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `sweepctl configs pad | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
+        from broker.coordinator import CONNECTION_LOST
+
         denied = _acl_refusal(exc)
-        if denied is None:
+        if denied is not None:
+            print(f"sweepctl: error: {denied}", file=sys.stderr)
+        elif isinstance(exc, CONNECTION_LOST):
+            print(f"sweepctl: error: redis: connection lost ({exc})", file=sys.stderr)
+        else:
             raise
-        print(f"sweepctl: error: {denied}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sweepctl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

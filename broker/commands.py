@@ -87,6 +87,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
 
 def _selection(args: argparse.Namespace):
+    from broker.coordinator import CHUNK_LIMIT
     from sweeps.profiles import get_profile
     from sweeps.suites import SUITES, Selection
     from tracer.opnames import canonical_op_name
@@ -95,27 +96,70 @@ def _selection(args: argparse.Namespace):
         raise InputError("--suite", f"unknown suite {args.suite!r} (known: {', '.join(SUITES)})")
     if args.machine:
         get_profile(args.machine)
-    ops = [canonical_op_name(o) for o in args.op.split(",") if o.strip()] if args.op else None
+    if args.chunk is not None and not 1 <= args.chunk <= CHUNK_LIMIT:
+        raise InputError("--chunk", f"{args.chunk} vectors per message: give 1 to {CHUNK_LIMIT}")
+    if args.max_vectors < 1:
+        raise InputError("--max-vectors", f"{args.max_vectors}: the all_cases cap is at least 1")
+    if args.expires is not None and not args.expires > 0:
+        raise InputError("--expires", f"{args.expires}: give the seconds after which unrun vectors expire (> 0)")
+    ops = None
+    if args.op is not None:
+        ops = [canonical_op_name(o.strip()) for o in args.op.split(",") if o.strip()]
+        if not ops:
+            raise InputError("--op", f"{args.op!r} names no op")
     return Selection(ops, args.suite, args.machine, args.model, args.k, args.max_vectors)
+
+
+def _no_worker(client: Any, keys: Keys, waiting: dict[str, int]) -> dict[str, int]:
+    """The machine types of `waiting` (machine -> vectors not yet final) that no live worker takes."""
+    from broker.report import live_backends, workers
+
+    live = live_backends(workers(client, keys))
+    return {m: n for m, n in sorted(waiting.items()) if n and m not in live}
+
+
+def _reuse(client: Any, keys: Keys, args: argparse.Namespace):
+    """`--reuse BASE`: the base run must exist; each machine's backend is its live workers' one."""
+    from broker.coordinator import Reuse, require_run
+    from broker.report import live_backends, workers
+
+    if args.reuse == args.run_id:
+        raise InputError("--reuse", "a run cannot reuse its own results")
+    require_run(client, keys, args.reuse)
+    live = live_backends(workers(client, keys))
+    return Reuse(args.reuse, {m: next(iter(b)) for m, b in live.items() if len(b) == 1})
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     from broker.coordinator import plan, publish
+    from broker.lifecycle import expire_due
 
     selection = _selection(args)
     if not os.path.exists(args.store):
         raise InputError(args.store, "no such master store (pass --store, or set SWEEPCTL_STORE)")
     client, keys, url = _connect(args)
+    reuse = _reuse(client, keys, args) if args.reuse else None
     started = time.perf_counter()
-    the_plan = plan(args.store, selection, client, keys, args.run_id)
+    expire_due(client, keys)
+    the_plan = plan(args.store, selection, client, keys, args.run_id, dry_run=args.dry_run)
     if args.dry_run:
         summary = {**the_plan.as_dict(), "dry_run": True}
+        queued = {m: c.get("queued", 0) for m, c in the_plan.per_machine.items()}
     else:
         from broker.app import make_app
 
-        summary = publish(make_app(url, keys), client, keys, the_plan, chunk=args.chunk, expires=args.expires)
+        summary = publish(make_app(url, keys), client, keys, the_plan, args.chunk, args.expires, reuse)
+        queued = summary["queued"]
+    summary["no_live_worker"] = _no_worker(client, keys, queued)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["phases"] = the_plan.seconds
+    for machine, count in summary["no_live_worker"].items():
+        when = "" if args.expires is None else f", or end EXPIRED after {args.expires:g} s"
+        print(
+            f"sweepctl: warning: no live {machine} worker: {count} vectors wait until one starts{when} "
+            f"(sweepctl up --machines {machine}, or sweepctl worker --machine {machine})",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(summary)
         return 0
@@ -124,11 +168,21 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     for machine, counts in summary["per_machine"].items():
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         print(f"  {machine:<8} {parts}")
+    if the_plan.over_cap is not None:
+        print(f"  above the all_cases cap of {selection.cap:,}: enqueue it with --max-vectors {the_plan.over_cap}")
     if not args.dry_run:
+        if summary.get("took_over_lock_of"):
+            owner = summary["took_over_lock_of"]
+            print(f"  took over the lock of an enqueue that died (pid {owner['pid']} on {owner['host']})")
         if summary["already_in_run"]:
             print(f"  {summary['already_in_run']} vectors were already in this run: not added again")
         if summary["requeued"]:
-            print(f"  {summary['requeued']} vectors an interrupted enqueue of this run stored but never queued: queued")
+            print(f"  {summary['requeued']} vectors an interrupted enqueue stored and never queued: handled now")
+        if reuse is not None:
+            reused = ", ".join(f"{m} {n}" for m, n in summary["reused"].items()) or "none"
+            print(f"  REUSED from run {reuse.base} (passed there, not run again): {reused}")
+            for machine, why in summary["reuse_skipped"].items():
+                print(f"  {machine}: nothing reused: {why}")
         print(f"  {summary['chunks']} chunks published; follow with: sweepctl watch {summary['run_id']}")
     return 0
 
@@ -211,9 +265,11 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from broker.lifecycle import expire_due
     from broker.report import progress
 
     client, keys, _ = _connect(args)
+    expire_due(client, keys)
     ids = [r.decode() for r in client.zrevrange(keys.runs(), 0, args.limit - 1)]
     rows = [progress(client, keys, run_id) for run_id in ids]
     if args.json:
@@ -255,33 +311,53 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(client: Any, keys: Keys, run_id: str) -> tuple[dict[str, Any], int, dict[str, int]]:
+    """A run's progress, its live workers, and the machine types whose vectors wait with no live worker."""
+    from broker.report import LIVE, progress, workers
+
+    prog = progress(client, keys, run_id)
+    rows = workers(client, keys)
+    live = {r["machine"] for r in rows if r["health"] in LIVE}
+    no_worker = {m: n for m, n in prog["waiting"].items() if m not in live}
+    return prog, sum(1 for r in rows if r["health"] == "GOOD"), no_worker
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from broker.display import progress_line
-    from broker.report import progress, workers
+    from broker.lifecycle import expire_due
 
     client, keys, _ = _connect(args)
-    prog = progress(client, keys, _run_id(args, client, keys))
-    live = sum(1 for w in workers(client, keys) if w["health"] == "GOOD")
+    expire_due(client, keys)
+    prog, live, no_worker = _progress(client, keys, _run_id(args, client, keys))
     if args.json:
-        _print_json({**prog, "live_workers": live})
+        _print_json({**prog, "live_workers": live, "no_live_worker": no_worker})
     else:
-        print(f"run {prog['run_id']}: " + progress_line(prog, live))
+        print(f"run {prog['run_id']}: " + progress_line(prog, live, no_worker=no_worker))
     return 0
 
 
+EXPIRE_EVERY = 5.0  # s between a watch's bookings of runs past their --expires that still have running vectors
+
+
 def watch(client: Any, keys: Keys, run_id: str, interval: float = 0.5, timeout: float | None = None) -> dict:
+    """Until the run is complete (or the timeout): a redrawn line on a terminal, a line per change
+    in a log. Runs past their --expires are booked EXPIRED on the way, worker or not."""
     from broker.display import ProgressBar, progress_line
-    from broker.report import progress, workers
+    from broker.lifecycle import expire_due
 
     bar = ProgressBar()
     deadline = time.monotonic() + timeout if timeout else None
+    next_expiry = 0.0
     while True:
-        prog = progress(client, keys, run_id)
-        live = sum(1 for w in workers(client, keys) if w["health"] == "GOOD")
+        if time.monotonic() >= next_expiry:  # nothing due costs one ZRANGEBYSCORE
+            next_expiry = time.monotonic() + (EXPIRE_EVERY if expire_due(client, keys) else 0.0)
+        prog, live, no_worker = _progress(client, keys, run_id)
+        line = progress_line(prog, live, no_worker=no_worker)
+        state = (prog["done"], prog["total"], prog["counts"], live, no_worker, prog["enqueue"])
         if prog["complete"] or (deadline and time.monotonic() > deadline):
-            bar.show(progress_line(prog, live), final=True)
+            bar.show(line, final=True)
             return prog
-        bar.show(progress_line(prog, live))
+        bar.show(line, state=state)
         time.sleep(interval)
 
 
@@ -304,11 +380,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Exit 1: executed failures; with --expectations, unexpected failures; with --compare, a regression.
     Any ERROR (sweepctl's own failure) exits 1 whatever the options: no expectation or base hides it."""
     from broker import display
+    from broker.lifecycle import expire_due
     from broker.report import build, by_model
     from sweeps import status
 
     client, keys, _ = _connect(args)
     run_id = _run_id(args, client, keys)
+    expire_due(client, keys)
     expectations = None
     if args.expectations:
         from broker.expectations import load

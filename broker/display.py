@@ -28,7 +28,10 @@ def _duration(seconds: float | None) -> str:
     )
 
 
-def progress_line(prog: dict[str, Any], live_workers: int | None = None, width: int = 30) -> str:
+def progress_line(
+    prog: dict[str, Any], live_workers: int | None = None, width: int = 30, no_worker: dict[str, int] | None = None
+) -> str:
+    """`no_worker`: machine types whose vectors wait with no live worker to take them."""
     total, done = prog["total"], prog["done"]
     filled = int(width * done / total) if total else width
     bar = "#" * filled + "-" * (width - filled)
@@ -39,28 +42,42 @@ def progress_line(prog: dict[str, Any], live_workers: int | None = None, width: 
     line += f"  ETA {_duration(prog['eta_s'])}" if not prog["complete"] else "  done"
     if live_workers is not None:
         line += f"  workers {live_workers}"
-    return f"{line}  {counts}"
+    line = f"{line}  {counts}"
+    for machine, waiting in (no_worker or {}).items():
+        line += f"  [no live {machine} worker: {waiting} vectors wait]"
+    if prog.get("enqueue") == "writing":
+        line += "  [an enqueue is still writing this run]"
+    elif prog.get("enqueue") == "interrupted":
+        line += f"  [an enqueue died mid-way: `sweepctl enqueue --run-id {prog['run_id']}` finishes it]"
+    return line
 
 
 class ProgressBar:
-    """One redrawn line on a terminal; a line every few seconds when stderr is a log file."""
+    """One redrawn line on a terminal. Into a log file (stderr not a terminal): a line when
+    something changed, at most every `every` s, and one every `quiet` s while nothing does."""
 
-    def __init__(self, stream: TextIO = sys.stderr, every: float = 5.0) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, every: float = 10.0, quiet: float = 60.0) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.every = every
-        self._last = 0.0
+        self.quiet = quiet
+        self._last: float | None = None
+        self._state: Any = None
 
-    def show(self, line: str, final: bool = False) -> None:
+    def show(self, line: str, final: bool = False, state: Any = None) -> None:
+        """`state`: what the line says that matters (not its rate or ETA); a log gets a new line
+        only when it changed."""
         if self.tty:
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
             self.stream.flush()
             return
         now = time.monotonic()
-        if final or now - self._last >= self.every:
+        since = None if self._last is None else now - self._last
+        changed = state is None or state != self._state
+        if final or since is None or (changed and since >= self.every) or since >= self.quiet:
             self.stream.write(line + "\n")
             self.stream.flush()
-            self._last = now
+            self._last, self._state = now, state
 
 
 def workers_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -82,7 +99,8 @@ def report_lines(report: dict[str, Any], by: str = "op") -> list[str]:
         f"run {report['run_id']}  suite {meta['selection']['suite']}  by {meta['who']}@{meta['host']}  "
         f"ttnn {meta['versions']['ttnn']}  {backends}",
         f"{report['done']}/{report['total']} vectors final{'' if report['complete'] else ' (still running)'}; "
-        f"executed {report['executed']}, failed {report['failed']}, pass rate {_pct(report['pass_rate'])} of executed",
+        f"executed {report['executed']}, failed {report['failed']}, pass rate {_pct(report['pass_rate'])} of executed"
+        + (f"; reused {report['reused']} (passed in the base run, not run here)" if report.get("reused") else ""),
         "  " + "  ".join(f"{s} {report['counts'][s]}" for s in status.ALL if report["counts"].get(s)),
     ]
     lines += error_lines(report)

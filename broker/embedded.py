@@ -172,10 +172,41 @@ def resolve_url(explicit: str | None) -> str:
     return state["url"]
 
 
+URL_FORM = "redis://[user:password@]host[:port][/db], rediss:// for TLS, or unix:///path/to/redis.sock[?db=N]"
+
+
+def check_url(url: str) -> None:
+    """One clear line for a Redis URL that cannot be right, before anything connects (redis-py
+    would raise a traceback, or quietly use DB 0 for `/abc`)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    where = f"redis URL {_safe(url)!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(where, f"{exc} (expected {URL_FORM})") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise InputError(where, f"not a Redis URL (expected {URL_FORM})")
+    if parts.scheme == "unix":
+        db, path = parse_qs(parts.query).get("db", ["0"])[-1], parts.path
+        if not path:
+            raise InputError(where, f"no socket path (expected {URL_FORM})")
+    else:
+        db = parts.path.strip("/") or parse_qs(parts.query).get("db", ["0"])[-1]
+        if not parts.hostname:
+            raise InputError(where, f"no host (expected {URL_FORM})")
+        if port == 0:
+            raise InputError(where, "port 0 is not a port Redis listens on")
+    if not db.isdigit():
+        raise InputError(where, f"database {db!r} is not a number (expected {URL_FORM})")
+
+
 def connect(url: str) -> Any:
-    """A Redis client that answered PING, or one clear line saying it does not answer."""
+    """A Redis client that answered PING, or one clear line saying what is wrong."""
     import redis
 
+    check_url(url)
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=30)
     try:
         client.ping()
@@ -183,6 +214,8 @@ def connect(url: str) -> Any:
         raise InputError(f"redis {_safe(url)}", f"authentication failed ({exc})") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise InputError(f"redis {_safe(url)}", f"does not answer ({exc})") from None
+    except redis.ResponseError as exc:  # e.g. SELECT of a database the server does not have
+        raise InputError(f"redis {_safe(url)}", f"refused the connection: {exc}") from None
     return client
 
 

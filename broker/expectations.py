@@ -62,10 +62,20 @@ class Expectation:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping, for errors that say where."""
+    """SafeLoader that remembers the line of every mapping, for errors that say where, and refuses
+    a key given twice in one mapping (PyYAML keeps the last one silently)."""
 
 
 def _mapping_with_line(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r} (first given at line {seen[key]})", problem_mark=key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     return mapping

@@ -4,17 +4,20 @@ Every key starts with a configurable prefix (`SWEEPCTL_PREFIX`, default `sweepct
 can share one Redis; Celery's own keys get the same prefix through kombu's `global_keyprefix`.
 
 Per run `R`:
-  {p}:run:R            hash   the run record (meta JSON, totals, state, publishing while an enqueue writes)
+  {p}:run:R            hash   the run record (meta JSON, stored vectors per machine, state, publishing while
+                              an enqueue writes)
   {p}:run:R:vectors    hash   vector id -> msgpack vector (write-once: re-enqueue adds nothing twice)
   {p}:run:R:final      hash   vector id -> final status (write-once)
   {p}:run:R:records    hash   "vector id:attempt" -> msgpack record (write-once, one per attempt)
   {p}:run:R:attempts   hash   vector id -> attempts started
   {p}:run:R:failed     hash   vector id -> msgpack record of its failing final attempt
   {p}:run:R:agg        hash   aggregate counters kept as results land (see broker/results.py)
-  {p}:run:R:enqueuing  string held (with a TTL) by the one `enqueue` writing run R's vectors
+  {p}:run:R:enqueuing  string held by the one `enqueue` writing run R's vectors: its owner's pid, host and
+                              heartbeat (JSON), with a TTL the heartbeat renews
   {p}:lease:R:V        string the worker running vector V, with a TTL its heartbeat renews
 Global:
   {p}:runs             zset   run ids by creation time
+  {p}:expiring         zset   run ids by expiry time (`enqueue --expires`), until every vector is final
   {p}:workers          zset   worker names by last heartbeat
   {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
   {p}:worker:W:chunk   string the chunk worker W is running (msgpack: run, machine, ids, its lease token,
@@ -72,6 +75,9 @@ class Keys:
 
     def runs(self) -> str:
         return f"{self.prefix}:runs"
+
+    def expiring(self) -> str:
+        return f"{self.prefix}:expiring"
 
     def workers(self) -> str:
         return f"{self.prefix}:workers"

@@ -10,13 +10,15 @@ booked EXPIRED instead of run.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from broker.app import RUN_CHUNK
 from broker.coordinator import chunk_size, require_run
 from broker.keys import Keys
-from broker.results import Results, decode_record, parse_final
+from broker.results import Results, decode_record, make_record, parse_final
 from sweeps import status
+from sweeps.vector import decode
 from tracer.errors import InputError
 
 
@@ -82,3 +84,51 @@ def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) ->
                 app.send_task(RUN_CHUNK, kwargs=chunk, producer=producer)
                 chunks += 1
     return {"retried": len(chosen), "chunks": chunks, "per_machine": {m: len(v) for m, v in sorted(by_machine.items())}}
+
+
+def expire_due(redis: Any, keys: Keys, now: float | None = None) -> dict[str, int]:
+    """Book EXPIRED every vector of a run past its `--expires` that has no final record and is not
+    running (no lease), whether or not a worker of its machine ever comes; idempotent (finals are
+    write-once). `status`, `watch`, `report`, `runs` and `enqueue` call it, so a run with no live
+    worker still ends; a read-only user (the reporter ACL) books nothing and leaves it to the next
+    command of one who may write. A run leaves the expiring set once every stored vector is final
+    and no enqueue is writing it. Returns the vectors booked per run."""
+    from redis.exceptions import NoPermissionError
+
+    now = time.time() if now is None else now
+    booked: dict[str, int] = {}
+    for raw in redis.zrangebyscore(keys.expiring(), "-inf", now):
+        try:
+            booked[raw.decode()] = _expire(redis, keys, raw.decode(), now)
+        except NoPermissionError:
+            break
+    return booked
+
+
+def _expire(redis: Any, keys: Keys, run_id: str, now: float) -> int:
+    """expire_due for one run: the vectors it booked."""
+    from broker.coordinator import PUBLISHING
+
+    ids = [i.decode() for i in redis.hkeys(keys.vectors(run_id))]
+    finals = redis.hmget(keys.final(run_id), ids) if ids else []
+    open_ = [i for i, done in zip(ids, finals, strict=True) if done is None]
+    pipe = redis.pipeline(transaction=False)
+    for vid in open_:
+        pipe.exists(keys.lease(run_id, vid))
+    leased = pipe.execute() if open_ else []
+    idle = [i for i, running in zip(open_, leased, strict=True) if not running]
+    groups: dict[tuple[str, str], list[tuple[str, str | None, str]]] = {}
+    message = "the run expired before it ran"
+    for vid, payload in zip(idle, redis.hmget(keys.vectors(run_id), idle) if idle else [], strict=True):
+        vector = decode(payload)
+        groups.setdefault((vector["op"], vector["machine"]), []).append((vid, vector.get("config_hash"), message))
+    results = Results(redis, keys)
+    for (op, machine), items in groups.items():
+        fields = {"id": items[0][0], "op": op, "machine": machine, "config_hash": items[0][1]}
+        outcome = {"status": status.EXPIRED, "message": message}
+        template = make_record(fields, run_id, 0, outcome, backend="coordinator", start=now, end=now)
+        for start in range(0, len(items), 1000):
+            results.write(run_id, [results.finish_unrun_op(template, items[start : start + 1000], idle_only=True)])
+    if len(idle) == len(open_) and not redis.hexists(keys.run(run_id), PUBLISHING):
+        redis.zrem(keys.expiring(), run_id)
+    return len(idle)

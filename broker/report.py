@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from broker import registry
-from broker.coordinator import require_run
+from broker.coordinator import PUBLISHING, enqueue_state, require_run
 from broker.keys import Keys
 from broker.results import decode_record, ms_of_bucket, pcc_of_bucket
 from sweeps import status
@@ -21,17 +21,32 @@ def _text(value: Any) -> str:
 
 
 def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
+    """done/total, counts, rate and ETA. The total is the vectors the run stores (read at once with
+    them), and a run is complete only when each of them is final and no enqueue is still writing
+    it ("enqueue" says "writing", or "interrupted" when one died: the next enqueue finishes it).
+    "waiting" counts the vectors of each machine type not yet final."""
     meta = require_run(redis, keys, run_id)
-    run = {_text(k): _text(v) for k, v in redis.hgetall(keys.run(run_id)).items()}
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.run(run_id))
+    pipe.hlen(keys.vectors(run_id))
+    replies = pipe.execute()
+    run = {_text(k): _text(v) for k, v in replies[0].items()}
     agg = read_agg(redis, keys, run_id)
     counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|") and int(v)}
-    total = int(run.get("total", 0))
+    total = replies[1]
     done = int(agg.get("done", 0))
     t_first, t_last = float(agg.get("t_first", 0) or 0), float(agg.get("t_last", 0) or 0)
     executed = sum(n for s, n in counts.items() if status.is_executed(s))
     span = t_last - max(t_first, meta["created"]) if t_last else 0.0
     rate = executed / span if span > 0 and executed > 1 else None
     left = total - done
+    finished: Counter = Counter()
+    for name, value in agg.items():
+        if name.startswith("ms|"):
+            finished[name[3:].rsplit("|", 1)[0]] += int(value)
+    stored = {name[6:]: int(v) for name, v in run.items() if name.startswith("total|")}
+    waiting = {m: n - finished[m] for m, n in sorted(stored.items()) if n > finished[m]}
+    enqueue = enqueue_state(redis, keys, run_id) if PUBLISHING in run else None
     return {
         "run_id": run_id,
         "meta": meta,
@@ -40,7 +55,9 @@ def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
         "counts": dict(sorted(counts.items())),
         "rate_per_s": rate,
         "eta_s": left / rate if rate and left else (0.0 if not left else None),
-        "complete": total > 0 and done >= total,
+        "waiting": waiting,
+        "enqueue": enqueue,
+        "complete": total > 0 and done >= total and enqueue is None,
     }
 
 
@@ -70,6 +87,18 @@ def workers(redis: Any, keys: Keys) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+LIVE = ("GOOD", "UNKNOWN")  # consuming, or opening its devices; BAD, LOST and STOPPED workers take nothing
+
+
+def live_backends(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Machine type -> the backends its live workers run (a machine with none is absent)."""
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        if row["health"] in LIVE:
+            found.setdefault(row["machine"], set()).add(row["backend"])
+    return found
 
 
 def _percentile(histogram: dict[int, int], fraction: float) -> int | None:
@@ -164,10 +193,11 @@ def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict
     buckets = failure_buckets(agg)
     errors = prog["counts"].get(status.ERROR, 0)
     return {
-        **{k: prog[k] for k in ("run_id", "total", "done", "counts", "complete")},
+        **{k: prog[k] for k in ("run_id", "total", "done", "counts", "complete", "enqueue")},
         "meta": prog["meta"],
         "executed": executed,
         "failed": failed,
+        "reused": prog["counts"].get(status.REUSED, 0),
         "pass_rate": prog["counts"].get(status.PASS, 0) / executed if executed else None,
         "ops": ops,
         "machines": machines,

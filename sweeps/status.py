@@ -6,6 +6,8 @@ failures cannot drag it down (tt-metal books them all as op failures).
 ERROR is sweepctl's own failure, never the op's: anything that goes wrong outside the op call
 (reading an argument, building inputs, the golden, comparing). It is not executed, never a FAIL_*,
 listed first by every reader, and a run with any ERROR fails its report.
+A REUSED vector was not executed in this run (its verdict is another run's PASS), so it counts in
+neither executed nor the pass rate: reports count it apart.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ ERROR = "ERROR"
 NOT_RUN = "NOT_RUN"
 EXPIRED = "EXPIRED"
 CANCELED = "CANCELED"
+REUSED = "REUSED"
 
 EXECUTED = frozenset({PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH})
 FAILED = EXECUTED - {PASS}
 LISTED = FAILED | {ERROR}  # final statuses whose records a run keeps to read one by one (its failed hash)
-ALL = (ERROR, PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH, INVALID, INFRA, NOT_RUN, EXPIRED, CANCELED)
+ALL = (ERROR, PASS, FAIL_ACCURACY, FAIL_OP, FAIL_L1_OOM, HANG, CRASH, INVALID, INFRA, NOT_RUN, EXPIRED, CANCELED,
+       REUSED)
 MEANING = {
     ERROR: "sweepctl's own failure: reading an argument, building inputs, the golden, comparing; not the op's",
     PASS: "ran; PCC at or above threshold",
@@ -40,6 +44,7 @@ MEANING = {
     NOT_RUN: "never ran (no sweep definition, unreadable argument)",
     EXPIRED: "never ran: the run expired first",
     CANCELED: "never ran: the run was cancelled",
+    REUSED: "not run here: it passed in the `--reuse` base run on the same backend, ttnn version and machine",
 }
 
 

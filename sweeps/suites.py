@@ -3,9 +3,10 @@
 * `model_traced`: every traced config of the op, exactly; configs whose canonical inputs are
   identical on one machine collapse to one vector that keeps every source.
 * `all_cases`: per op and machine, the Cartesian product of the values observed in each argument
-  slot ("not passed" counts as a value of a slot some configs omit); `count_all_cases` previews
-  the size (an upper bound), and a product over the cap is refused until the cap
-  is raised explicitly.
+  slot ("not passed" counts as a value of a slot some configs omit); `count_all_cases` gives the
+  exact number of vectors without building them (an absent positional ends the argument list, so
+  the combinations that differ only after it are one call), and a selection over the cap is
+  refused until the cap is raised explicitly (`--dry-run` lifts it, up to DRY_RUN_CEILING).
 * `nightly`: hand-written grids per op (sweeps/nightly.py).
 
 Every config becomes a vector: one that cannot run gets a NOT_RUN reason (no sweep definition,
@@ -33,6 +34,7 @@ from tracer.store import bulk, model_of
 
 SUITES = ("model_traced", "all_cases", "nightly")
 DEFAULT_ALL_CASES_CAP = 10_000
+DRY_RUN_CEILING = 1_000_000  # a dry run expands and validates what it counts: ~20 s and ~1.3 GB at this size
 
 
 @dataclass
@@ -180,24 +182,41 @@ def _groups(index: Index, selection: Selection) -> dict[tuple[str, str], list[tu
     return groups
 
 
+def _distinct_calls(slots: dict[str, list[Any]]) -> int:
+    """How many distinct calls (vectors) the product of a group's slot values makes: an absent
+    positional ends the argument list, so every combination of the positionals after it is the
+    same call (all_cases keeps one)."""
+    calls, before = 0, 1  # calls whose argument list ends at an absent slot; combinations before it
+    for slot in sorted((s for s in slots if s.isdigit()), key=int):
+        present = sum(1 for v in slots[slot] if v is not _ABSENT)
+        if present < len(slots[slot]):
+            calls += before
+        before *= present
+    return (calls + before) * math.prod(len(v) for s, v in slots.items() if not s.isdigit())
+
+
 def count_all_cases(index: Index, selection: Selection) -> dict[tuple[str, str], int]:
-    return {
-        key: math.prod(len(v) for v in _slot_values(cfgs).values()) for key, cfgs in _groups(index, selection).items()
-    }
+    """Vectors per (op, machine) that all_cases makes of the selection: exact, nothing built."""
+    return {key: _distinct_calls(_slot_values(cfgs)) for key, cfgs in _groups(index, selection).items()}
+
+
+def _over_cap(counts: dict[tuple[str, str], int], cap: int) -> InputError:
+    total = sum(counts.values())
+    biggest = max(counts, key=counts.get)
+    preview = " (see what would be queued first with --dry-run)" if total <= DRY_RUN_CEILING else ""
+    return InputError(
+        "--suite all_cases",
+        f"{total:,} vectors (largest: {biggest[0]} on {biggest[1]}, {counts[biggest]:,}) exceed the cap of "
+        f"{cap:,}; raise it with --max-vectors {total}{preview}",
+    )
 
 
 def all_cases(index: Index, selection: Selection) -> Expansion:
     groups = _groups(index, selection)
     slots_of = {key: _slot_values(cfgs) for key, cfgs in groups.items()}
-    counts = {key: math.prod(len(v) for v in slots.values()) for key, slots in slots_of.items()}
-    total = sum(counts.values())
-    if total > selection.cap:
-        biggest = max(counts, key=counts.get)
-        raise InputError(
-            "--suite all_cases",
-            f"{total:,} vectors (largest: {biggest[0]} on {biggest[1]}, {counts[biggest]:,}) exceed the cap of "
-            f"{selection.cap:,}; preview with --dry-run, raise it with --max-vectors",
-        )
+    counts = {key: _distinct_calls(slots) for key, slots in slots_of.items()}
+    if sum(counts.values()) > selection.cap:
+        raise _over_cap(counts, selection.cap)
     expansion = Expansion()
     packer = msgpack.Packer(use_bin_type=True)
     for (op, machine), cfgs in groups.items():

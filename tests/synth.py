@@ -73,3 +73,23 @@ def synthetic_store(n: int, seed: int = 0, trace_uid: str = "synthetic") -> dict
             }
         )
     return {"operations": operations, "metadata": {}}
+
+
+def scalar_store(n: int, trace_uid: str = "synthetic") -> dict[str, Any]:
+    """n distinct ttnn.add configs that differ in their scalar operand only: n vectors over four
+    distinct tensors, so an enqueue of them spends its time storing and queueing, not validating."""
+    configs = []
+    for i in range(n):
+        args = {"arg0": tensor([1, 1, 32 * (1 + i % 4), 64], _DTYPES[0], False), "arg1": 0.5 * i}
+        configs.append(
+            {
+                "config_id": i + 1,
+                "config_hash": config_hash("ttnn.add", args, _MACHINE),
+                "arguments": args,
+                "executions": [
+                    {"source": "models/demo.py [HF_MODEL:org/model]", "machine_info": _MACHINE, "count": 1,
+                     "trace_uid": trace_uid},
+                ],
+            }
+        )  # fmt: skip
+    return {"operations": {"ttnn.add": {"configurations": configs}}, "metadata": {}}
