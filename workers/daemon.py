@@ -9,7 +9,8 @@ by another worker, or of a canceled run, and otherwise starts its next attempt u
 Each vector goes to the executor with its timeout; its record (written once, with the run's
 aggregates in the same step) is queued to the record writer thread, so the device never waits on
 Redis; the chunk is acked only after everything is written. The executor is kept one vector
-ahead, and claims are made while it runs, so the device does not idle on bookkeeping.
+ahead, and claims are made while it runs (for fast ops a batch ahead, by a claimer thread), so the
+device does not idle on bookkeeping.
 
 A heartbeat thread renews the worker's liveness and its leases, kills a vector whose run was
 canceled, and queues again the chunks of workers whose heartbeat lapsed. Every wait on Redis is
@@ -28,6 +29,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -126,6 +128,8 @@ class WorkerDaemon:
         self.app: Any = None  # the Celery app, to queue chunks again
         self.held: bytes | None = None  # the chunk being run, as recorded in keys.held
         self.vector_s: float | None = None  # running mean of a vector's time on the device
+        self.claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")  # claims ahead for fast ops
+        self.ahead: Future[list[Claim]] | None = None  # a claim of the chunk's next vectors, in flight
         self.redis_run_id: str | None = None  # the Redis server process last seen: a new one restarted
         self.heartbeat = Heartbeat(self)
         self.instance = ""  # the registry's id of this worker's row, once registered
@@ -327,6 +331,7 @@ class WorkerDaemon:
         chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
         self.canceled_run = None
+        self.ahead = None
         if self._expired(run_id):
             payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids))
             self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.EXPIRED,
@@ -340,9 +345,11 @@ class WorkerDaemon:
             while True:
                 while len(inflight) < (0 if self.stopping else 2):
                     if not claimed:
-                        if not pending or self.canceled_run == run_id:
-                            break
-                        claimed.extend(self._claim_next(run_id, pending, crashed, counts))
+                        if self.ahead is None:
+                            if not pending or self.canceled_run == run_id:
+                                break
+                            self._claim_ahead(run_id, pending)
+                        claimed.extend(self._collect(run_id, crashed, counts))
                         continue
                     item = claimed[0]
                     if not self.executor.alive:
@@ -357,6 +364,10 @@ class WorkerDaemon:
                     claimed.popleft()
                     item.started = time.time() if not inflight else None
                     inflight.append(item)
+                if self.ahead is None and pending and not self.stopping and self.canceled_run != run_id:
+                    batch = self._batch()
+                    if batch > 2 and len(claimed) <= batch:  # fast vectors: claim the next ones meanwhile
+                        self._claim_ahead(run_id, pending)
                 self.current = [(run_id, i.vector["id"]) for i in inflight]
                 if self.canceled_run == run_id and inflight and self.canceling is None:
                     self.canceling = self.current[0]  # a claim saw the cancel: kill what runs now
@@ -365,7 +376,7 @@ class WorkerDaemon:
                     if self.canceled_run == run_id:
                         self._cancel_rest(run_id, inflight, claimed, pending)
                         break
-                    if claimed or pending:
+                    if claimed or pending or self.ahead is not None:
                         if self.stopping:  # what is in the executor has finished: hand back the rest
                             raise GivenBack(f"warm shutdown of {self.name}")
                         continue
@@ -404,15 +415,30 @@ class WorkerDaemon:
         log.debug("chunk_done", run=run_id, **counts)
         return counts
 
-    def _claim_next(self, run_id: str, pending: deque[str], crashed: frozenset[str], counts: dict) -> list[_Item]:
-        """Claim the next vectors of the chunk (about CLAIM_AHEAD_S of work) in one atomic step."""
-        n = 2 if self.vector_s is None else max(1, min(MAX_CLAIM, int(CLAIM_AHEAD_S / max(self.vector_s, 1e-4))))
-        ids = [pending.popleft() for _ in range(min(n, len(pending)))]
-        return self._claim(run_id, ids, crashed, counts)
+    def _batch(self) -> int:
+        """Vectors to claim in one step: about CLAIM_AHEAD_S of work (one for slow ops)."""
+        return 2 if self.vector_s is None else max(1, min(MAX_CLAIM, int(CLAIM_AHEAD_S / max(self.vector_s, 1e-4))))
+
+    def _claim_ahead(self, run_id: str, pending: deque[str]) -> None:
+        """Start claiming the next vectors of the chunk in the claimer thread: for fast ops the claim's
+        round trip overlaps with the vectors running, instead of holding the device up."""
+        ids = [pending.popleft() for _ in range(min(self._batch(), len(pending)))]
+        self.ahead = self.claimer.submit(self._request, run_id, ids)
+
+    def _collect(self, run_id: str, crashed: Iterable[str], counts: dict) -> list[_Item]:
+        """The vectors the claim started by _claim_ahead got (waiting for it if need be)."""
+        future, self.ahead = self.ahead, None
+        return self._take(run_id, future.result(), crashed, counts) if future is not None else []
+
+    def _request(self, run_id: str, ids: list[str]) -> list[Claim]:
+        value = f"{self.token}/{uuid.uuid4().hex[:12]}"  # a resend after a lost reply reuses it
+        return self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, MAX_LOST_ATTEMPTS))
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
-        value = f"{self.token}/{uuid.uuid4().hex[:12]}"  # a resend after a lost reply reuses it
-        claims = self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, MAX_LOST_ATTEMPTS))
+        return self._take(run_id, self._request(run_id, ids), crashed, counts)
+
+    def _take(self, run_id: str, claims: list[Claim], crashed: Iterable[str], counts: dict) -> list[_Item]:
+        """Act on what a claim step decided: the vectors to run, the others booked or skipped."""
         items, canceled = [], []
         for claim in claims:
             if claim.action == RUN:
@@ -468,6 +494,7 @@ class WorkerDaemon:
     def _cancel_rest(self, run_id: str, inflight: deque[_Item], claimed: deque[_Item], pending: deque[str]) -> None:
         """The run was canceled: what this worker claimed is booked CANCELED here (cancel left it to
         its lease holder), and the unclaimed rest unless it is final or someone else holds it."""
+        claimed.extend(self._collect(run_id, (), {"skipped": 0}))
         for item in [*inflight, *claimed]:
             self._book(run_id, item, {"status": status.CANCELED, "message": "the run was canceled"})
         inflight.clear()
@@ -483,8 +510,16 @@ class WorkerDaemon:
         in the executor (they may have started) are killed and their attempt booked INFRA."""
         self.current = []
         self.canceling = None
+        future, self.ahead = self.ahead, None
         if isinstance(exc, RedisGone):  # nothing can be written: the leases lapse, the held chunk is queued again
             return
+        try:
+            ahead = future.result() if future is not None else []
+        except Exception:  # that claim failed too: it holds nothing
+            ahead = []
+        for claim in ahead:  # claimed in the claimer thread, never taken: free them like the others
+            if claim.action == RUN:
+                self.writer.attempt_released(run_id, claim.vector_id, claim.attempt, claim.lease)
         if inflight:
             self.executor.kill()
             why = f"the worker abandoned its chunk: {type(exc).__name__}: {exc}"
