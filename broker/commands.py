@@ -183,7 +183,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             print(f"  REUSED from run {reuse.base} (passed there, not run again): {reused}")
             for machine, why in summary["reuse_skipped"].items():
                 print(f"  {machine}: nothing reused: {why}")
-        print(f"  {summary['chunks']} chunks published; follow with: sweepctl watch {summary['run_id']}")
+        queued, run_id = sum(summary["queued"].values()), summary["run_id"]
+        print(f"  {queued} vectors queued in {summary['chunks']} chunks; follow with: sweepctl watch {run_id}")
     return 0
 
 

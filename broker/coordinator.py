@@ -364,14 +364,15 @@ def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run
     totals are always the vectors it stores; returns the ones new to the run. A run this enqueue
     just created (under its lock) holds none yet: a batch is a plain HSET and its count in one
     MULTI, a third of the Redis time of the HSETNX script a re-enqueue needs."""
-    by_machine: dict[str, dict[str, Encoded]] = {}  # distinct ids: a new run's counts are its batches' sizes
+    if len({v.id for v in vectors}) < len(vectors):  # distinct ids: a new run's counts are its batches' sizes
+        vectors = list({v.id: v for v in vectors}.values())
+    by_machine: dict[str, list[Encoded]] = {}
     for vector in vectors:
-        by_machine.setdefault(vector.machine, {})[vector.id] = vector
+        by_machine.setdefault(vector.machine, []).append(vector)
     pipe = redis.pipeline(transaction=False)  # Redis stores one batch while the next one is sent
     store = None if new_run else redis.register_script(_STORE_MISSING)
     batches = []
-    for machine, group in by_machine.items():
-        items = list(group.values())
+    for machine, items in by_machine.items():
         for start in range(0, len(items), 1000):  # one command per 1000 vectors
             batch = items[start : start + 1000]
             batches.append(batch)
@@ -385,7 +386,7 @@ def _upload(redis: Any, keys: Keys, run_id: str, vectors: list[Encoded], new_run
             pipe.execute_command("EXEC")
     replies = pipe.execute()
     if store is None:
-        return [v for batch in batches for v in batch]
+        return vectors
     pairs = (zip(batch, flags, strict=True) for batch, flags in zip(batches, replies, strict=True))
     return [v for pair in pairs for v, new in pair if new]
 

@@ -98,6 +98,15 @@ def _wait_for_upload(client: redis.Redis, keys: Keys, run_id: str, proc: subproc
         time.sleep(0.001)
 
 
+def _settled_hlen(client: redis.Redis, key: str) -> int:
+    """A hash's length once Redis has applied what a killed client had already sent."""
+    last = -1
+    while (now := client.hlen(key)) != last:
+        last = now
+        time.sleep(0.3)
+    return now
+
+
 def _assert_healed(client: redis.Redis, keys: Keys, run_id: str) -> None:
     """The run holds every vector once; its total is what it stores; each stored vector is final or
     queued exactly once."""
@@ -120,7 +129,7 @@ def test_an_enqueue_killed_mid_upload_is_taken_over_at_once_and_finished(big_sto
     _wait_for_upload(client, keys, "r1", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stored = client.hlen(keys.vectors("r1"))
+    stored = _settled_hlen(client, keys.vectors("r1"))
     assert 0 < stored < BIG  # killed mid-upload
     assert json.loads(client.get(keys.enqueuing("r1")))["pid"] == proc.pid  # its lock outlived it
     state = json.loads(sweepctl("status", "r1", "--json", "--redis", redis_server, env=env).stdout)
@@ -161,7 +170,7 @@ def test_redis_lost_mid_enqueue_is_one_line_and_the_next_enqueue_finishes_it(big
 
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # same port, same AOF
         wait_for_redis(url)
-        assert 0 < client.hlen(keys.vectors("r2")) < BIG
+        assert 0 < _settled_hlen(client, keys.vectors("r2")) < BIG
         again = sweepctl("enqueue", "--store", store, "--run-id", "r2", "--json", "--redis", url, env=env)
         assert again.returncode == 0, again.stderr[-2000:]
         assert json.loads(again.stdout)["took_over_lock_of"]["pid"] == proc.pid
