@@ -16,6 +16,7 @@ Runs in executor processes only (imports torch lazily; sweeps.catalogue stays im
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 _REQUIRED = object()
@@ -185,12 +186,14 @@ def sigmoid_accurate(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: di
     return torch.sigmoid(take(args, kwargs, 0, "input_tensor"))
 
 
+_ACTIVATION = re.compile(r"(?<![a-z0-9_])(relu|silu|gelu|sigmoid|tanh)(?![a-z0-9_])")
+
+
 def _activation(value: Any) -> Any:
-    """A traced activation (`"silu"`, `UnaryOpType.SILU`, `UnaryWithParam(op_type=...)`) as torch."""
+    """A traced activation as torch: `"silu"`, `UnaryOpType.SILU`, a `UnaryWithParam` object or its
+    repr text (`UnaryWithParam(op_type=UnaryOpType::SILU)`)."""
     import torch
 
-    name = getattr(getattr(value, "op_type", value), "name", None) or str(value)
-    name = name.rsplit(".", 1)[-1].rsplit(":", 1)[-1].lower()
     functions = {
         "relu": torch.relu,
         "silu": torch.nn.functional.silu,
@@ -198,9 +201,12 @@ def _activation(value: Any) -> Any:
         "sigmoid": torch.sigmoid,
         "tanh": torch.tanh,
     }
-    if name not in functions:
+    op_type = getattr(value, "op_type", value)
+    text = str(getattr(op_type, "name", None) or op_type).lower()
+    found = _ACTIVATION.search(text)
+    if found is None:
         raise ValueError(f"activation {value!r} has no golden in sweeps.adapters")
-    return functions[name]
+    return functions[found.group(1)]
 
 
 def linear(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
@@ -219,9 +225,11 @@ def linear(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, An
     bias = kwargs.get("bias")
     if bias is not None:
         out = out + bias.reshape(-1, bias.shape[-1])[0]
-    fused = getattr(kwargs.get("program_config"), "fused_activation", None)
-    if isinstance(kwargs.get("program_config"), dict):
-        fused = kwargs["program_config"].get("fused_activation")
+    config = kwargs.get("program_config")  # a ttnn object, a traced map, or one read from its repr
+    if isinstance(config, dict):
+        fused = config.get("fields", config).get("fused_activation")
+    else:
+        fused = getattr(config, "fused_activation", None)
     for activation in (fused, kwargs.get("activation")):
         if activation is not None:
             out = _activation(activation)(out)

@@ -205,8 +205,12 @@ def test_linear_broadcasts_batched_and_3d_weights_and_applies_bias_and_activatio
     bias = torch.randn(1, 1, 32, 96)  # traced biases are tile-padded rows; the first is the bias
     out = adapters.linear(None, [a, b], {"bias": bias, "activation": "silu"}, {})
     assert torch.allclose(out, torch.nn.functional.silu(a @ b + bias[0, 0, 0]))
-    with pytest.raises(ValueError, match="has no golden"):
-        adapters.linear(None, [a, b], {"activation": "UnaryOpType.HARDSWISH"}, {})
+    fused = {"object": "MatmulMultiCoreReuseMultiCast1DProgramConfig",  # read from its repr
+             "fields": {"fused_activation": "UnaryWithParam(op_type=UnaryOpType::RELU)"}}  # fmt: skip
+    assert torch.equal(adapters.linear(None, [a, b], {"program_config": fused}, {}), torch.relu(a @ b))
+    for unknown in ("UnaryOpType.HARDSWISH", "UnaryOpType.GELU_TANH"):  # never guessed
+        with pytest.raises(ValueError, match="has no golden"):
+            adapters.linear(None, [a, b], {"activation": unknown}, {})
 
 
 def test_sigmoid_accurate_takes_the_traced_extra_arguments():
