@@ -302,7 +302,11 @@ def _runtime_parsers(sub: Any) -> None:
         command.set_defaults(func=func)
         return command
 
-    ops = sub.add_parser("ops", help="the op catalogue: which ops have a sweep definition, their golden and thresholds")
+    ops = sub.add_parser(
+        "ops",
+        help="the op catalogue: which ops have a sweep definition, their family, golden (ttnn's or an adapter of "
+        "sweeps/adapters.py), required arguments and thresholds",
+    )
     ops.add_argument("--store", help="also list the ops of this store that have no definition")
     ops.add_argument("--json", action="store_true")
     ops.set_defaults(func=c.cmd_ops)

@@ -50,7 +50,9 @@ def cmd_ops(args: argparse.Namespace) -> int:
         {
             "op": op.name,
             "family": op.family,
-            "golden": "sweepctl (torch)" if op.golden is not None else "ttnn.get_golden_function",
+            "adapter": op.adapter,
+            "golden": "sweeps.adapters" if op.adapter else "ttnn.get_golden_function",
+            "requires": list(op.requires),
             "timeout_s": op.timeout,
             "thresholds": {**catalogue.THRESHOLDS, **op.thresholds},
         }
@@ -65,7 +67,8 @@ def cmd_ops(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"ops": rows, "store_ops_without_definition": uncovered})
         return 0
-    print(f"{len(rows)} ops covered, in {len(catalogue.families())} families")
+    adapters = sum(row["adapter"] for row in rows)
+    print(f"{len(rows)} ops covered, in {len(catalogue.families())} families; {adapters} with an adapter")
     family = None
     for row in rows:
         if row["family"] != family:

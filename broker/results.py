@@ -442,6 +442,7 @@ def make_record(
         "status": outcome["status"],
         "pcc": outcome.get("pcc"),
         "threshold": outcome.get("threshold"),
+        "threshold_dtype": outcome.get("threshold_dtype"),  # which tensor's dtype set the threshold
         "message": message,
         "signature": signature(message) if message else "",
         "e2e_ms": outcome.get("e2e_ms"),

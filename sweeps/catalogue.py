@@ -2,17 +2,20 @@
 PCC thresholds and its timeout. The one place that says which ops sweepctl can run.
 
 Families make a new op one line: the family knows how a traced config of that shape becomes
-inputs and a golden. Goldens are ttnn's own (`ttnn.get_golden_function`) unless the family names a
-torch function (CCL ops, ops without one). This module imports neither ttnn nor torch, so the
-coordinator and the CLI can read it; goldens run in the executor.
+inputs and a golden. Goldens are ttnn's own (`ttnn.get_golden_function`) unless the op has an
+adapter (sweeps/adapters.py: the golden of the traced call where ttnn's golden cannot take it, or
+ttnn has none). This module imports neither ttnn nor torch, so the coordinator and the CLI can read
+it; goldens run in the executor.
 
-Data kinds per input slot (position "0", "1"… or a kwarg name): "normal" (randn, the default),
-"positive" (uniform 0.5..2, for rsqrt/log), "index:<slot>" (integer rows of the tensor in <slot>,
-for embedding), "bool" (0/1 predicate, for where), "page_table:<slot>" (distinct pages of the paged
-cache in <slot>), "position:<table slot>:<cache slot>" (token positions the page table covers, the
-cache's own rows without one), "rope_trans_mat" (the rotary transformation matrix), "integral" and
-"integral_positive" (small integers, exact in every float dtype: comparisons, argmax, remainder).
-A slot written "3|page_table_tensor" is the position or the name the call uses.
+Slots are positions ("0", "1"…) or kwarg names; "1|weight" means the one of them the call uses.
+`requires`: the slots the golden cannot do without; a traced config lacking one is NOT_RUN naming
+it, decided at expansion. Data kinds per slot (sweeps.materialize.generate): "normal" (randn, the
+default), "positive" (uniform 0.5..2: rsqrt, log, divisors, gathered norm statistics), "bool" (0/1
+predicate), "index:<slot>" (rows of <slot>'s tensor: embedding), "distinct:<slot>" (distinct
+positions along the last dim of <slot>, per row: scatter), "page_table:<slot>" (distinct pages of
+the cache in <slot>), "position:<table slot>:<cache slot>" (token positions the page table covers),
+"rope_trans_mat" (the rotary transformation matrix), "integral" and "integral_positive"
+(small integers, exact in every float dtype: comparisons, argmax, remainder).
 """
 
 from __future__ import annotations
@@ -50,47 +53,37 @@ class OpDef:
     timeout: float = DEFAULT_TIMEOUT
     collective: bool = False  # CCL: one input per device along the cluster axis
     test_only: bool = False
+    requires: tuple[str, ...] = ("0|input_tensor|input",)
+    view: Callable[..., Any] | None = None  # (output, args, kwargs) -> what of the output is judged
 
-    def threshold(self, dtypes: list[str]) -> float:
-        """PCC required: that of the least precise dtype among the vector's tensors."""
-        floats = [d for d in dtypes if d in THRESHOLDS]
-        if not floats:
-            return 0.9999  # integer results: exact up to the comparison's float64 rounding
-        worst = min(floats, key=_PRECISION_ORDER.index)
-        return self.thresholds.get(worst, THRESHOLDS[worst])
+    @property
+    def adapter(self) -> bool:
+        """Its golden is sweepctl's own (sweeps.adapters), not ttnn's."""
+        return self.golden is not None
+
+    def threshold_of(self, named: list[tuple[str, str]]) -> tuple[float, str]:
+        """PCC required and which tensor's dtype set it ("input 1 BFLOAT8_B", "output BFLOAT16"):
+        that of the least precise dtype among (tensor, dtype) pairs; the first such tensor names it."""
+        floats = [(who, d) for who, d in named if d in THRESHOLDS]
+        if not floats:  # integer results: exact up to the comparison's float64 rounding
+            return 0.9999, " ".join(filter(None, (named[0][0], named[0][1]))) if named else "no tensor"
+        who, worst = min(floats, key=lambda item: _PRECISION_ORDER.index(item[1]))
+        return self.thresholds.get(worst, THRESHOLDS[worst]), " ".join(filter(None, (who, worst)))
 
     def data_kind(self, slot: str) -> str:
-        """The data kind of a slot; a key "3|page_table_tensor" names the slot by position or name."""
         for slots, kind in self.data.items():
             if slot in slots.split("|"):
                 return kind
         return "normal"
 
-
-# --- torch goldens for ops ttnn has none for, or whose ttnn golden needs a mesh ----------------
-
-
-def _gather(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
-    import torch
-
-    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-    return torch.cat(ctx["device_inputs"], dim=dim)
-
-
-def _reduce_scatter(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
-    import torch
-
-    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-    total = torch.stack(ctx["device_inputs"]).sum(0)
-    return torch.chunk(total, len(ctx["device_inputs"]), dim=dim)[0]  # what device 0 keeps
-
-
-def _embedding(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
-    """ttnn's golden wants a 2-D weight; models trace it as [1, 1, vocab, dim]."""
-    import torch
-
-    weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
-    return torch.nn.functional.embedding(args[0].long(), weight.reshape(-1, weight.shape[-1]))
+    def missing(self, positional: int, names: Any) -> str | None:
+        """The first required argument a call with `positional` args and kwargs `names` lacks, as
+        "1 (slice_start)"; None when it has them all."""
+        for required in self.requires:
+            options = required.split("|")
+            if not any(o in names or (o.isdigit() and int(o) < positional) for o in options):
+                return options[0] + (f" ({options[1]})" if len(options) > 1 else "")
+        return None
 
 
 def _noop(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
@@ -108,39 +101,53 @@ def _family(family: str, **defaults: Any) -> Callable[..., OpDef]:
     return make
 
 
+_IN = "0|input_tensor|input"
 unary = _family("unary")
-binary = _family("binary")
+binary = _family("binary", requires=("0|input_tensor_a|input_tensor", "1|input_tensor_b|other"))
 ternary = _family("ternary")
 reduction = _family("reduction")
 data_movement = _family("data_movement")
-matmul = _family("matmul", timeout=60.0)
+matmul = _family("matmul", timeout=60.0, requires=("0|input_tensor_a", "1|input_tensor_b|weight"))
 normalization = _family("normalization")
 conv_pool = _family("conv_pool", timeout=120.0)
-embedding = _family("embedding", golden=_embedding, data={"0": "index:weight", "1": "normal"})
-typecast = _family("typecast")
-creation = _family("creation")
+embedding = _family("embedding", golden=adapters.embedding, data={"0|input_tensor": "index:1|weight"},
+                    requires=("0|input_tensor", "1|weight"))  # fmt: skip
+typecast = _family("typecast", requires=(_IN, "1|dtype"))
+creation = _family("creation", requires=("0|shape",))
 transformer = _family("transformer", timeout=60.0)
-ccl = _family("ccl", collective=True, timeout=60.0)
+kv_cache = _family("kv_cache", timeout=60.0)
+ccl = _family("ccl", collective=True, timeout=60.0, requires=(_IN, "1|dim"))
 
 _OPS: tuple[OpDef, ...] = (
     *(unary(n) for n in ("relu", "silu", "gelu", "sigmoid", "exp", "neg", "tanh", "abs")),
+    unary("sigmoid_accurate", golden=adapters.sigmoid_accurate),
     unary("rsqrt", data={"0": "positive"}),
-    *(binary(n) for n in ("add", "multiply", "subtract", "div", "maximum", "minimum")),
+    *(binary(n) for n in ("add", "multiply", "subtract", "maximum", "minimum")),
+    binary("div", data={"1|input_tensor_b": "positive"}),  # a model divides by norms and counts, not by ~0
     ternary("clamp"),
     ternary("where", data={"0": "bool"}),
-    *(reduction(n) for n in ("sum", "mean", "max", "min", "topk")),
+    *(reduction(n) for n in ("sum", "mean", "max", "min")),
+    reduction("topk", requires=(_IN, "1|k")),
+    reduction("experimental.fast_reduce_nc", golden=adapters.fast_reduce_nc, requires=(_IN, "1|dims")),
+    data_movement("pad", requires=(_IN, "1|padding|output_padded_shape")),
+    data_movement("permute", requires=(_IN, "1|dims")),
+    data_movement("reshape", golden=adapters.reshape, requires=(_IN, "1|shape")),
+    data_movement("transpose", requires=(_IN, "1|dim0", "2|dim1")),
+    data_movement("concat", requires=("0|tensors|input_tensors",)),
+    data_movement("slice", requires=(_IN, "1|slice_start|starts", "2|slice_end|ends")),
+    data_movement("repeat", golden=adapters.repeat, requires=(_IN, "1|repeat_dims|shape")),
+    data_movement("unsqueeze", requires=(_IN, "1|dim")),
+    data_movement(
+        "scatter",
+        golden=adapters.scatter,
+        data={"2|index": "distinct:0|input"},
+        requires=("0|input", "1|dim", "2|index", "3|src"),
+    ),  # fmt: skip
     *(
         data_movement(n)
         for n in (
-            "pad",
-            "permute",
-            "reshape",
-            "transpose",
-            "concat",
-            "slice",
-            "repeat",
             "squeeze",
-            "unsqueeze",
+            "unsqueeze_to_4D",
             "to_layout",
             "to_memory_config",
             "tilize_with_zero_padding",
@@ -152,21 +159,49 @@ _OPS: tuple[OpDef, ...] = (
         )
     ),
     matmul("matmul"),
-    matmul("linear"),
+    matmul("linear", golden=adapters.linear),
     *(normalization(n) for n in ("softmax", "rms_norm")),
+    normalization("rms_norm_pre_all_gather", view=adapters.stat_columns),
+    normalization("rms_norm_post_all_gather", data={"1|stats": "positive"}, requires=(_IN, "1|stats")),
     conv_pool("conv2d"),
     conv_pool("upsample"),
     embedding("embedding"),
     typecast("typecast"),
-    *(creation(n) for n in ("zeros", "ones", "full")),
+    *(creation(n) for n in ("zeros", "ones")),
+    creation("full", requires=("0|shape", "1|fill_value")),
+    creation("ones_like", requires=(_IN,)),
+    creation("rand", golden=adapters.rand, view=adapters.in_range),
     transformer("transformer.scaled_dot_product_attention"),
-    ccl("all_gather", golden=_gather),
-    ccl("experimental.all_gather_async", golden=_gather),
-    ccl("reduce_scatter", golden=_reduce_scatter),
-    ccl("experimental.reduce_scatter_minimal_async", golden=_reduce_scatter),
+    transformer(
+        "experimental.rotary_embedding_llama",
+        golden=adapters.rotary_embedding_llama,
+        data={"3|trans_mat": "rope_trans_mat"},
+        requires=(_IN, "1|cos_cache", "2|sin_cache", "3|trans_mat"),
+    ),
+    transformer(
+        "experimental.nlp_create_qkv_heads_decode",
+        golden=adapters.nlp_create_qkv_heads_decode,
+        requires=(_IN, "1|num_heads"),
+    ),  # fmt: skip
+    kv_cache(
+        "experimental.paged_fill_cache",
+        golden=adapters.paged_fill_cache,
+        data={"2|page_table": "page_table:0|cache_tensor"},
+        requires=("0|cache_tensor", "1|input_tensor", "2|page_table"),
+    ),
+    kv_cache(
+        "experimental.paged_update_cache",
+        golden=adapters.paged_update_cache,
+        data={"page_table": "page_table:0|cache_tensor", "update_idxs_tensor": "position:page_table:0|cache_tensor"},
+        requires=("0|cache_tensor", "1|input_tensor", "update_idxs_tensor|update_idxs"),
+    ),
+    ccl("all_gather", golden=adapters.gather),
+    ccl("experimental.all_gather_async", golden=adapters.gather),
+    ccl("reduce_scatter", golden=adapters.reduce_scatter),
+    ccl("experimental.reduce_scatter_minimal_async", golden=adapters.reduce_scatter),
     # --- tt-metal model_traced modules beyond the repo's stores
     # (tests/data/tt_metal_model_traced_modules.txt names each module's op; adapters in sweeps/adapters.py)
-    *(unary(n, golden=adapters.input_only(n)) for n in ("cos", "sin", "erf", "floor", "swish", "sigmoid_accurate")),
+    *(unary(n, golden=adapters.input_only(n)) for n in ("cos", "sin", "erf", "floor", "swish")),
     *(unary(n, golden=adapters.input_only(n), data={"0": "positive"}) for n in ("sqrt", "log", "reciprocal")),
     unary("pow", data={"0": "positive"}),
     unary("plus_one"),
@@ -241,14 +276,14 @@ def _golden_rejects_call(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx
 # executor runs them itself (workers/testops.py): no-op, hang, hang ignoring SIGTERM, a signal, an
 # exit, an exception, memory exhaustion, a sleep of `seconds`. The last two run through the real
 # backend like any op and fail in sweepctl's own code (ERROR): `prepare_error` in building its
-# inputs (an index slot naming a tensor the vector lacks), `golden_error` in its golden.
+# inputs (a data kind naming a tensor the vector lacks), `golden_error` in its golden.
 _TEST_OPS: tuple[OpDef, ...] = (
     *(
-        OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True)
+        OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True, requires=())
         for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
     ),
-    OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}),
-    OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call),
+    OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}, requires=()),
+    OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call, requires=()),
 )
 
 CATALOGUE: dict[str, OpDef] = {op.name: op for op in _OPS}

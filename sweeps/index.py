@@ -26,7 +26,7 @@ import msgpack
 import orjson
 import structlog
 
-from sweeps.catalogue import test_ops_enabled, timeout_for
+from sweeps.catalogue import lookup, test_ops_enabled, timeout_for
 from sweeps.profiles import Routing, routing
 from sweeps.validate import TensorTable
 from sweeps.vector import assemble, packed_args, tensor_keys
@@ -46,8 +46,9 @@ class TracedConfig:
     """One config of the store as expansion sees it, with the model_traced vector it becomes on its
     traced machine already assembled (id and wire bytes: `enqueue` without `--machine` joins
     nothing). Its canonical inputs and kwargs are slices of those bytes (keys sorted); its tensors
-    are positions in the index's TensorTable; `unreadable` is the first argument the trace could not
-    read. One `routing` object is shared by every config traced on one machine."""
+    are positions in the index's TensorTable; `untraced` says which argument the trace could not read
+    or did not record (sweeps.index.untraced). One `routing` object is shared by every config traced
+    on one machine."""
 
     op: str
     config_hash: str
@@ -57,7 +58,7 @@ class TracedConfig:
     wire: bytes
     args_at: Sequence[int]  # [where the inputs start in wire, inputs length, kwargs length]
     tensors: Sequence[Any]  # flat [slot, table position, ...]
-    unreadable: str | None
+    untraced: str | None
 
     def packed_args(self) -> tuple[bytes, bytes]:
         return packed_args(self.wire, *self.args_at)
@@ -71,7 +72,7 @@ class TracedConfig:
 class Index:
     """op -> its configs in store order; an op's rows are unpacked on first use, so `--op pad`
     reads pad's configs only. Rows: [config_hash, sources slot, machine slot, vid, wire, args_at,
-    tensors, unreadable]; equal source lists and machine infos are stored once."""
+    tensors, untraced]; equal source lists and machine infos are stored once."""
 
     def __init__(
         self, rows: dict[str, list[list[Any]] | Callable[[], bytes]], machines: list[Any], sources: list[list[str]],
@@ -99,8 +100,8 @@ class Index:
                 if callable(rows):  # a section of the index file
                     rows = msgpack.unpackb(rows(), raw=False, use_list=False)
                 found = self._configs[op] = [
-                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, unreadable)
-                    for h, s, m, vid, wire, at, tensors, unreadable in rows
+                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, untraced)
+                    for h, s, m, vid, wire, at, tensors, untraced in rows
                 ]  # fmt: skip
         return found
 
@@ -184,7 +185,19 @@ def _row(op: str, entry: dict[str, Any], slot: int, route: Routing, table: Tenso
     vid, wire, at = assemble(op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
                              entry["config_hash"], sources)  # fmt: skip
     return [entry["config_hash"], sources_slot, slot, vid, wire, (at, len(inputs), len(kwargs)), table.flat(tensors),
-            unreadable_argument(canonical)]  # fmt: skip
+            untraced(op, canonical)]  # fmt: skip
+
+
+def untraced(op: str, canonical: dict[str, Any]) -> str | None:
+    """Why the trace cannot make this call (its vector's NOT_RUN reason), or None: the first argument
+    it could not read (traced as an unsupported type, an unrepairable fragment), else the first one
+    the op's golden needs that it did not record. Decided here, never a TypeError at run time."""
+    where = unreadable_argument(canonical)
+    if where is not None:
+        return f"argument {where} could not be read from the trace"
+    opdef = lookup(op)
+    missing = opdef.missing(len(canonical["args"]), canonical["kwargs"]) if opdef is not None else None
+    return f"argument {missing} was not traced" if missing is not None else None
 
 
 def unreadable_argument(canonical: dict[str, Any]) -> str | None:

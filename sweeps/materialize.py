@@ -3,15 +3,20 @@ shared by the ttnn device backend and the emulated backend (so the device path's
 is the tested one).
 
 Runs only in executor processes (imports torch; takes the ttnn module as an argument). Input
-data is seeded from the vector id, so a vector gets the same inputs on every worker and rerun.
+data is seeded from what the tensor is (slot, shape, dtype, data kind), so a vector gets the same
+inputs on every worker and rerun, and vectors that share a large tensor (the 128 paged_fill_cache
+configs of one cache) share it: an executor keeps recent large inputs and their rounded versions
+(MEMO_BYTES). Goldens never modify their inputs.
 Traced shapes are per-device shapes (what one chip holds); the device backend tiles them to the
 mesh along the placement's shard dims.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +27,6 @@ from sweeps.catalogue import OpDef
 from sweeps.memconfig import to_ttnn
 from sweeps.vector import tensor_slots
 
-BLOCK_FLOATS = frozenset({"BFLOAT8_B", "BFLOAT4_B"})
 INTEGER_DTYPES = {
     "UINT32": torch.int64,
     "INT32": torch.int32,
@@ -31,48 +35,98 @@ INTEGER_DTYPES = {
     "INT8": torch.int8,
 }
 _INT_HIGH = {"UINT8": 16, "INT8": 16}
+MEMO_BYTES = 512 << 20  # an executor keeps this much of recent large inputs (and their rounded versions)
+MEMO_MIN_ELEMENTS = 1 << 20  # smaller tensors are cheaper to make again than to keep
 
 
 @dataclass
 class Prepared:
     """A vector's inputs in fp32 (for the reference golden) and as traced dtypes round them."""
 
-    args: list[Any]
-    kwargs: dict[str, Any]
     tensors: dict[str, dict[str, Any]]  # slot -> canonical tensor description
     originals: dict[str, torch.Tensor]  # slot -> generated fp32 / integer data (per device)
     output_dtype: str
-    dtypes: list[str]  # every tensor dtype of the vector, output included
     device_inputs: list[torch.Tensor] = field(default_factory=list)  # collectives: one per device
+    keys: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # slot -> what its data is made from
+
+    def rounded(self, ttnn: Any) -> dict[str, torch.Tensor]:
+        """Each input as its traced dtype holds it (kept with the input when that is kept)."""
+        return {
+            slot: _MEMO.get(
+                ("rounded", *self.keys[slot]), lambda d=data, t=self.tensors[slot]: quantize(ttnn, d, t["dtype"])
+            )
+            for slot, data in self.originals.items()
+        }
+
+    def rounded_ring(self, ttnn: Any) -> list[torch.Tensor]:
+        """A collective's per-device inputs as the first input's dtype holds them."""
+        return [quantize(ttnn, data, self.tensors["0"]["dtype"]) for data in self.device_inputs]
+
+    def threshold(self, opdef: OpDef) -> tuple[float, str]:
+        """The PCC this vector must reach and which tensor's dtype set it ("input 1 BFLOAT8_B")."""
+        named = [(f"input {slot}", t["dtype"]) for slot, t in self.tensors.items()]
+        return opdef.threshold_of(named + [("output", self.output_dtype)])
 
 
-def seed_of(vector: dict[str, Any]) -> int:
-    return int(vector["id"][:15], 16)
+class _Memo:
+    """Recently made large tensors by what they are made from, least recently used dropped first."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.items: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
+        self.size = 0
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        found = self.items.get(key)
+        if found is not None:
+            self.items.move_to_end(key)
+            return found
+        value = make()
+        size = value.element_size() * value.nelement()
+        if value.nelement() >= MEMO_MIN_ELEMENTS and size <= self.budget // 4:
+            self.items[key] = value
+            self.size += size
+            while self.size > self.budget:
+                _, dropped = self.items.popitem(last=False)
+                self.size -= dropped.element_size() * dropped.nelement()
+        return value
+
+
+_MEMO = _Memo(MEMO_BYTES)
+
+
+def seed_of(key: tuple[Any, ...]) -> int:
+    """A tensor's seed from what it is (slot, shape, dtype, data kind, referred shapes)."""
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big") >> 1
 
 
 def generate(
     tensor: dict[str, Any], kind: str, gen: torch.Generator, refs: list[list[int]] | None = None
 ) -> torch.Tensor:
     """Input data for one tensor: fp32 for float dtypes, integers for integer dtypes. `refs`: the
-    shapes of the tensors the kind names (sweeps.catalogue data kinds), in the kind's order."""
+    shapes of the tensors a kind refers to (sweeps.catalogue data kinds), in the kind's order."""
     shape = list(tensor["shape"])
     dtype = tensor["dtype"]
     ints = INTEGER_DTYPES.get(dtype, torch.int64)
     name = kind.split(":", 1)[0]
-    refs = refs or []
-    if name == "index":  # rows of the named tensor (its second-to-last dim)
-        return torch.randint(0, max(1, refs[0][-2] if refs and refs[0] else 1), shape, generator=gen, dtype=ints)
-    if name == "page_table":  # distinct pages of the named paged cache [pages, heads, block, dim]
-        pages, count = max(1, refs[0][0]), math.prod(shape)
+    if name == "index":  # rows of the referenced tensor (its second-to-last dim)
+        return torch.randint(0, max(1, refs[0][-2]), shape, generator=gen, dtype=ints)
+    if name == "distinct":  # per row, distinct positions along the referenced tensor's last dim
+        rows, width = math.prod(shape[:-1]), shape[-1] if shape else 1
+        order = torch.rand(rows, refs[0][-1], generator=gen).argsort(dim=1)[:, :width]
+        return order.reshape(shape).to(ints)
+    if name == "page_table":  # distinct pages of the referenced cache ([pages, heads, block, dim])
+        pages, count = refs[0][0], math.prod(shape)
         table = torch.randperm(pages, generator=gen)[:count] if count <= pages else torch.randint(0, pages, (count,))
         return table.reshape(shape).to(ints)
     if name == "position":  # token positions the page table covers (the cache's own rows without one)
         table, cache = refs
-        return torch.randint(0, max(1, (table[-1] if table else 1) * cache[-2]), shape, generator=gen, dtype=ints)
-    if name == "rope_trans_mat":  # per 32x32 block, x @ m turns each pair (a, b) into (-b, a)
+        limit = (table[-1] if table else 1) * cache[-2]
+        return torch.randint(0, max(1, limit), shape, generator=gen, dtype=ints)
+    if name == "rope_trans_mat":  # per 32x32 block: x @ m turns pairs (a, b) into (-b, a)
         block = torch.zeros(32, 32)
-        block[torch.arange(0, 32, 2), torch.arange(1, 32, 2)] = 1.0
         block[torch.arange(1, 32, 2), torch.arange(0, 32, 2)] = -1.0
+        block[torch.arange(0, 32, 2), torch.arange(1, 32, 2)] = 1.0
         return block.repeat(math.prod(shape[:-2]) * (shape[-2] // 32), 1).reshape(shape)
     if kind in ("integral", "integral_positive"):  # exact in every float dtype: comparisons, argmax, remainder
         return torch.randint(1 if kind == "integral_positive" else -16, 17, shape, generator=gen).to(
@@ -87,27 +141,21 @@ def generate(
     return torch.randn(shape, generator=gen)
 
 
-def referred_shapes(kind: str, tensors: dict[str, dict[str, Any]]) -> list[list[int]]:
-    """The shapes of the slots a data kind names ("page_table:1|input_tensor_k" -> [cache shape]),
-    [] for a slot the call does not have (a position kind's page table when the cache is not paged)."""
-    shapes = []
-    for options in kind.split(":")[1:]:
-        found = next((tensors[slot]["shape"] for slot in options.split("|") if slot in tensors), None)
-        shapes.append(list(found) if found is not None else [])
-    return shapes
-
-
 def quantize(ttnn: Any, data: torch.Tensor, dtype: str) -> torch.Tensor:
-    """`data` as a ttnn tensor of `dtype` would hold it, through ttnn's own host conversion
-    (real bfloat8_b / bfloat4_b block rounding). Returned as fp32 (or integers)."""
+    """`data` as a ttnn tensor of `dtype` holds it: block floats through ttnn's own host conversion
+    (real bfloat8_b / bfloat4_b block rounding), bfloat16 in torch (round to nearest even, as ttnn
+    does; twice as fast). Returned as fp32 (or integers)."""
     if not data.is_floating_point():
         return data
     if dtype == "FP8_E4M3":  # ttnn's to_torch does not support FP8 on one device: round in torch
         return data.to(torch.float8_e4m3fn).to(torch.float32)
     if dtype in INTEGER_DTYPES:
         return data.to(torch.int64)
-    layout = ttnn.TILE_LAYOUT if dtype in BLOCK_FLOATS else ttnn.ROW_MAJOR_LAYOUT
-    host = ttnn.from_torch(data.to(torch.float32), dtype=ttnn.DataType[dtype], layout=layout)
+    if dtype == "BFLOAT16":
+        return data.to(torch.bfloat16).to(torch.float32)
+    if dtype == "FLOAT32":
+        return data.to(torch.float32)
+    host = ttnn.from_torch(data.to(torch.float32), dtype=ttnn.DataType[dtype], layout=ttnn.TILE_LAYOUT)
     return ttnn.to_torch(host).to(torch.float32)
 
 
@@ -141,10 +189,21 @@ def ring_size(vector: dict[str, Any]) -> int:
     return rows * cols
 
 
+_SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def to_ttnn_value(ttnn: Any, value: Any, resolve: Callable[[dict[str, Any]], Any]) -> Any:
     """A canonical non-tensor value as the ttnn call takes it: enums by name, memory configs rebuilt
-    exactly; devices and run-time objects (semaphores) come from `resolve` (None when emulated)."""
+    exactly, special floats from the vector's strings ("-inf"), mesh coordinates as a set of
+    ttnn.MeshCoordinate, tiles as ttnn.Tile; devices and run-time objects (semaphores) come from
+    `resolve` (None when emulated). Config objects read from their repr stay plain maps."""
+    if isinstance(value, str):
+        return _SPECIAL_FLOATS.get(value, value)
     if isinstance(value, dict):
+        if "mesh_coordinates" in value and len(value) == 1:
+            return {ttnn.MeshCoordinate(*coord) for coord in value["mesh_coordinates"]}
+        if "tile" in value and len(value) == 1:
+            return ttnn.Tile(value["tile"])
         if "enum" in value:
             enum = getattr(ttnn, value["enum"], None)
             try:
@@ -163,31 +222,49 @@ def to_ttnn_value(ttnn: Any, value: Any, resolve: Callable[[dict[str, Any]], Any
 
 def substitute(ttnn: Any, vector: dict[str, Any], tensor_values: dict[str, Any], resolve) -> tuple[list, dict]:
     """The call's args and kwargs with each tensor slot replaced by `tensor_values[slot]`."""
-
-    def fill(slot: str, value: Any) -> Any:
-        if isinstance(value, dict) and "tensor" in value:
-            return tensor_values[slot]
-        if isinstance(value, list) and any(isinstance(v, dict) and "tensor" in v for v in value):
-            return [fill(f"{slot}.{i}", v) for i, v in enumerate(value)]
-        return to_ttnn_value(ttnn, value, resolve)
-
-    args = [fill(str(i), v) for i, v in enumerate(vector["inputs"])]
-    kwargs = {k: fill(k, v) for k, v in vector["kwargs"].items()}
+    args = [_fill(ttnn, str(i), v, tensor_values, resolve) for i, v in enumerate(vector["inputs"])]
+    kwargs = {k: _fill(ttnn, k, v, tensor_values, resolve) for k, v in vector["kwargs"].items()}
     return args, kwargs
+
+
+def _fill(ttnn: Any, slot: str, value: Any, tensor_values: dict[str, Any], resolve) -> Any:
+    """One argument of the call. A module function, not a closure: a recursive closure is a
+    reference cycle that would keep every input tensor of the vector alive until the cyclic GC runs
+    (an executor held gigabytes of them)."""
+    if isinstance(value, dict) and "tensor" in value:
+        return tensor_values[slot]
+    if isinstance(value, list) and any(isinstance(v, dict) and "tensor" in v for v in value):
+        return [_fill(ttnn, f"{slot}.{i}", v, tensor_values, resolve) for i, v in enumerate(value)]
+    return to_ttnn_value(ttnn, value, resolve)
+
+
+def referred_shapes(kind: str, tensors: dict[str, dict[str, Any]]) -> list[list[int]]:
+    """The shapes of the slots a data kind names ("page_table:0|cache_tensor" -> [cache shape]); []
+    for a slot the call does not have (position's page table, when the cache is not paged)."""
+    shapes = []
+    for options in kind.split(":")[1:]:
+        found = next((tensors[s]["shape"] for s in options.split("|") if s in tensors), None)
+        shapes.append(list(found) if found is not None else [])
+    return shapes
+
+
+def _made(key: tuple[Any, ...], tensor: dict[str, Any], kind: str, refs: list[list[int]]) -> torch.Tensor:
+    return generate(tensor, kind, torch.Generator().manual_seed(seed_of(key)), refs)
 
 
 def prepare(ttnn: Any, opdef: OpDef, vector: dict[str, Any]) -> Prepared:
     tensors = dict(tensor_slots(vector))
-    gen = torch.Generator().manual_seed(seed_of(vector))
     originals: dict[str, torch.Tensor] = {}
+    keys: dict[str, tuple[Any, ...]] = {}
     for slot, tensor in tensors.items():
         kind = opdef.data_kind(slot)
-        originals[slot] = generate(tensor, kind, gen, referred_shapes(kind, tensors))
-    out_dtype = output_dtype(vector, tensors)
-    prepared = Prepared([], {}, tensors, originals, out_dtype, [t["dtype"] for t in tensors.values()] + [out_dtype])
+        refs = referred_shapes(kind, tensors)
+        key = keys[slot] = (slot, tuple(tensor["shape"]), tensor["dtype"], kind, tuple(map(tuple, refs)))
+        originals[slot] = _MEMO.get(key, lambda k=key, t=tensor, d=kind, r=refs: _made(k, t, d, r))
+    prepared = Prepared(tensors, originals, output_dtype(vector, tensors), keys=keys)
     if opdef.collective and "0" in tensors:
-        first = originals["0"]
-        prepared.device_inputs = [first] + [generate(tensors["0"], "normal", gen) for _ in range(ring_size(vector) - 1)]
+        ring = [_made((*keys["0"], "device", d), tensors["0"], "normal", []) for d in range(1, ring_size(vector))]
+        prepared.device_inputs = [originals["0"], *ring]
     return prepared
 
 
@@ -195,8 +272,9 @@ _GOLDENS: dict[str, Callable[..., Any]] = {}
 
 
 def golden_function(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
-    """The op's golden as (args, kwargs, ctx) -> torch: the catalogue's, else ttnn's own, called
-    with only the kwargs its signature takes. Resolved once per op per process."""
+    """The op's golden as (args, kwargs, ctx) -> torch: its adapter, else ttnn's own, called with
+    only the kwargs its signature takes; through the op's view when it has one (the judged part of
+    the output). Resolved once per op per process."""
     found = _GOLDENS.get(opdef.name)
     if found is None:
         resolved = _resolve_golden(ttnn, opdef)
@@ -220,6 +298,14 @@ def _copies(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[st
 
 
 def _resolve_golden(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
+    golden = _the_golden(ttnn, opdef)
+    view = opdef.view
+    if view is None:
+        return golden
+    return lambda args, kwargs, ctx: view(first_output(golden(args, kwargs, ctx)), args, kwargs)
+
+
+def _the_golden(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
     if opdef.golden is not None:
         custom = opdef.golden
         return lambda args, kwargs, ctx: custom(ttnn, args, kwargs, ctx)

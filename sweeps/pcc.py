@@ -38,14 +38,15 @@ def pcc(golden, actual) -> float:
     if a.size == 0:
         return 1.0
     a, b = a.ravel(), b.ravel()
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    if not np.array_equal(nan_a, nan_b):
-        return 0.0
-    inf_a, inf_b = np.isinf(a), np.isinf(b)
-    if not np.array_equal(inf_a, inf_b) or not np.array_equal(a[inf_a], b[inf_b]):
-        return 0.0
-    finite = ~(nan_a | inf_a)
-    a, b = a[finite], b[finite]
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # the NaN/Inf rules; most outputs skip them
+        nan_a, nan_b = np.isnan(a), np.isnan(b)
+        if not np.array_equal(nan_a, nan_b):
+            return 0.0
+        inf_a, inf_b = np.isinf(a), np.isinf(b)
+        if not np.array_equal(inf_a, inf_b) or not np.array_equal(a[inf_a], b[inf_b]):
+            return 0.0
+        finite = ~(nan_a | inf_a)
+        a, b = a[finite], b[finite]
     if a.size == 0 or np.array_equal(a, b):
         return 1.0
     const_a, const_b = bool((a == a[0]).all()), bool((b == b[0]).all())
@@ -53,12 +54,24 @@ def pcc(golden, actual) -> float:
         same = const_a and const_b and math.isclose(float(a[0]), float(b[0]), rel_tol=1e-6, abs_tol=1e-12)
         return 1.0 if same else 0.0
     da, db = a - a.mean(), b - b.mean()
-    da /= np.abs(da).max() or 1.0  # scale out of the underflow range; r is scale-invariant
-    db /= np.abs(db).max() or 1.0
-    denominator = math.sqrt(float(np.dot(da, da))) * math.sqrt(float(np.dot(db, db)))
-    if denominator == 0.0:
-        return 0.0
-    return max(-1.0, min(1.0, float(np.dot(da, db)) / denominator))
+    r = _correlation(da, db)
+    if r is None:  # sums of squares outside the normal range: scale out of it (r is scale-invariant)
+        da /= np.abs(da).max() or 1.0
+        db /= np.abs(db).max() or 1.0
+        r = _correlation(da, db)
+    return 0.0 if r is None else max(-1.0, min(1.0, r))
+
+
+_NORMAL = (1e-150, 1e150)  # sums of squares whose product stays inside float64's normal range
+
+
+def _correlation(da: np.ndarray, db: np.ndarray) -> float | None:
+    """r of deviations, or None when a sum of squares is zero, tiny or huge (their product would leave
+    float64's normal range)."""
+    saa, sbb = float(np.dot(da, da)), float(np.dot(db, db))
+    if not (_NORMAL[0] < saa < _NORMAL[1] and _NORMAL[0] < sbb < _NORMAL[1]):
+        return None
+    return float(np.dot(da, db)) / math.sqrt(saa * sbb)
 
 
 def passes(golden, actual, threshold: float) -> tuple[bool, float]:

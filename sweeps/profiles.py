@@ -37,6 +37,11 @@ class MachineProfile:
     timeout_scale: float = 1.0  # vector timeouts scale with the mesh (a 32-chip op takes longer to dispatch)
 
     @property
+    def dram_banks(self) -> int:
+        """A DRAM-sharded tensor's grid is (banks, 1): Wormhole 12 (6 channels x 2), Blackhole 8."""
+        return 12 if self.arch == "wormhole_b0" else 8
+
+    @property
     def queue(self) -> str:
         return f"sweeps.{self.name}"
 

@@ -10,7 +10,8 @@
 * `nightly`: hand-written grids per op (sweeps/nightly.py).
 
 Every config becomes a vector: one that cannot run gets a NOT_RUN reason (no sweep definition,
-an argument the trace could not read, no machine profile) instead of being dropped.
+an argument the trace could not read or did not record, no machine profile) instead of being
+dropped.
 """
 
 from __future__ import annotations
@@ -102,16 +103,14 @@ def _configs(index: Index, selection: Selection) -> Iterator[tuple[TracedConfig,
             yield traced, route
 
 
-def not_run_reason(op: str, profile: MachineProfile | None, traced_on: str, unreadable: str | None) -> str | None:
-    """Why a config can never run (None: it can). `unreadable`: the first non-tensor argument the
-    trace could not read (TracedConfig.unreadable)."""
+def not_run_reason(op: str, profile: MachineProfile | None, traced_on: str, untraced: str | None) -> str | None:
+    """Why a config can never run (None: it can). `untraced`: which argument the trace could not
+    read or did not record (sweeps.index.untraced)."""
     if catalogue.lookup(op) is None:
         return catalogue.no_definition_reason(op)
     if profile is None:
         return f"traced on {traced_on}: no machine profile matches (choose one with --machine)"
-    if unreadable is not None:
-        return f"argument {unreadable} could not be read from the trace"
-    return None
+    return untraced
 
 
 def _assemble(t: TracedConfig, route: Routing, config_hash: str, sources: list[str]) -> tuple[str, bytes]:
@@ -143,8 +142,8 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
         if key not in reasons:
             reasons[key] = not_run_reason(t.op, route.profile, route.traced_on, None)
         reason = reasons[key]
-        if reason is None and t.unreadable is not None:
-            reason = not_run_reason(t.op, route.profile, route.traced_on, t.unreadable)
+        if reason is None and t.untraced is not None:
+            reason = not_run_reason(t.op, route.profile, route.traced_on, t.untraced)
         expansion.add(Encoded(vid, t.op, route.machine, t.config_hash, wire, t.tensors), reason)
     for vid, configs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
         first, route, position = firsts[vid]
@@ -224,6 +223,7 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
         positional = sorted((s for s in slots if s.isdigit()), key=int)
         named = [s for s in slots if not s.isdigit()]
         route = cfgs[0][1]
+        opdef = catalogue.lookup(op)
         sources = sorted({s for t, _ in cfgs for s in t.sources})
         timeout = catalogue.timeout_for(op, route.profile)
         # every observed value of a slot packed once: a vector is joined from its values' bytes, as
@@ -243,13 +243,22 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
             if vid in seen:  # an absent positional truncates the args: the same call twice
                 continue
             seen.add(vid)
-            unread = next((str(i) for i, p in enumerate(args) if p.unreadable), None) or next(
-                (named[i] for i, p in enumerate(kw) if p is not None and p.unreadable), None
-            )
             flat = tuple(x for p in (*args, *(kw[i] for i in present)) for x in p.tensors)
-            reason = not_run_reason(op, route.profile, route.traced_on, unread)
+            reason = not_run_reason(op, route.profile, route.traced_on, _untraced(opdef, args, kw, named, present))
             expansion.add(Encoded(vid, op, route.machine, None, wire, flat), reason)
     return expansion
+
+
+def _untraced(opdef: catalogue.OpDef | None, args: list[_Piece], kw: tuple[_Piece | None, ...], named: list[str],
+              present: list[int]) -> str | None:  # fmt: skip
+    """sweeps.index.untraced of one combination, from its pieces (nothing decoded)."""
+    unread = next((str(i) for i, p in enumerate(args) if p.unreadable), None) or next(
+        (named[i] for i, p in enumerate(kw) if p is not None and p.unreadable), None
+    )
+    if unread is not None:
+        return f"argument {unread} could not be read from the trace"
+    missing = opdef.missing(len(args), {named[i] for i in present}) if opdef is not None else None
+    return f"argument {missing} was not traced" if missing is not None else None
 
 
 @dataclass(slots=True)

@@ -130,10 +130,12 @@ def static_problems(tensor: dict[str, Any], profile: MachineProfile) -> str | No
         return f"{mc['memory_layout']} memory config without a shard spec"
     if spec is None:
         return None
-    gx, gy = profile.grid
+    dram = mc["buffer_type"] == "DRAM"  # DRAM shards live on DRAM banks, a (banks, 1) grid
+    gx, gy = (profile.dram_banks, 1) if dram else profile.grid
+    grid = "DRAM bank grid" if dram else "compute grid"
     for r in spec["grid"]:
         if r["end"][0] >= gx or r["end"][1] >= gy:
-            return f"shard grid core ({r['end'][0]},{r['end'][1]}) is outside the {profile.name} compute grid {gx}x{gy}"
+            return f"shard grid core ({r['end'][0]},{r['end'][1]}) is outside the {profile.name} {grid} {gx}x{gy}"
     if mc["buffer_type"] == "L1":
         need = shard_bytes_per_core(spec["shape"], tensor["dtype"], tensor["layout"])
         if need > profile.l1_bytes_per_core:

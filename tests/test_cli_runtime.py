@@ -48,7 +48,7 @@ def test_dry_run_counts_per_machine_and_writes_nothing(capsys, redis_server):
     assert main(["enqueue", "--store", SAMPLE, "--dry-run", "--json", "--redis", redis_server, "--prefix", "dry"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["dry_run"] and plan["vectors"] == 33
-    assert plan["per_machine"]["n300"] == {"queued": 13, "INVALID": 1, "NOT_RUN": 1}
+    assert plan["per_machine"]["n300"] == {"queued": 14, "INVALID": 1}
     assert plan["per_machine"]["galaxy"] == {"queued": 18}
     client = redis.Redis.from_url(redis_server)
     keys = Keys("dry")
@@ -60,9 +60,13 @@ def test_dry_run_counts_per_machine_and_writes_nothing(capsys, redis_server):
 def test_ops_lists_the_catalogue_and_the_store_ops_it_lacks(capsys):
     assert main(["ops", "--store", SAMPLE, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    names = {row["op"] for row in data["ops"]}
-    assert {"ttnn.add", "ttnn.matmul", "ttnn.all_gather", "ttnn.conv2d"} <= names
-    assert data["store_ops_without_definition"] == ["ttnn.experimental.nlp_create_qkv_heads_decode"]
+    rows = {row["op"]: row for row in data["ops"]}
+    assert {"ttnn.add", "ttnn.matmul", "ttnn.all_gather", "ttnn.conv2d"} <= set(rows)
+    assert data["store_ops_without_definition"] == []  # the sample's nlp_create_qkv_heads_decode has one now
+    decode = rows["ttnn.experimental.nlp_create_qkv_heads_decode"]
+    assert decode["family"] == "transformer" and decode["adapter"] is True and decode["golden"] == "sweeps.adapters"
+    assert rows["ttnn.add"]["adapter"] is False and rows["ttnn.add"]["golden"] == "ttnn.get_golden_function"
+    assert rows["ttnn.slice"]["requires"] == ["0|input_tensor|input", "1|slice_start|starts", "2|slice_end|ends"]
     assert main(["ops"]) == 0
     assert "ops covered" in capsys.readouterr().out
 
@@ -133,15 +137,15 @@ def test_an_enqueue_that_died_before_queueing_is_finished_by_the_next_one(capsys
     # the broker is gone when the chunks are sent: vectors stored, none queued, one line naming the run
     with pytest.raises(InputError, match="connection lost while enqueueing run r1 .*--run-id r1"):
         publish(make_app("redis://127.0.0.1:1/0", keys), client, keys, the_plan)
-    assert client.hlen(keys.vectors("r1")) == 33 and client.hlen(keys.final("r1")) == 2
+    assert client.hlen(keys.vectors("r1")) == 33 and client.hlen(keys.final("r1")) == 1  # the INVALID one
     assert not _queued_ids(client, keys)
     argv = ["enqueue", "--store", SAMPLE, "--run-id", "r1", "--json", "--redis", redis_server, "--prefix", "heal"]
     assert main(argv) == 0
     healed = json.loads(capsys.readouterr().out)
-    assert healed["added"] == 0 and healed["already_in_run"] == 33 and healed["requeued"] == 31
+    assert healed["added"] == 0 and healed["already_in_run"] == 33 and healed["requeued"] == 32
     unfinished = set(client.hkeys(keys.vectors("r1"))) - set(client.hkeys(keys.final("r1")))
     unfinished = {i.decode() for i in unfinished}
     queued = _queued_ids(client, keys)
-    assert sorted(queued) == sorted(unfinished) and len(queued) == 31  # each once, none of the final ones
+    assert sorted(queued) == sorted(unfinished) and len(queued) == 32  # each once, none of the final ones
     assert main(argv) == 0  # a clean enqueue left no marker: the next one queues nothing again
-    assert json.loads(capsys.readouterr().out)["requeued"] == 0 and len(_queued_ids(client, keys)) == 31
+    assert json.loads(capsys.readouterr().out)["requeued"] == 0 and len(_queued_ids(client, keys)) == 32

@@ -10,12 +10,12 @@ import pytest
 
 from sweeps import catalogue
 from sweeps.catalogue import timeout_for
-from sweeps.index import build, unreadable_argument
+from sweeps.index import build, untraced
 from sweeps.nightly import GRIDS
 from sweeps.profiles import get_profile
 from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
 from sweeps.vector import make_vector, payload, tensor_keys
-from tests.conftest import ADD_SWEEP, MINI, REGISTERED_OPS, ROOT, TRACER_EXAMPLES
+from tests.conftest import ADD_SWEEP, DEEPSEEK, MINI, REGISTERED_OPS, ROOT, TRACER_EXAMPLES, write_json
 from tracer.args import canonical_arguments
 from tracer.errors import InputError
 from tracer.store import MasterStore, read_inputs
@@ -39,9 +39,8 @@ def _store(*paths) -> MasterStore:
 def test_the_catalogue_covers_the_listed_ops_and_the_traced_ones():
     missing = [op for op in ISSUE_OPS if catalogue.lookup(f"ttnn.{op}") is None]
     assert missing == []
-    store = _store(ADD_SWEEP, MINI, SAMPLE)
-    traced = {op for op in store.ops if op != "ttnn.experimental.nlp_create_qkv_heads_decode"}
-    assert [op for op in sorted(traced) if catalogue.lookup(op) is None] == []
+    store = _store(ADD_SWEEP, DEEPSEEK, MINI, SAMPLE, TRACER_EXAMPLES)  # every store in the repo
+    assert [op for op in sorted(store.ops) if catalogue.lookup(op) is None] == []
 
 
 def test_every_catalogue_op_is_a_registered_ttnn_op():
@@ -62,9 +61,13 @@ def test_test_ops_exist_only_behind_their_flag(monkeypatch):
 
 def test_threshold_is_that_of_the_least_precise_dtype():
     add = catalogue.lookup("ttnn.add")
-    assert add.threshold(["BFLOAT16", "FLOAT32"]) == catalogue.THRESHOLDS["BFLOAT16"]
-    assert add.threshold(["BFLOAT16", "BFLOAT4_B", "BFLOAT8_B"]) == catalogue.THRESHOLDS["BFLOAT4_B"]
-    assert add.threshold(["UINT32"]) == 0.9999
+    assert add.threshold_of([("input 0", "BFLOAT16"), ("output", "FLOAT32")]) == (
+        catalogue.THRESHOLDS["BFLOAT16"],
+        "input 0 BFLOAT16",
+    )
+    named = [("input 0", "BFLOAT16"), ("input 1", "BFLOAT4_B"), ("input 2", "BFLOAT8_B"), ("output", "BFLOAT4_B")]
+    assert add.threshold_of(named) == (catalogue.THRESHOLDS["BFLOAT4_B"], "input 1 BFLOAT4_B")  # the first names it
+    assert add.threshold_of([("input 0", "UINT32"), ("output", "UINT32")]) == (0.9999, "input 0 UINT32")
 
 
 @pytest.mark.parametrize("paths", [(ADD_SWEEP,), (MINI,), (TRACER_EXAMPLES,), (SAMPLE,)], ids=lambda p: p[0].name)
@@ -94,21 +97,44 @@ def test_model_traced_turns_every_config_into_a_vector(paths):
         vector = next(v for v in vectors if v["id"] == expected["id"])
         assert vector["inputs"] == expected["inputs"] and vector["kwargs"] == expected["kwargs"]  # exactly as traced
         reason = expansion.not_run.get(vector["id"])
-        assert reason == not_run_reason(op, profile, "x", unreadable_argument(canonical)) or profile is None
+        assert reason == not_run_reason(op, profile, "x", untraced(op, canonical)) or profile is None
 
 
-def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason():
-    expansion = model_traced(build(_store(MINI, SAMPLE)), Selection())
+def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason(tmp_path):
+    sample = json.loads(SAMPLE.read_text())
+    undefined = {"operations": {"ttnn.sweepctl_undefined_op": sample["operations"]["ttnn.silu"]}}
+    expansion = model_traced(
+        build(_store(MINI, SAMPLE, write_json(tmp_path / "undefined.json", undefined))), Selection()
+    )
     reasons = sorted(set(expansion.not_run.values()))
     assert any(r.startswith("traced on unknown: no machine profile") for r in reasons)
-    assert "no sweep definition for ttnn.experimental.nlp_create_qkv_heads_decode" in reasons
+    assert "no sweep definition for ttnn.sweepctl_undefined_op" in reasons
+    assert not any(r.startswith("no sweep definition for ttnn.experimental") for r in reasons)  # the sample's ops
     forced = model_traced(build(_store(MINI)), Selection(machine="n300"))
-    assert {v.machine for v in forced.vectors} == {"n300"} and forced.not_run == {}
+    assert {v.machine for v in forced.vectors} == {"n300"}
+    # the fixture traced only the tensor of slice and transpose: named at expansion, never a TypeError later
+    assert sorted(forced.not_run.values()) == [
+        "argument 1 (dim0) was not traced",
+        "argument 1 (slice_start) was not traced",
+    ]
+    cases = all_cases(build(_store(MINI)), Selection(suite="all_cases", machine="n300"))  # joined from pieces
+    assert sorted(cases.not_run.values()) == sorted(forced.not_run.values())
     for encoded, v in zip(forced.vectors, forced.decoded(), strict=True):  # joined under --machine == the walk
         assert v["mesh_shape"] == [1, 2] and v["timeout"] == timeout_for(v["op"], get_profile("n300"))
         remade = make_vector(v["op"], v["suite"], "n300", [1, 2], v["inputs"], v["kwargs"], v["timeout"],
                              v["config_hash"], v["sources"])  # fmt: skip
         assert encoded.payload == payload(remade) and encoded.id == remade["id"]
+
+
+def test_old_dialect_values_run_and_a_value_never_traced_is_not_run_naming_its_argument(tmp_path):
+    doc = json.loads((ROOT / "tests" / "data" / "ttnn_old_master_fragments.json").read_text())
+    paths = [write_json(tmp_path / f"{key}.json", doc[key]) for key in ("pad_3d981a52", "pad_042d405e")]
+    expansion = model_traced(build(_store(*paths)), Selection(machine="n150"))
+    by_padding = {json.dumps(v["inputs"][1]): expansion.not_run.get(v["id"]) for v in expansion.decoded()}
+    assert by_padding["[[0, 0], [0, 13], [0, 0], [0, 0]]"] is None  # text that carried the pairs: runs
+    assert by_padding["[32, 16, 3, 3]"] is None
+    unsupported = [reason for key, reason in by_padding.items() if "unsupported type" in key]
+    assert unsupported == ["argument 1 could not be read from the trace"] * 2
 
 
 def test_identical_inputs_collapse_to_one_vector_with_every_source(add_sweep, tmp_path):
@@ -145,7 +171,7 @@ def test_all_cases_is_the_product_of_observed_values_and_respects_its_cap():
         assert [(flat[n], expansion.tensors.keys[flat[n + 1]]) for n in range(0, len(flat), 2)] == tensor_keys(remade)
         canonical = {"args": v["inputs"], "kwargs": v["kwargs"]}
         assert expansion.not_run.get(encoded.id) == not_run_reason("ttnn.add", get_profile(v["machine"]), "x",
-                                                                   unreadable_argument(canonical))  # fmt: skip
+                                                                   untraced("ttnn.add", canonical))  # fmt: skip
     traced = {v.id for v in model_traced(index, Selection(ops=["ttnn.add"])).vectors}
     assert traced <= {v.id for v in expansion.vectors}  # the traced configs are points of the product
     with pytest.raises(InputError, match="exceed the cap of 10"):
@@ -183,7 +209,7 @@ def test_the_store_index_path_equals_the_checking_walk_on_real_stores(tmp_path, 
         entry = store.ops[op][config.config_hash]
         canonical = canonical_arguments(entry["arguments"])
         assert config.canonical == canonical
-        assert config.unreadable == unreadable_argument(canonical)
+        assert config.untraced == untraced(op, canonical)
         args = (op, "model_traced", "n300", [1, 2], canonical["args"], canonical["kwargs"], 30.0)
         fast = make_vector(op, "model_traced", "n300", [1, 2], *config.canonical.values(), 30.0, presorted=True)
         assert payload(fast) == payload(make_vector(*args))  # the same bytes, so the same id

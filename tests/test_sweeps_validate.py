@@ -10,7 +10,7 @@ import sys
 
 from sweeps.profiles import get_profile
 from sweeps.validate import shard_bytes_per_core, static_problems, validate_tensors
-from tests.conftest import ADD_SWEEP, ROOT
+from tests.conftest import ADD_SWEEP, DEEPSEEK, ROOT
 from tracer.args import canonical_arguments
 from tracer.store import read_inputs
 
@@ -117,3 +117,21 @@ def test_store_validate_command_lists_invalid_configs_per_machine(capsys):
         ("ec92cafe05c8", "n300"),
     ]
     assert "outside the n300 compute grid" in forced["invalid"][0]["reason"]
+
+
+def test_dram_sharded_weights_are_checked_against_the_dram_banks_not_the_compute_grid():
+    weights = []
+    for entry in read_inputs([str(DEEPSEEK)]):
+        value = canonical_arguments(entry.arguments)["kwargs"].get("input_tensor_b")
+        mc = value["tensor"]["memory_config"] if value else None
+        if mc and mc["buffer_type"] == "DRAM" and mc["shard_spec"]:
+            weights.append(value["tensor"])
+    assert {r["end"][0] for t in weights for r in t["memory_config"]["shard_spec"]["grid"]} == {11}  # 12 banks
+    assert all(static_problems(t, get_profile("galaxy")) is None for t in weights)
+    assert validate_tensors(weights[:2], "galaxy") == [None, None]  # and ttnn's host TensorSpec takes them
+    beyond = copy.deepcopy(weights[0])
+    beyond["memory_config"]["shard_spec"]["grid"] = [{"start": [0, 0], "end": [12, 0]}]
+    assert static_problems(beyond, get_profile("galaxy")) == (
+        "shard grid core (12,0) is outside the galaxy DRAM bank grid 12x1"
+    )
+    assert "DRAM bank grid 8x1" in static_problems(weights[0], get_profile("p150"))  # Blackhole: 8 banks

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from tests.conftest import ADD_SWEEP, MINI, TRACER_EXAMPLES, deepcopy, write_json
-from tracer.args import canonical_arguments, count_unparsed
-from tracer.cppjson import repair
+from tests.conftest import ADD_SWEEP, DATA, DEEPSEEK, MINI, TRACER_EXAMPLES, deepcopy, write_json
+from tracer.args import canonical_arguments, canonical_value, count_unparsed
+from tracer.cppjson import parse_number_list, repair
 from tracer.errors import InputError
-from tracer.master import read_master
+from tracer.master import legacy_arguments, read_master
 from tracer.store import MasterStore, read_inputs
 
 UNSUPPORTED = "[ unsupported type , std::reference_wrapper<ttsl::SmallVector<std::array<unsigned int, 2ul>, 8ul> >]"
@@ -242,3 +242,67 @@ def test_bad_documents_name_the_position(tmp_path, payload, message):
 def test_real_master_parses_without_unparsed_args():
     entries = read_inputs([str(ADD_SWEEP)])
     assert sum(count_unparsed(canonical_arguments(e.arguments)) for e in entries) == 0
+
+
+FRAGMENTS = DATA / "ttnn_old_master_fragments.json"  # real old-dialect configs (PROVENANCE.md)
+
+
+def test_old_dialect_text_that_carries_a_value_becomes_the_value():
+    doc = json.loads(FRAGMENTS.read_text())
+    pairs, shapes = [canonical_arguments(e.arguments) for e in read_master(doc["pad_3d981a52"], "f")]
+    assert pairs["args"][1:] == [[[0, 0], [0, 13], [0, 0], [0, 0]], 0, 1, None]  # padding pairs, value, multicore
+    assert shapes["args"][1:] == [[32, 16, 3, 3], [0, 0, 0, 0], 0]  # output shape, input start, value
+    assert count_unparsed(pairs) == count_unparsed(shapes) == 0
+    moved = canonical_arguments(legacy_arguments(doc["shape_and_memory_config_arguments_3d981a52"], "f"))
+    interleaved_l1 = {"memory_layout": "INTERLEAVED", "buffer_type": "L1", "shard_spec": None}
+    assert moved["args"][1:] == [[0, 0, 195, 479], {"memory_config": interleaved_l1}, 1]  # {"Shape"}, {"MemoryConfig"}
+    binary = canonical_arguments(legacy_arguments(doc["binary_op_arguments_3d981a52"], "f"))
+    for tensor in binary["args"][:2]:  # UnparsedElements whose grid is a C++ set of ranges {[..], [..]}
+        spec = tensor["tensor"]["memory_config"]["shard_spec"]
+        assert spec["grid"] == [{"start": [0, 0], "end": [7, 5]}, {"start": [0, 6], "end": [0, 6]}]
+        assert spec["shape"] == [64, 96] and tensor["tensor"]["shape"] == [1, 1, 3136, 96]
+    assert [count_unparsed(a) for a in binary["args"]] == [0, 0, 0, 0, 0, 1, 1, 1, 0]  # activations: no value
+
+
+def test_what_was_traced_as_an_unsupported_type_stays_flagged():
+    doc = json.loads(FRAGMENTS.read_text())
+    pairs, shapes = [canonical_arguments(e.arguments) for e in read_master(doc["pad_042d405e"], "f")]
+    assert pairs["args"][1]["reason"] == shapes["args"][1]["reason"] == "traced as an unsupported type"
+    assert pairs["args"][2:] == [0, 1, None]
+
+
+def test_value_texts_parse_to_numbers_and_nothing_else():
+    assert parse_number_list("[[0, 0], [0, 13]]") == [[0, 0], [0, 13]]
+    assert parse_number_list("{{0, 0}, {0, 32}}") == [[0, 0], [0, 32]]  # the C++ brace spelling
+    assert parse_number_list("(2, 2)") == [2, 2] and parse_number_list("[1.5, -2]") == [1.5, -2]
+    for text in ("[a]", "{x}", "[true]", "hello", "[1, 2", ""):
+        assert parse_number_list(text) is None
+    assert canonical_value("[1, 32]") == [1, 32] and canonical_value("ROW_MAJOR") == "ROW_MAJOR"
+    assert canonical_value("-inf") == "-inf" == canonical_value(float("-inf"))  # the vector's spelling of -inf
+    assert repair('{"grid": {[{"x":0,"y":0} - {"x":1,"y":1}], [{"x":0,"y":2} - {"x":0,"y":2}]}, "n": "{[}"}') == {
+        "grid": [
+            [{"start": {"x": 0, "y": 0}, "end": {"x": 1, "y": 1}}],
+            [{"start": {"x": 0, "y": 2}, "end": {"x": 0, "y": 2}}],
+        ],
+        "n": "{[}",  # text in strings is left alone
+    }
+
+
+def test_typed_reprs_of_the_current_dialect_carry_their_values():
+    entries = read_inputs([str(DEEPSEEK)])
+    assert sum(count_unparsed(canonical_arguments(e.arguments)) for e in entries) == 0
+    by_op = {}
+    for entry in entries:
+        by_op.setdefault(entry.op, []).append(canonical_arguments(entry.arguments))
+    repeats = [c["kwargs"].get("repeat_dims", c["args"][-1]) for c in by_op["ttnn.repeat"]]
+    assert [1, 8, 1, 1] in repeats and [1, 1, 32, 1] in repeats  # Shape([...])
+    coords = [c["kwargs"]["mesh_coords"] for c in by_op["ttnn.experimental.paged_fill_cache"]]
+    assert {"mesh_coordinates": [[2, 2]]} in coords  # {MeshCoordinate([2, 2])}
+    assert len(by_op["ttnn.experimental.paged_update_cache"][0]["kwargs"]["mesh_coords"]["mesh_coordinates"]) == 32
+    tiles = [c["kwargs"]["output_tile"] for c in by_op["ttnn.linear"] if "output_tile" in c["kwargs"]]
+    assert tiles == [{"tile": [32, 32]}]
+    configs = [c["kwargs"]["program_config"] for c in by_op["ttnn.rms_norm_pre_all_gather"]]
+    assert {"object": "LayerNormDefaultProgramConfig", "fields": {"legacy_reduction": 0, "legacy_rsqrt": 0,
+            "use_welford": 0}} in configs  # fmt: skip
+    sharded = next(c for c in configs if c["object"] == "LayerNormShardedMultiCoreProgramConfig")
+    assert sharded["fields"]["compute_with_storage_grid_size"] == {"x": 4, "y": 7} and sharded["fields"]["block_w"] == 1

@@ -3,6 +3,9 @@
 A canonical config is `{"op", "args": [positional...], "kwargs": {name: value}}`. A tensor is
 `{"tensor": {"shape", "dtype", "layout", "memory_config", "placement", "storage"}}`; a memory
 config `{"memory_layout", "buffer_type", "shard_spec"}`; an enum `{"enum": type, "value": NAME}`.
+Values older tracers wrote as text become values: lists (`"[[0, 0], [0, 13]]"`, `{"Shape": [..]}`,
+`Shape([1, 8, 1, 1])`), mesh coordinates `{"mesh_coordinates": [[r, c], ...]}`, tiles
+`{"tile": [h, w]}`, and config objects from their repr `{"object": Name, "fields": {...}}`.
 Anything that cannot be read is kept verbatim as `{"unparsed": raw, "reason": why}` and
 counted — tt-metal's loader silently turns an unknown dtype into bfloat16; we never default.
 """
@@ -17,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from tracer.cppjson import parse_int_list
+from tracer.cppjson import parse_int_list, parse_number_list
 
 DTYPES = frozenset(
     {"BFLOAT16", "FLOAT32", "UINT32", "BFLOAT8_B", "BFLOAT4_B", "UINT8", "UINT16", "INT32", "FP8_E4M3", "INT8"}
@@ -42,6 +45,11 @@ _COORD = re.compile(r"\"?x\"?\s*[:=]\s*(-?\d+)\s*,\s*\"?y\"?\s*[:=]\s*(-?\d+)")
 _SHAPE = re.compile(r"shape\"?\s*[:=]\s*[\[{]\s*([\d,\s]+)[\]}]")
 _ORIENT = re.compile(r"(ROW_MAJOR|COL_MAJOR)")
 _MC_FIELD = re.compile(r"(memory_layout|buffer_type)\s*=\s*([A-Za-z_:.]+)")
+_SHAPE_REPR = re.compile(r"Shape\((\[[-\d,\s]*\])\)")
+_MESH_COORD = re.compile(r"MeshCoordinate\(\[\s*(-?\d+)\s*,\s*(-?\d+)\s*\]\)")
+_TILE_REPR = re.compile(r"Tile with shape: (\[\s*\d+\s*,\s*\d+\s*\])")
+_OBJECT_REPR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\((.*)\)", re.DOTALL)
+_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 
 
 _MEMO_LIMIT = 1 << 16
@@ -246,7 +254,8 @@ def canonical_value(raw: Any) -> Any:
         match = _ENUM_TEXT.fullmatch(text)
         if match and match.group(1) in _ENUM_SETS:
             return {"enum": match.group(1), "value": _named(text, match.group(1))}
-        return raw
+        numbers = parse_number_list(text)  # old tracers wrote lists as text: "[[0, 0], [0, 13]]"
+        return numbers if numbers is not None else raw
     if isinstance(raw, list):
         return [canonical_value(item) for item in raw]
     if isinstance(raw, dict):
@@ -259,6 +268,11 @@ def _canonical_dict(raw: dict[str, Any]) -> Any:
         return unparsed(raw, "UnparsedElement that could not be repaired")
     if set(raw) == {"Tensor"}:
         return canonical_legacy_tensor(raw["Tensor"])
+    if set(raw) == {"Shape"}:  # the graph tracer's ttnn::Shape
+        shape = parse_int_list(raw["Shape"])
+        return shape if shape is not None else unparsed(raw, "Shape without a list of ints")
+    if set(raw) == {"MemoryConfig"}:
+        return {"memory_config": canonical_memory_config(raw["MemoryConfig"])}
     kind = raw.get("type")
     if kind in ("ttnn.Tensor", "torch.Tensor") or "original_shape" in raw:
         return canonical_tensor(raw)
@@ -281,8 +295,75 @@ def _canonical_dict(raw: dict[str, Any]) -> Any:
         match = _ENUM_TEXT.fullmatch(str(text).strip())
         if match and match.group(1) == kind:
             return {"enum": kind, "value": match.group(2)}
-        return unparsed(raw, f"opaque {kind}")
+        value = value_from_repr(kind, str(text))
+        return value if value is not None else unparsed(raw, f"opaque {kind}")
     return {key: canonical_value(value) for key, value in raw.items()}
+
+
+def value_from_repr(kind: str, text: str) -> Any:
+    """The value a typed repr carries, or None when it carries none we can read: `Shape([1, 8])` ->
+    [1, 8]; a set of `MeshCoordinate([r, c])` -> {"mesh_coordinates": [[r, c], ...]}; `Tile with
+    shape: [32, 32]` -> {"tile": [32, 32]}; `Name(field=value, ...)` (program configs) ->
+    {"object": Name, "fields": {...}}."""
+    text = text.strip()
+    if kind == "Shape":
+        match = _SHAPE_REPR.fullmatch(text)
+        return parse_int_list(match.group(1)) if match else None
+    if kind in ("set", "list", "tuple") and "MeshCoordinate" in text:
+        coords = [[int(r), int(c)] for r, c in _MESH_COORD.findall(text)]
+        return {"mesh_coordinates": sorted(coords)} if len(coords) == text.count("MeshCoordinate") else None
+    if kind == "Tile":
+        match = _TILE_REPR.fullmatch(text)
+        return {"tile": parse_int_list(match.group(1))} if match else None
+    match = _OBJECT_REPR.fullmatch(text)
+    if match and match.group(1) == kind:
+        fields = _repr_fields(match.group(2))
+        return {"object": kind, "fields": fields} if fields is not None else None
+    return None
+
+
+def _repr_fields(text: str) -> dict[str, Any] | None:
+    """`a=1,b=(x=4,y=7),c=std::nullopt` -> {"a": 1, "b": {"x": 4, "y": 7}, "c": None}; None when a
+    part is not `name=value`."""
+    fields: dict[str, Any] = {}
+    for part in _split_top(text):
+        match = _FIELD.fullmatch(part.strip())
+        if not match:
+            return None
+        name, value = match.group(1), match.group(2).strip()
+        if value.startswith("(") and value.endswith(")"):
+            nested = _repr_fields(value[1:-1])
+            if nested is None:
+                return None
+            fields[name] = nested
+        else:
+            fields[name] = _repr_scalar(value)
+    return fields
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside parentheses and brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    tail = text[start:]
+    return parts + [tail] if tail.strip() or parts else parts
+
+
+def _repr_scalar(text: str) -> Any:
+    if text in _NULLS:
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    numbers = parse_number_list(text)
+    return numbers if numbers is not None else text
 
 
 def canonical_arguments(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -36,18 +36,17 @@ class EmulatedBackend:
         ttnn = self.ttnn
         golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
-        dtypes = {slot: t["dtype"] for slot, t in prepared.tensors.items()}
-        threshold = opdef.threshold(prepared.dtypes)
+        threshold, threshold_dtype = prepared.threshold(opdef)
         ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
         reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
-        rounded = {slot: quantize(ttnn, data, dtypes[slot]) for slot, data in prepared.originals.items()}
-        ring = [quantize(ttnn, data, dtypes["0"]) for data in prepared.device_inputs]
+        rounded = prepared.rounded(ttnn)
+        ring = prepared.rounded_ring(ttnn)
         start = time.perf_counter()
         args, kwargs = substitute(ttnn, vector, rounded, _no_device)
         output = first_output(golden(args, kwargs, {"device_inputs": ring}))
         output = quantize(ttnn, output.float() if output.is_floating_point() else output, prepared.output_dtype)
         e2e_ms = (time.perf_counter() - start) * 1000.0
-        return verdict(reference, output, threshold, e2e_ms)
+        return {**verdict(reference, output, threshold, e2e_ms), "threshold_dtype": threshold_dtype}
 
 
 def _no_device(value: dict[str, Any]) -> None:
