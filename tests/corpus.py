@@ -51,6 +51,7 @@ STORES: dict[str, tuple[Path, str | None]] = {
     "mini": (DATA / "ttnn_operations_master_mini.json", "n150"),
     "tracer_examples": (DATA / "operation_tracer_examples", "n150"),
     "sample": (ROOT / "sweeps" / "data" / "sample_master.json", None),
+    "model_traced_extra": (DATA / "ttnn_master_model_traced_extra.json", None),  # tt-metal's other modules' ops
     "old_dialect": (DATA / "ttnn_old_master_fragments.json", "n150"),  # the masters in it: ttnn::pad
 }
 BLOCK_FLOATS = ("BFLOAT8_B", "BFLOAT4_B")
