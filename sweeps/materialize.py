@@ -110,6 +110,8 @@ def generate(
     ints = INTEGER_DTYPES.get(dtype, torch.int64)
     name = kind.split(":", 1)[0]
     if name == "index":  # rows of the referenced tensor (its second-to-last dim)
+        if not refs or not refs[0]:  # a catalogue entry naming a tensor the call lacks: our error
+            raise KeyError(kind.split(":", 1)[1])
         return torch.randint(0, max(1, refs[0][-2]), shape, generator=gen, dtype=ints)
     if name == "distinct":  # per row, distinct positions along the referenced tensor's last dim
         rows, width = math.prod(shape[:-1]), shape[-1] if shape else 1

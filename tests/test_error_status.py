@@ -128,7 +128,7 @@ def test_on_the_emulated_backend_a_golden_that_cannot_take_the_call_is_error(cla
     prepare = classified["prepare_error"]
     assert prepare["status"] == status.ERROR and prepare["message"].startswith("KeyError: 'weight' [")
     path, line, function = FRAME.search(prepare["message"]).groups()
-    assert (path, function) == ("sweeps/materialize.py", "prepare")
+    assert (path, function) == ("sweeps/materialize.py", "generate")
 
 
 # --- JUnit stays XML, whatever the message holds ---------------------------------------------
