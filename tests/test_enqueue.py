@@ -546,7 +546,7 @@ def test_a_reporter_reads_a_due_run_and_leaves_its_expiry_to_a_writer(capsys, tm
         assert not coordinator.hexists(keys.final("due"), vector["id"])
         assert main(["cancel", "due", "--redis", url("reporter")]) == 2  # a write: one line, no traceback
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "this Redis user may not do that" in err
+        assert len(err.splitlines()) == 1 and "refused by the ACL of this Redis user" in err
         assert main(["status", "due", "--json", "--redis", url("coordinator")]) == 0
         assert json.loads(capsys.readouterr().out)["complete"]
         assert parse_final(coordinator.hget(keys.final("due"), vector["id"]))[0] == status.EXPIRED
