@@ -5,22 +5,30 @@ Settings and why (DESIGN.md §4):
 * acks_late + reject on worker loss: a message is acked only after its chunk is recorded, so a
   killed worker's chunk is redelivered (finished vectors are skipped by their final records).
 * prefetch disabled: a solo worker holds one chunk, never a backlog another device could run.
-* Celery results ignored and events off: we write our own records.
+* Celery results ignored and events off: we write our own records. Remote control stays on (Celery's
+  default): `celery inspect` and Flower reach a worker through its pidbox, which kombu keeps under
+  the key prefix like the queues (the fanout channel and the reply lists). `sweepctl worker --events`
+  adds task events and worker heartbeats for Flower.
 * visibility_timeout above the worst case from delivery to ack (a whole chunk of slow vectors);
   leases with heartbeats find dead workers far sooner.
 * task_create_missing_queues=False and a router built from the machine profiles: a chunk goes
   to its machine's queue or nowhere.
+
+`broker.app.app` is the app of the deployment this environment points at, for Celery's own tools
+(`celery -A broker.app inspect ping`, `celery -A broker.app flower`). It is built on first use, not
+at import: importing this module stays cheap for the worker and the CLI, and never connects.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
-from broker.keys import Keys
+from broker.keys import DEFAULT_PREFIX, Keys
 from sweeps.profiles import PROFILES, get_profile
 
 RUN_CHUNK = "sweepctl.run_chunk"
@@ -40,7 +48,7 @@ def route_chunk(name: str, args: Any, kwargs: dict[str, Any] | None, options: An
 
 def refuse_pickle(conf: Any) -> None:
     accepted = {str(c).lower() for c in list(conf.accept_content or []) + list(conf.result_accept_content or [])}
-    serializers = {str(conf.task_serializer).lower(), str(conf.result_serializer).lower()}
+    serializers = {str(s).lower() for s in (conf.task_serializer, conf.result_serializer, conf.event_serializer)}
     if any("pickle" in c for c in accepted | serializers):
         raise PickleRefused("sweepctl refuses to start: the Celery configuration accepts pickle")
 
@@ -63,6 +71,7 @@ def make_app(redis_url: str, keys: Keys, visibility_timeout: int | None = None) 
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
         worker_send_task_events=False,
+        event_serializer="msgpack",  # events (`--events`, Flower) like everything else on the wire
         task_send_sent_event=False,
         task_create_missing_queues=False,
         task_queues=[Queue(profile.queue) for profile in PROFILES.values()],
@@ -84,3 +93,35 @@ def make_app(redis_url: str, keys: Keys, visibility_timeout: int | None = None) 
     )
     refuse_pickle(app.conf)
     return app
+
+
+def from_environment() -> Celery:
+    """The app of the deployment every sweepctl command here would talk to: `$SWEEPCTL_REDIS_URL`
+    with `$SWEEPCTL_PREFIX`, else the embedded Redis of `sweepctl up` with the prefix it was started
+    with. Raises InputError when there is neither."""
+    from broker import embedded
+
+    url = embedded.resolve_url(None)
+    state = {} if os.environ.get("SWEEPCTL_REDIS_URL") else embedded.read_state() or {}
+    prefix = os.environ.get("SWEEPCTL_PREFIX") or state.get("prefix") or DEFAULT_PREFIX
+    return make_app(url, Keys(prefix))
+
+
+_module_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    """`broker.app.app`, built on first use (PEP 562). Celery's CLI reads it for `-A broker.app`;
+    without a Redis to point at, that is one line on stderr and exit 2, as for every sweepctl command."""
+    global _module_app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _module_app is None:
+        from tracer.errors import InputError
+
+        try:
+            _module_app = from_environment()
+        except InputError as exc:
+            print(f"sweepctl: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return _module_app

@@ -371,12 +371,27 @@ def _runtime_parsers(sub: Any) -> None:
         "it exits with status 3 after 90 s without Redis (a live worker takes its chunk over)",
         c.cmd_worker,
     )
-    worker.add_argument("--machine", required=True, help="machine type: n150, n300, t3k, galaxy, p150, p300")
-    worker.add_argument("--devices", help="device ids this worker owns, e.g. 0,1 (default: all of the machine)")
+    worker.add_argument("--machine", help="machine type: n150, n300, t3k, galaxy, p150, p300")
+    worker.add_argument(
+        "--devices", help="device ids this worker owns: 0,1 or 0-31 or 0-3,8-11 (default: all of the machine)"
+    )
+    worker.add_argument(
+        "--instance",
+        metavar="MACHINE:DEVICES",
+        help="machine and device set in one word, as a systemd instance names them (galaxy:0-31, n300:2-3); "
+        "instead of --machine and --devices, and the default --name is MACHINE:DEVICES@host",
+    )
     worker.add_argument("--backend", choices=("ttnn", "emulated"), default="ttnn", help="default: %(default)s")
     worker.add_argument(
         "--name",
         help="worker name (default: machine-backend-pid@host); refused (exit 2) while a live worker has it",
+    )
+    worker.add_argument(
+        "--events",
+        action="store_true",
+        help="send Celery task events and worker heartbeats, so Flower shows this worker, its queue and "
+        "its chunks (off by default: Redis traffic the device does not need; `celery -A broker.app inspect` "
+        "works either way)",
     )
 
     up = sub.add_parser(
@@ -391,6 +406,11 @@ def _runtime_parsers(sub: Any) -> None:
     up.add_argument("--workers", type=int, default=1, help="workers per machine type (default: %(default)s)")
     up.add_argument("--prefix", help="key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
     up.add_argument("--no-wait", action="store_true", help="do not wait for the executors to open")
+    up.add_argument(
+        "--events",
+        action="store_true",
+        help="start the new workers with --events (task events and heartbeats for Flower); running ones keep theirs",
+    )
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=c.cmd_up)
     down = sub.add_parser(

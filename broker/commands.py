@@ -195,23 +195,59 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from sweeps.profiles import get_profile
     from workers.daemon import run_worker
 
-    profile = get_profile(args.machine)
-    devices = [int(d) for d in args.devices.split(",")] if args.devices else list(range(profile.chips))
+    machine, devices, name = worker_target(args)
     url = embedded.resolve_url(args.redis)
     embedded.connect(url)
     prefix = args.prefix or default_prefix()
-    name = args.name or f"{profile.name}-{args.backend}-{os.getpid()}@{socket.gethostname()}"
-    return run_worker(url, Keys(prefix), profile.name, devices, args.backend, name)
+    name = name or f"{machine}-{args.backend}-{os.getpid()}@{socket.gethostname()}"
+    return run_worker(url, Keys(prefix), machine, devices, args.backend, name, events=args.events)
+
+
+def worker_target(args: argparse.Namespace) -> tuple[str, list[int], str | None]:
+    """The machine type, device ids and name (None: the default) that `worker`'s flags ask for;
+    `--instance MACHINE[:DEVICES]` is how a systemd template instance (sweepctl-worker@galaxy:0-31)
+    says both, and names the worker after itself."""
+    from sweeps.profiles import get_profile
+
+    machine, device_set, name = args.machine, args.devices, args.name
+    if args.instance:
+        if machine or device_set:
+            raise InputError(f"--instance {args.instance}", "give --instance or --machine/--devices, not both")
+        machine, colon, device_set = args.instance.partition(":")
+        if colon and not device_set:
+            raise InputError(f"--instance {args.instance!r}", "expected MACHINE or MACHINE:DEVICES, e.g. galaxy:0-31")
+        name = name or f"{args.instance}@{socket.gethostname()}"
+    elif not machine:
+        raise InputError("sweepctl worker", "--machine (or --instance MACHINE:DEVICES) is required")
+    profile = get_profile(machine)
+    return profile.name, device_ids(device_set) if device_set else list(range(profile.chips)), name
+
+
+def device_ids(text: str) -> list[int]:
+    """A device set as ids: `0,1`, `0-31`, `0-3,8-11`; each id once."""
+    ids: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise InputError(f"devices {text}", f"{part!r} is not a device id or range (e.g. 0,1 or 0-31)") from None
+        if low < 0 or high < low:
+            raise InputError(f"devices {text}", f"{part!r} is not a device id or range (e.g. 0,1 or 0-31)")
+        ids += range(low, high + 1)
+    if len(set(ids)) != len(ids):
+        raise InputError(f"devices {text}", "names a device twice")
+    return ids
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from sweeps.profiles import PROFILES, get_profile
 
     machines = [get_profile(m).name for m in args.machines.split(",")] if args.machines else list(PROFILES)
-    state = embedded.up(machines, args.workers, args.prefix or default_prefix())
+    state = embedded.up(machines, args.workers, args.prefix or default_prefix(), events=args.events)
     ready = []
     if state["started"] and not args.no_wait:
         client = embedded.connect(state["url"])

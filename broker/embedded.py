@@ -265,12 +265,20 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
     raise InputError("sweepctl up", f"redis-server did not start on port {port} (see {directory / 'redis.log'})")
 
 
-def start_worker(url: str, machine: str, name: str, logs: Path, prefix: str, env_extra: dict[str, str] | None = None):
+def start_worker(
+    url: str,
+    machine: str,
+    name: str,
+    logs: Path,
+    prefix: str,
+    env_extra: dict[str, str] | None = None,
+    events: bool = False,
+):
     logs.mkdir(parents=True, exist_ok=True)
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "SWEEPCTL_EXECUTOR_LOG": str(logs / f"{name}.executor.log"), **(env_extra or {})}
     cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", machine, "--backend", "emulated"]
-    cmd += ["--name", name, "--redis", url, "--prefix", prefix]
+    cmd += ["--name", name, "--redis", url, "--prefix", prefix] + (["--events"] if events else [])
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     log.close()
     return proc
@@ -316,9 +324,10 @@ def _redis_process(state: dict[str, Any]) -> dict[str, Any] | None:
     return proc
 
 
-def up(machines: list[str], per_machine: int, prefix: str) -> dict[str, Any]:
+def up(machines: list[str], per_machine: int, prefix: str, events: bool = False) -> dict[str, Any]:
     """Start (or reuse, or restart on its own port and data dir) the embedded Redis, then the
-    workers asked for that are not running yet, each under a name no live worker holds."""
+    workers asked for that are not running yet, each under a name no live worker holds (with
+    `events`, those new workers send task events and heartbeats for Flower)."""
     from broker.keys import Keys
     from broker.registry import live_names
 
@@ -350,7 +359,7 @@ def up(machines: list[str], per_machine: int, prefix: str) -> dict[str, Any]:
         for machine in machines:
             missing = per_machine - sum(1 for w in running if w["machine"] == machine)
             for name in _free_names(machine, missing, taken):
-                proc = start_worker(state["url"], machine, name, home() / "logs", state["prefix"])
+                proc = start_worker(state["url"], machine, name, home() / "logs", state["prefix"], events=events)
                 started.append({**(identify(proc.pid) or {"pid": proc.pid}), "machine": machine, "name": name})
                 state["workers"] = running + started
                 _write_state(state)  # recorded as soon as it runs: a crash of `up` loses no process

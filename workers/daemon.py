@@ -664,8 +664,14 @@ def configure_logging() -> None:
     )
 
 
-def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], backend: str, name: str) -> int:
-    """Run a Celery solo worker on the machine's queue until it is told to stop."""
+def run_worker(
+    redis_url: str, keys: Keys, machine: str, devices: list[int], backend: str, name: str, events: bool = False
+) -> int:
+    """Run a Celery solo worker on the machine's queue until it is told to stop.
+
+    It always answers Celery's broadcast commands (`celery -A broker.app inspect ping`). `events`
+    turns on task events and Celery's worker heartbeats, which Flower needs to show the worker,
+    its queue and its tasks; off by default: each is a Redis PUBLISH the hot path does not need."""
     import redis as redis_lib
     from celery import signals
     from celery.exceptions import Reject
@@ -710,9 +716,9 @@ def run_worker(redis_url: str, keys: Keys, machine: str, devices: list[int], bac
         f"--hostname={name}",
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
         "--loglevel=WARNING",
     ]
+    argv += ["--task-events"] if events else ["--without-heartbeat"]
     try:
         app.worker_main(argv)
     except SystemExit as exc:
