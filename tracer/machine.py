@@ -50,6 +50,18 @@ def hardware_key(info: dict[str, Any] | None) -> list[Any] | None:
     return [info.get("board_type"), info.get("device_series"), info.get("card_count", 1)]
 
 
+HARDWARE_FIELDS = ("board_type", "card_count", "device_count", "device_series", "mesh_device_shape")  # sorted
+
+
+def hardware_summary(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fields of a traced machine that say what hardware it was (no device ids): what a vector
+    carries as its traced machine and tt-metal's exports format as a card type."""
+    if not info:
+        return None
+    summary = {key: info[key] for key in HARDWARE_FIELDS if info.get(key) is not None}
+    return summary or None
+
+
 def machine_label(info: dict[str, Any] | None) -> str:
     if not info:
         return "unknown"
