@@ -495,3 +495,16 @@ def test_real_optest_fields_are_written_as_tt_metal_writes_them(real_runs):
 def multiply_shape() -> list:
     tensors = [v for v in _traced_multiply()["inputs"] if isinstance(v, dict) and "tensor" in v]
     return tensors[0]["tensor"]["shape"]
+
+
+def test_argument_sets_are_told_apart_even_when_their_keys_collide(monkeypatch):
+    from tracer import store as store_module
+    from tracer.entry import TracedEntry
+
+    monkeypatch.setattr(store_module, "argument_key", lambda text: 42)  # every key collides
+    store = MasterStore()
+    entries = [TracedEntry("ttnn.add", {"arg1": 1}), TracedEntry("ttnn.add", {"arg1": 1.0}),
+               TracedEntry("ttnn.add", {"arg1": 1.0}), TracedEntry("ttnn.add", {"arg1": 1})]  # fmt: skip
+    summary = store.merge(entries).as_dict()
+    assert (summary["new_configs"], summary["known_configs"]) == (2, 2)  # 1 and 1.0: two configs, as to tt-metal
+    assert [e["arguments"] for _, e in store.entries()] == [{"arg1": 1}, {"arg1": 1.0}]

@@ -13,27 +13,24 @@ tracer never recorded (a layout without page_config) is left out, not invented.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
-
 from tracer.args import canonical_memory_config, canonical_value, is_unparsed
-
-_LEGACY_MARKS = (b'{"Tensor":', b"::")
-
-
-def _dump(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # ints beyond 64 bits
-        return json.dumps(value).encode()
+from tracer.entry import argument_text
 
 
 def has_legacy_spelling(arguments: dict[str, Any]) -> bool:
-    """Cheap pre-check (one orjson pass) so current stores skip the conversion walk entirely."""
-    text = _dump(arguments)
-    return any(mark in text for mark in _LEGACY_MARKS)
+    """Cheap pre-check so current stores skip the conversion walk: the graph tracer's spellings sit
+    in an argument itself, in a list of them (concat's tensors) or in a memory config argument."""
+    return any(_legacy(value) or (isinstance(value, list) and any(map(_legacy, value))) for value in arguments.values())
+
+
+def _legacy(value: Any) -> bool:
+    if isinstance(value, str):
+        return "::" in value
+    if isinstance(value, dict):
+        return "Tensor" in value or "::" in str(value.get("memory_layout", ""))
+    return False
 
 
 def current_arguments(arguments: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -61,7 +58,7 @@ def _current(value: Any) -> Any:
     if set(value) == {"Tensor"}:
         return _tensor(value["Tensor"])
     if "memory_layout" in value and "buffer_type" in value:
-        if b"::" not in _dump(value):
+        if b"::" not in argument_text(value):
             return value  # current spelling already: keep every traced key (the hash covers them)
         rendered = render_memory_config(canonical_memory_config(value))
         return value if rendered is None else rendered

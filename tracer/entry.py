@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from tracer.machine import normalize_machine_info
 
@@ -19,6 +22,22 @@ class TracedEntry:
     stored_hash: str | None = None  # the hash the file carried (or the trace reader computed), if any
     config_id: Any = None  # kept when re-reading a store we wrote
     extras: dict[str, Any] = field(default_factory=dict)  # CONFIG_EXTRAS present on the config
+    key: int | None = None  # argument_key(argument_text(arguments)) when the reader computed it already
+
+
+def argument_text(arguments: dict[str, Any]) -> bytes:
+    """The arguments as sorted JSON: what tt-metal compares to deduplicate configs (as md5)."""
+    try:
+        return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # ints beyond 64 bits
+        return json.dumps(arguments, sort_keys=True).encode()
+
+
+def argument_key(text: bytes) -> int:
+    """Where an argument set is looked up within an op: Python's hash of argument_text (a tenth of
+    the cost of a digest; in-process only, never stored). Equal keys are confirmed by comparing
+    the texts (MasterStore), so a collision can never merge two configs."""
+    return hash(text)
 
 
 def normalize_execution(raw: dict[str, Any], default_uid: str | None = None) -> dict[str, Any]:

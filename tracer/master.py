@@ -21,7 +21,7 @@ from typing import Any
 from tracer import jsonio
 from tracer.cppjson import repair
 from tracer.dialect import current_arguments, has_legacy_spelling
-from tracer.entry import CONFIG_EXTRAS, TracedEntry, normalize_execution
+from tracer.entry import CONFIG_EXTRAS, TracedEntry, argument_key, argument_text, normalize_execution
 from tracer.errors import InputError
 from tracer.opnames import canonical_op_name
 
@@ -110,7 +110,8 @@ def _read_config(op: str, config: Any, where: str, default_uid: str | None) -> T
         runs = _runs(config, where, default_uid)
         stored = None
     extras = {key: config[key] for key in CONFIG_EXTRAS if key in config}
-    return TracedEntry(op, arguments, runs, stored, config.get("config_id"), extras)
+    key = argument_key(argument_text(arguments))
+    return TracedEntry(op, arguments, runs, stored, config.get("config_id"), extras, key)
 
 
 def _runs(holder: Any, where: str, default_uid: str | None) -> list[dict[str, Any]]:

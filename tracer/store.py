@@ -21,7 +21,6 @@ import datetime as _dt
 import functools
 import gc
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -30,12 +29,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from tracer import jsonio
 from tracer.args import canonical_arguments, count_unparsed
 from tracer.confighash import CURRENT, LEGACY, config_hash, hash_version
-from tracer.entry import TracedEntry
+from tracer.entry import TracedEntry, argument_key, argument_text
 from tracer.errors import InputError
 from tracer.machine import machine_label
 from tracer.master import STORE_SCHEMA, is_master, load_json, read_master
@@ -142,19 +139,9 @@ def _read_input(path: str) -> tuple[list[TracedEntry], str | None]:
     raise InputError(path, 'unknown dialect: neither a master store ("operations") nor a trace directory')
 
 
-def argument_key(arguments: dict[str, Any]) -> bytes:
-    """The identity of an argument set within an op: a digest of its sorted JSON (tt-metal compares
-    the same sorted JSON, as md5). Two spellings of one config are two configs, as in tt-metal."""
-    try:
-        text = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # ints beyond 64 bits
-        text = json.dumps(arguments, sort_keys=True).encode()
-    return hashlib.blake2b(text, digest_size=16).digest()
-
-
 class MasterStore:
     def __init__(self) -> None:
-        self.ops: dict[str, dict[bytes, dict[str, Any]]] = {}  # op -> argument_key -> current-dialect entry
+        self.ops: dict[str, dict[int, dict[str, Any]]] = {}  # op -> argument_key -> current-dialect entry
         self.trace_uid: str | None = None  # metadata.trace_uid, kept across read and write
         self._next_id = 1
 
@@ -182,8 +169,11 @@ class MasterStore:
         summary = MergeSummary()
         for entry in entries:
             configs = self.ops.setdefault(entry.op, {})
-            key = argument_key(entry.arguments)
+            key = entry.key if entry.key is not None else argument_key(argument_text(entry.arguments))
             existing = configs.get(key)
+            while existing is not None and argument_text(existing["arguments"]) != argument_text(entry.arguments):
+                key += 1  # another argument set with the same key: the next free slot (nothing is ever removed)
+                existing = configs.get(key)
             if existing is None:
                 config_id = entry.config_id if entry.config_id is not None else self._next_id
                 if isinstance(config_id, int):
