@@ -61,6 +61,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"sweepctl: no passing test in {args.target}: nothing merged, {args.store} untouched", file=sys.stderr)
         return 1
     summary = store.merge(result.entries).as_dict()
+    store.trace_uid = trace_uid  # metadata.trace_uid: the last trace run merged, as tt-metal's tracer records it
     store.save(args.store)
     summary["tests"] = result.tests
     if args.json:
@@ -255,7 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="import, inspect and validate the master store")
     store_sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
     imp = store_sub.add_parser(
-        "import", help="merge master JSON files (any tt-metal dialect) or operation_tracer directories into a store"
+        "import",
+        help="merge master JSON files (any tt-metal dialect) or operation_tracer directories into a store",
+        description="Merge master JSON files (any tt-metal dialect, written back in the current one) or "
+        "operation_tracer directories into a store, as tt-metal's tracer does: a directory's "
+        "_trace_metadata.json gives its source, machine and trace_uid (without it: the directory's name and "
+        "this host's machine); one argument set is one config whatever machines traced it; new configs get "
+        "the current config_hash, stored ones are kept.",
     )
     imp.add_argument("inputs", nargs="+", metavar="FILE|DIR")
     imp.add_argument("--into", default=default_store(), help="store to merge into (default: %(default)s)")

@@ -2,8 +2,8 @@
 
 A config is one argument set of one op, as tt-metal deduplicates them: the same arguments traced
 on several machines stay one config with one config_hash and one execution per run. Merging is a
-dict lookup by a digest of the arguments (tt-metal rescans every config of the op), so a config is
-found whatever version of config_hash it carries. A stored config_hash is tt-metal's identity and
+dict lookup keyed by the arguments' sorted JSON (tt-metal compares the same JSON, rescanning every
+config of the op), so a config is found whatever version of config_hash it carries. A stored config_hash is tt-metal's identity and
 is kept as is; a new config gets the current version. `hash_versions()` recomputes them all
 (tt-metal's preflight check) and says which version each stored hash is.
 
@@ -150,8 +150,8 @@ class MasterStore:
         store = cls()
         if missing_ok and not os.path.exists(path):
             return store
-        data = load_json(path)
         with bulk():
+            data = load_json(path)
             store.merge(read_master(data, path))
         meta = data.get("metadata") if isinstance(data, dict) else None
         uid = meta.get("trace_uid") if isinstance(meta, dict) else None
