@@ -3,9 +3,10 @@
 A config is one argument set of one op, as tt-metal deduplicates them: the same arguments traced
 on several machines stay one config with one config_hash and one execution per run. Merging is a
 dict lookup keyed by the arguments' sorted JSON (tt-metal compares the same JSON, rescanning every
-config of the op), so a config is found whatever version of config_hash it carries. A stored config_hash is tt-metal's identity and
-is kept as is; a new config gets the current version. `hash_versions()` recomputes them all
-(tt-metal's preflight check) and says which version each stored hash is.
+config of the op), so a config is found whatever version of config_hash it carries. A stored
+config_hash is tt-metal's identity and is kept as is; a new config gets the current version.
+`hash_versions()` recomputes them all (tt-metal's preflight check) and says which version each
+stored hash is.
 
 Executions are kept per (source, trace_uid): the same trace run imported twice counts once,
 distinct runs add up (tt-metal keeps the max). Writes are atomic: temp file in the same
