@@ -208,7 +208,8 @@ def unreadable(value: Any) -> bool:
 
 def build(store: MasterStore) -> Index:
     """The index of a loaded store: one row per config and traced machine, so a config traced on
-    two machines makes a vector for each (identical machine infos share one slot and one routing)."""
+    two machines makes a vector for each (identical machine infos share one slot and one routing).
+    An execution without machine info makes a row of its own only when no execution names one."""
     slots: dict[bytes, int] = {}
     machines: list[Any] = []
     routes: list[Routing] = []
@@ -219,8 +220,13 @@ def build(store: MasterStore) -> Index:
     with bulk():
         for op, entry in store.entries():
             per_machine: dict[int, list[dict[str, Any]]] = {}
+            unplaced = []  # executions that name no machine: their sources join every machine's vector
+            placed = any(run.get("machine_info") is not None for run in entry["executions"])
             for run in entry["executions"]:
                 info = run.get("machine_info")
+                if info is None and placed:
+                    unplaced.append(run)
+                    continue
                 slot = slots.setdefault(orjson.dumps(info, option=orjson.OPT_SORT_KEYS), len(machines))
                 if slot == len(machines):
                     machines.append(info)
@@ -229,7 +235,7 @@ def build(store: MasterStore) -> Index:
                 per_machine.setdefault(slot, []).append(run)
             for slot, runs in per_machine.items():
                 rows.setdefault(op, []).append(
-                    _row(op, entry, runs, slot, routes[slot], traced[slot], table, source_slots)
+                    _row(op, entry, runs + unplaced, slot, routes[slot], traced[slot], table, source_slots)
                 )
     return Index(rows, machines, [list(s) for s in source_slots], table)
 

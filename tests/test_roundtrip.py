@@ -194,6 +194,11 @@ def test_one_argument_set_on_two_machines_is_one_config_with_a_vector_per_machin
         assert entry is not None and v["traced_machine"]["device_series"] == v["machine"]
     forced = model_traced(build(store), Selection(machine="n300")).decoded()
     assert len(forced) == 2  # under --machine the two machines' vectors are one
+    # an execution that names no machine adds its source to the machines' vectors, not a vector of its own
+    store.merge(read_inputs([str(TRACER_EXAMPLES)]))
+    assert len(store) == 2
+    vectors = model_traced(build(store), Selection()).decoded()
+    assert len(vectors) == 4 and all("operation_tracer_examples" in v["sources"] for v in vectors)
 
 
 # --- the written dialect ------------------------------------------------------------------------
