@@ -513,3 +513,14 @@ def test_argument_sets_are_told_apart_even_when_their_keys_collide(monkeypatch):
     summary = store.merge(entries).as_dict()
     assert (summary["new_configs"], summary["known_configs"]) == (2, 2)  # 1 and 1.0: two configs, as to tt-metal
     assert [e["arguments"] for _, e in store.entries()] == [{"arg1": 1}, {"arg1": 1.0}]
+
+
+def test_a_bad_trace_metadata_file_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    directory = tmp_path / "trace"
+    shutil.copytree(TRACER_EXAMPLES, directory)
+    (directory / "_trace_metadata.json").write_text('{"test_source": "x.py", "machine_info": ')
+    capsys.readouterr()
+    assert main(["store", "import", str(directory), "--into", str(tmp_path / "store.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "_trace_metadata.json" in err and "malformed JSON" in err
+    assert not (tmp_path / "store.json").exists()
