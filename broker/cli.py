@@ -63,6 +63,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"sweepctl: no passing test in {args.target}: nothing merged, {args.store} untouched", file=sys.stderr)
         return 1
     summary = store.merge(result.entries).as_dict()
+    store.trace_uid = trace_uid  # metadata.trace_uid: the last trace run merged, as tt-metal's tracer records it
     store.save(args.store)
     summary["tests"] = result.tests
     if args.json:
@@ -74,11 +75,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_store_import(args: argparse.Namespace) -> int:
-    from tracer.store import MasterStore, read_inputs
+    from tracer.store import MasterStore, load_inputs
 
     store = MasterStore.load(args.into)
-    entries = read_inputs(args.inputs)  # everything parsed before anything is written
-    summary = store.merge(entries).as_dict()
+    inputs = load_inputs(args.inputs)  # everything parsed before anything is written
+    summary = store.merge(inputs.entries).as_dict()
+    store.trace_uid = inputs.trace_uid or store.trace_uid
     store.save(args.into)
     if args.json:
         _print_json(summary)
@@ -109,11 +111,15 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     from tracer.store import MasterStore
 
     store = MasterStore.load(args.store, missing_ok=False)
-    stale = store.verify()
+    report = store.hash_versions()
+    stale, versions = report["stale"], report["versions"]
     if args.json:
-        _print_json({"configs": len(store), "stale": stale})
+        _print_json(report)
     else:
-        print(f"{args.store}: {len(store)} configs, {len(stale)} stored config_hash values do not reproduce")
+        print(
+            f"{args.store}: {len(store)} configs: {versions['current']} carry the current config_hash, "
+            f"{versions['legacy']} the legacy (unnormalised) one, {len(stale)} neither (stale)"
+        )
         for row in stale:
             stored, recomputed = row["stored"][:16], row["recomputed"][:16]
             print(f"  {row['op']} config {row['config_id']}: stored {stored} recomputed {recomputed}")
@@ -133,12 +139,19 @@ def cmd_store_validate(args: argparse.Namespace) -> int:
     override = get_profile(args.machine) if args.machine else None
     checks, unroutable = [], []
     for name, entry in store.entries(op):
-        info = entry["executions"][0].get("machine_info")
-        profile = override or route(info)
-        if profile is None:
-            unroutable.append({"op": name, "config_hash": entry["config_hash"], "machine": machine_label(info)})
+        if override is not None:
+            checks.append((name, entry, override.name))
             continue
-        checks.append((name, entry, profile.name))
+        profiles, labels = set(), set()
+        for run in entry["executions"]:  # every machine it was traced on: each makes its own vector
+            info = run.get("machine_info")
+            profile = route(info)
+            if profile is not None:
+                profiles.add(profile.name)
+            elif machine_label(info) not in labels:
+                labels.add(machine_label(info))
+                unroutable.append({"op": name, "config_hash": entry["config_hash"], "machine": machine_label(info)})
+        checks.extend((name, entry, machine) for machine in sorted(profiles))
     reasons = validate_store_configs([(n, canonical_arguments(e["arguments"]), m) for n, e, m in checks])
     invalid = [
         {"op": n, "config_hash": e["config_hash"], "machine": m, "reason": r}
@@ -245,7 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="import, inspect and validate the master store")
     store_sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
     imp = store_sub.add_parser(
-        "import", help="merge master JSON files (any tt-metal dialect) or operation_tracer directories into a store"
+        "import",
+        help="merge master JSON files (any tt-metal dialect) or operation_tracer directories into a store",
+        description="Merge master JSON files (any tt-metal dialect, written back in the current one) or "
+        "operation_tracer directories into a store, as tt-metal's tracer does: a directory's "
+        "_trace_metadata.json gives its source, machine and trace_uid (without it: the directory's name and "
+        "this host's machine); one argument set is one config whatever machines traced it; new configs get "
+        "the current config_hash, stored ones are kept.",
     )
     imp.add_argument("inputs", nargs="+", metavar="FILE|DIR")
     imp.add_argument("--into", default=default_store(), help="store to merge into (default: %(default)s)")
@@ -263,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     store_command("stats", "ops, configs, models, machines and unparsed args of a store", cmd_store_stats)
     store_command(
         "verify",
-        "recompute every config_hash (tt-metal's preflight check); exit 1 when a stored hash does not reproduce",
+        "recompute every config_hash (tt-metal's preflight check) in both of tt-metal's versions, the current "
+        "(normalised) one and the legacy one older stores hold; count each; exit 1 when neither reproduces a "
+        "stored hash",
         cmd_store_verify,
     )
     validate = store_command(

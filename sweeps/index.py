@@ -4,7 +4,8 @@ Expanding a 50,000-config store from its JSON means parsing 60 MB and canonicali
 argument (~35 µs a config), and enqueue would pay it on every run. The index keeps each config's
 op, config_hash, sources, machine info, and the model_traced vector it becomes on its traced
 machine (id and wire bytes, whose inputs and kwargs are its canonical arguments), plus the table
-of distinct tensors, as one msgpack file in the cache dir. It is keyed by the store file's stamp
+of distinct tensors, as one msgpack file in the cache dir. A config traced on several machines has
+one row (and one vector) per machine, each with the sources traced there. It is keyed by the store file's stamp
 (device, inode, size, mtime) and by a digest of tracer/ and sweeps/ source (canonicalising,
 routing, timeouts and the vector encoding are all baked in), so an import (which rewrites the
 store) or a change to sweepctl rebuilds it and nothing stale is ever read. A missing, unreadable
@@ -31,9 +32,11 @@ from sweeps.profiles import Routing, routing
 from sweeps.validate import TensorTable
 from sweeps.vector import assemble, packed_args, tensor_keys
 from tracer.args import canonical_arguments, count_unparsed
+from tracer.machine import hardware_summary
 from tracer.store import MasterStore, atomic_write, bulk
 
-INDEX_SCHEMA = 2
+INDEX_SCHEMA = 3
+UNKNOWN_SOURCE = "unknown"  # tt-metal's loader's default for an execution without a source
 _HEADER = struct.Struct(">Q")
 _KEYS = ""  # the section of tensor keys (no op is named "")
 _CODE = ("tracer", "sweeps")  # canonicalising, routing, timeouts and vector encoding are all baked in
@@ -59,6 +62,7 @@ class TracedConfig:
     args_at: Sequence[int]  # [where the inputs start in wire, inputs length, kwargs length]
     tensors: Sequence[Any]  # flat [slot, table position, ...]
     untraced: str | None
+    traced_bin: bytes  # the packed hardware summary of the traced machine (the vector's traced_machine)
 
     def packed_args(self) -> tuple[bytes, bytes]:
         return packed_args(self.wire, *self.args_at)
@@ -82,6 +86,7 @@ class Index:
         self._machines = machines
         self._sources = sources
         self._routes = [routing(m) for m in machines]
+        self._traced = [msgpack.packb(hardware_summary(m), use_bin_type=True) for m in machines]
         self._configs: dict[str, list[TracedConfig]] = {}
         self.tensors = tensors
 
@@ -95,12 +100,12 @@ class Index:
         found = self._configs.get(op)
         if found is None:
             rows = self._rows.get(op, [])
-            routes, sources = self._routes, self._sources
+            routes, sources, traced = self._routes, self._sources, self._traced
             with bulk():
                 if callable(rows):  # a section of the index file
                     rows = msgpack.unpackb(rows(), raw=False, use_list=False)
                 found = self._configs[op] = [
-                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, untraced)
+                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, untraced, traced[m])
                     for h, s, m, vid, wire, at, tensors, untraced in rows
                 ]  # fmt: skip
         return found
@@ -173,17 +178,18 @@ def _sorted(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
 
-def _row(op: str, entry: dict[str, Any], slot: int, route: Routing, table: TensorTable,
-         source_slots: dict[tuple[str, ...], int]) -> list[Any]:  # fmt: skip
+def _row(op: str, entry: dict[str, Any], runs: list[dict[str, Any]], slot: int, route: Routing, traced_bin: bytes,
+         table: TensorTable, source_slots: dict[tuple[str, ...], int]) -> list[Any]:  # fmt: skip
+    """The row of one config on one of its traced machines (`runs`: its executions there)."""
     canonical = _sorted(canonical_arguments(entry["arguments"]))
     tensors = tensor_keys({"inputs": canonical["args"], "kwargs": canonical["kwargs"]})
-    sources = sorted({str(run.get("source")) for run in entry["executions"]})
+    sources = sorted({str(run.get("source") or UNKNOWN_SOURCE) for run in runs})
     sources_slot = source_slots.setdefault(tuple(sources), len(source_slots))
     inputs = msgpack.packb(canonical["args"], use_bin_type=True)
     kwargs = msgpack.packb(canonical["kwargs"], use_bin_type=True)
     timeout = timeout_for(op, route.profile)
     vid, wire, at = assemble(op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
-                             entry["config_hash"], sources)  # fmt: skip
+                             entry["config_hash"], sources, traced_bin)  # fmt: skip
     return [entry["config_hash"], sources_slot, slot, vid, wire, (at, len(inputs), len(kwargs)), table.flat(tensors),
             untraced(op, canonical)]  # fmt: skip
 
@@ -214,21 +220,36 @@ def unreadable(value: Any) -> bool:
 
 
 def build(store: MasterStore) -> Index:
-    """The index of a loaded store (identical machine infos share one slot and one routing)."""
+    """The index of a loaded store: one row per config and traced machine, so a config traced on
+    two machines makes a vector for each (identical machine infos share one slot and one routing).
+    An execution without machine info makes a row of its own only when no execution names one."""
     slots: dict[bytes, int] = {}
     machines: list[Any] = []
     routes: list[Routing] = []
+    traced: list[bytes] = []
     rows: dict[str, list[list[Any]] | Callable[[], bytes]] = {}
     table = TensorTable()
     source_slots: dict[tuple[str, ...], int] = {}
     with bulk():
         for op, entry in store.entries():
-            info = entry["executions"][0].get("machine_info")
-            slot = slots.setdefault(orjson.dumps(info, option=orjson.OPT_SORT_KEYS), len(machines))
-            if slot == len(machines):
-                machines.append(info)
-                routes.append(routing(info))
-            rows.setdefault(op, []).append(_row(op, entry, slot, routes[slot], table, source_slots))
+            per_machine: dict[int, list[dict[str, Any]]] = {}
+            unplaced = []  # executions that name no machine: their sources join every machine's vector
+            placed = any(run.get("machine_info") is not None for run in entry["executions"])
+            for run in entry["executions"]:
+                info = run.get("machine_info")
+                if info is None and placed:
+                    unplaced.append(run)
+                    continue
+                slot = slots.setdefault(orjson.dumps(info, option=orjson.OPT_SORT_KEYS), len(machines))
+                if slot == len(machines):
+                    machines.append(info)
+                    routes.append(routing(info))
+                    traced.append(msgpack.packb(hardware_summary(info), use_bin_type=True))
+                per_machine.setdefault(slot, []).append(run)
+            for slot, runs in per_machine.items():
+                rows.setdefault(op, []).append(
+                    _row(op, entry, runs + unplaced, slot, routes[slot], traced[slot], table, source_slots)
+                )
     return Index(rows, machines, [list(s) for s in source_slots], table)
 
 

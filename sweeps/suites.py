@@ -117,7 +117,7 @@ def _assemble(t: TracedConfig, route: Routing, config_hash: str, sources: list[s
     inputs, kwargs = t.packed_args()
     timeout = catalogue.timeout_for(t.op, route.profile)
     vid, wire, _ = assemble(t.op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
-                            config_hash, sources)  # fmt: skip
+                            config_hash, sources, t.traced_bin)  # fmt: skip
     return vid, wire
 
 

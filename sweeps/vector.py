@@ -1,7 +1,8 @@
 """The vector: what a worker runs, as canonical msgpack with an id hashed from its content.
 
 A vector is a map with string keys only: schema, op, suite, machine, mesh_shape, inputs
-(canonical positional args), kwargs, config_hash and sources when traced, timeout. Encoding is
+(canonical positional args), kwargs, config_hash, sources and traced_machine (the hardware it was
+traced on: what tt-metal's exports call its card type) when traced, timeout. Encoding is
 canonical (keys sorted, tuples as lists, NaN/Inf as the strings "nan"/"inf"/"-inf"), so the id is
 the same in every process and Python version and never depends on a ttnn repr. The id covers the
 op, machine, mesh shape, inputs and kwargs only: the same config in two suites keeps one id.
@@ -78,6 +79,7 @@ def make_vector(
     config_hash: str | None = None,
     sources: list[str] | None = None,
     presorted: bool = False,
+    traced_machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`presorted`: inputs and kwarg values are canonical with every map's keys sorted already (the
     store index's), so the checking walk is skipped; the vector is the same (tested on real stores)."""
@@ -92,15 +94,18 @@ def make_vector(
         "sources": sorted(set(sources or [])),
         "suite": suite,
         "timeout": float(timeout),
+        "traced_machine": traced_machine,
     }  # already in sorted key order, as canonical() would put them
     vector = fields if presorted else canonical(fields)
     vector["id"] = _canonical_id(vector)
     return vector
 
 
-_KEY = {name: msgpack.packb(name) for name in (*REQUIRED, "config_hash", "sources", "id")}
+_OPTIONAL = ("config_hash", "sources", "traced_machine", "id")
+_KEY = {name: msgpack.packb(name) for name in (*REQUIRED, *_OPTIONAL)}
 _IDENTITY_HEAD = msgpack.packb({key: None for key in IDENTITY})[:1]  # a map of 5 entries
-_VECTOR_HEAD = msgpack.packb({key: None for key in (*REQUIRED, "config_hash", "sources", "id")})[:1]
+_VECTOR_HEAD = msgpack.packb({key: None for key in (*REQUIRED, *_OPTIONAL)})[:1]
+NIL = msgpack.packb(None)
 
 
 _PACK = msgpack.Packer(use_bin_type=True).pack  # one packer: packb builds a new one per call
@@ -113,7 +118,7 @@ def _fixed(op: str, suite: str, machine: str, mesh_shape: tuple[int, ...], timeo
     op_b, machine_b, mesh_b = _PACK(op), _PACK(machine), _PACK(list(mesh_shape))
     tail = b"".join((k["machine"], machine_b, k["mesh_shape"], mesh_b, k["op"], op_b))
     wire_mid = b"".join((tail, k["schema"], _PACK(VECTOR_SCHEMA), k["sources"]))
-    wire_end = b"".join((k["suite"], _PACK(suite), k["timeout"], _PACK(float(timeout)), k["id"]))
+    wire_end = b"".join((k["suite"], _PACK(suite), k["timeout"], _PACK(float(timeout)), k["traced_machine"]))
     return tail, wire_mid, wire_end
 
 
@@ -127,17 +132,19 @@ def assemble(
     timeout: float,
     config_hash: str | None,
     sources: list[str],
+    traced_bin: bytes = NIL,
 ) -> tuple[str, bytes, int]:
     """(id, wire bytes, where inputs_bin starts in them) of make_vector(..., presorted=True) from
     inputs and kwargs already packed (the store index's): msgpack is a concatenation of its parts,
     so a vector map is joined from them without decoding anything. `sources` must be sorted and
-    distinct. Tested byte-equal."""
+    distinct; `traced_bin` is the packed traced_machine. Tested byte-equal."""
     k = _KEY
     tail, wire_mid, wire_end = _fixed(op, suite, machine, tuple(mesh_shape), timeout)
     args = (k["inputs"], inputs_bin, k["kwargs"], kwargs_bin)
     vid = hashlib.sha256(b"".join((_IDENTITY_HEAD, *args, tail))).hexdigest()[:32]
     head = b"".join((_VECTOR_HEAD, k["config_hash"], _PACK(config_hash), k["inputs"]))
-    wire = b"".join((head, inputs_bin, k["kwargs"], kwargs_bin, wire_mid, _PACK(sources), wire_end, _PACK(vid)))
+    wire = b"".join((head, inputs_bin, k["kwargs"], kwargs_bin, wire_mid, _PACK(sources), wire_end, traced_bin,
+                     k["id"], _PACK(vid)))  # fmt: skip
     return vid, wire, len(head)
 
 

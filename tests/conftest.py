@@ -17,6 +17,8 @@ ADD_SWEEP = DATA / "ttnn_master_add_sweep_head.json"
 DEEPSEEK = DATA / "ttnn_master_deepseek_v3_galaxy.json"
 MINI = DATA / "ttnn_operations_master_mini.json"
 TRACER_EXAMPLES = DATA / "operation_tracer_examples"
+GALAXY_TRACE = DATA / "galaxy_trace"  # hand-built in the shape tt-metal's tracer writes (PROVENANCE.md)
+SAMPLE = ROOT / "sweeps" / "data" / "sample_master.json"
 REGISTERED_OPS = DATA / "ttnn_0.81.1_registered_operations.tsv"
 
 

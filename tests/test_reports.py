@@ -32,6 +32,7 @@ from sweeps.index import load as load_index
 from sweeps.suites import Expansion, Selection, expand
 from sweeps.vector import make_vector
 from tests.conftest import ROOT, running_redis
+from tests.ttmetal_models import OpRun
 from tracer.store import MasterStore
 
 pytestmark = pytest.mark.slow
@@ -258,7 +259,9 @@ def test_exports_csv_junit_optest(runs):
     traced = next(t for t in oprun["tests"] if t["input_hash"] == "cfg-d")
     assert traced["op_name"] == "multiply_model_traced" and traced["op_kind"] == "model_traced"
     assert traced["backend"] == "emulated" and traced["metrics"][0]["metric_name"] == "e2e_perf_ms"
-    assert any(p["param_name"] == "op" and p["param_value_text"] == "ttnn.multiply" for p in traced["op_params_set"])
+    params = {p["param_name"]: p for p in traced["op_params_set"]}  # the vector tt-metal's loader generates
+    assert params["input_a_dtype"]["param_value_text"] == "DataType.BFLOAT8_B" and "traced_source" in params
+    OpRun.model_validate(oprun)  # what tt-metal's import validates the file with
     failed = next(t for t in oprun["tests"] if t["status"] == "fail_assert_exception")
     assert failed["error_hash"] and failed["exception"].startswith("TT_FATAL") and not failed["success"]
     with_exp = _expectations(tmp, "schema: 1\nentries:\n  - op: sweepctl.test.raise\n    status: not_supported\n")

@@ -18,6 +18,7 @@ from sweeps.vector import make_vector, payload, tensor_keys
 from tests.conftest import ADD_SWEEP, DEEPSEEK, MINI, REGISTERED_OPS, ROOT, TRACER_EXAMPLES, write_json
 from tracer.args import canonical_arguments
 from tracer.errors import InputError
+from tracer.machine import hardware_summary
 from tracer.store import MasterStore, read_inputs
 
 SAMPLE = ROOT / "sweeps" / "data" / "sample_master.json"
@@ -79,7 +80,8 @@ def test_model_traced_turns_every_config_into_a_vector(paths):
     assert len(ids) == len(vectors) and ids == {v.id for v in expansion.vectors}
     for encoded, v in zip(expansion.vectors, vectors, strict=True):  # joined bytes == the checking walk's
         remade = make_vector(v["op"], v["suite"], v["machine"], v["mesh_shape"], v["inputs"], v["kwargs"],
-                             v["timeout"], v["config_hash"], v["sources"])  # fmt: skip
+                             v["timeout"], v["config_hash"], v["sources"],
+                             traced_machine=v["traced_machine"])  # fmt: skip
         assert encoded.payload == payload(remade) and encoded.id == remade["id"]
         assert (encoded.op, encoded.machine, encoded.config_hash) == (v["op"], v["machine"], v["config_hash"])
     from sweeps.profiles import route
@@ -96,6 +98,7 @@ def test_model_traced_turns_every_config_into_a_vector(paths):
         assert expected["id"] in ids, f"{op} {entry['config_hash'][:12]} was dropped"
         vector = next(v for v in vectors if v["id"] == expected["id"])
         assert vector["inputs"] == expected["inputs"] and vector["kwargs"] == expected["kwargs"]  # exactly as traced
+        assert vector["traced_machine"] == hardware_summary(info)  # the hardware it was traced on
         reason = expansion.not_run.get(vector["id"])
         assert reason == not_run_reason(op, profile, "x", untraced(op, canonical)) or profile is None
 
@@ -122,7 +125,7 @@ def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason(tmp
     for encoded, v in zip(forced.vectors, forced.decoded(), strict=True):  # joined under --machine == the walk
         assert v["mesh_shape"] == [1, 2] and v["timeout"] == timeout_for(v["op"], get_profile("n300"))
         remade = make_vector(v["op"], v["suite"], "n300", [1, 2], v["inputs"], v["kwargs"], v["timeout"],
-                             v["config_hash"], v["sources"])  # fmt: skip
+                             v["config_hash"], v["sources"], traced_machine=v["traced_machine"])  # fmt: skip
         assert encoded.payload == payload(remade) and encoded.id == remade["id"]
 
 
@@ -206,7 +209,7 @@ def test_the_store_index_path_equals_the_checking_walk_on_real_stores(tmp_path, 
     traced = [(op, config) for op, configs in built.items() for config in configs]
     assert len(traced) == len(store)
     for op, config in traced:
-        entry = store.ops[op][config.config_hash]
+        entry = store.config(op, config.config_hash)
         canonical = canonical_arguments(entry["arguments"])
         assert config.canonical == canonical
         assert config.untraced == untraced(op, canonical)

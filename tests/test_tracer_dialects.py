@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import ADD_SWEEP, DATA, DEEPSEEK, MINI, TRACER_EXAMPLES, deepcopy, write_json
 from tracer.args import canonical_arguments, canonical_value, count_unparsed
+from tracer.confighash import config_hash
 from tracer.cppjson import parse_number_list, repair
 from tracer.errors import InputError
 from tracer.master import legacy_arguments, read_master
@@ -103,10 +104,13 @@ def test_dialects_2_and_3_read_like_the_current_one(add_sweep, tmp_path):
         assert [canonical_arguments(e.arguments) for e in entries] == [
             canonical_arguments(e.arguments) for e in current
         ]
-        # the same hardware, so the same config_hash as tt-metal stored
+        # no stored hash in these dialects: the current version, from the same hardware
         store = MasterStore()
         store.merge(entries)
-        assert set(store.ops["ttnn.add"]) == {c["config_hash"] for c in configs}
+        assert [e["config_hash"] for _, e in store.entries("ttnn.add")] == [
+            config_hash("ttnn.add", c["arguments"], c["executions"][0]["machine_info"]) for c in configs
+        ]
+        assert store.hash_versions()["stale"] == []
 
 
 def test_dialect_1_with_cpp_spellings_and_unparsed_elements(add_sweep):
@@ -220,7 +224,12 @@ def test_operation_tracer_directory_keeps_ops_and_drops_infrastructure():
     add = canonical_arguments(by_op["ttnn.add"].arguments)
     assert [a["tensor"]["shape"] for a in add["args"]] == [[4, 5], [4, 5]]
     assert add["args"][0]["tensor"]["dtype"] == "BFLOAT16"
-    assert "values" not in by_op["ttnn.add"].arguments["arg0"]
+    # tt-metal keeps what was traced: the values and the host dtype they were serialised in
+    assert by_op["ttnn.add"].arguments["arg0"]["dtype"] == "float32"
+    assert by_op["ttnn.add"].arguments["arg0"]["values"][0][:2] == [0.90625, 0.953125]
+    # no _trace_metadata.json: tt-metal's defaults, the directory's name and this host's machine (none here)
+    assert by_op["ttnn.add"].executions[0]["source"] == "operation_tracer_examples"
+    assert "machine_info" not in by_op["ttnn.add"].executions[0]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,10 @@
 """Fast JSON for whole stores (orjson), with the standard library as the fallback and the judge
 of errors, so a malformed file is reported with the standard line:column. config_hash never
-uses this module: its bytes must be the standard library's `json.dumps(sort_keys=True)`."""
+uses this module: its bytes must be the standard library's `json.dumps(sort_keys=True)`.
+
+Special floats are read as the strings tt-metal stores them as ("inf", "-inf", "nan": its
+tracer rewrites `-Infinity` literals to `"-inf"`), so a store holds one spelling and orjson, which
+writes a NaN as null, never sees a float it would lose."""
 
 from __future__ import annotations
 
@@ -9,12 +13,17 @@ from typing import Any
 
 import orjson
 
+_CONSTANTS = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}
 
-def loads(data: bytes) -> Any:
+
+def loads(data: bytes, special_floats: bool = False) -> Any:
+    """`special_floats`: NaN/Infinity literals as floats (a trace file, to hash them as tt-metal
+    does) instead of tt-metal's stored strings."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)  # NaN literals, >64-bit ints; raises the standard error otherwise
+        # NaN/Infinity literals, >64-bit ints; raises the standard error otherwise
+        return json.loads(data) if special_floats else json.loads(data, parse_constant=_CONSTANTS.__getitem__)
 
 
 def dumps(value: Any) -> bytes:

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from typing import Any
 
+import orjson
+
 from tracer.cppjson import parse_int_list
 
 
@@ -26,9 +28,28 @@ def _as_int(value: Any) -> Any:
     return value
 
 
+_MEMO_LIMIT = 1 << 12
+_normalized: dict[bytes, dict[str, Any]] = {}
+
+
 def normalize_machine_info(info: Any) -> dict[str, Any] | None:
+    """One spelling per field. A store repeats a few machine infos thousands of times: each distinct
+    one is normalised once and the result shared, so callers treat it as read-only."""
     if not isinstance(info, dict) or not info:
         return None
+    try:
+        key = orjson.dumps(info)
+    except TypeError:
+        return _normalize(info)
+    found = _normalized.get(key)
+    if found is None:
+        if len(_normalized) >= _MEMO_LIMIT:
+            _normalized.clear()
+        found = _normalized[key] = _normalize(info)
+    return found
+
+
+def _normalize(info: dict[str, Any]) -> dict[str, Any]:
     out = dict(info)
     if "device_series" in out:
         out["device_series"] = normalize_series(out["device_series"])
@@ -39,7 +60,7 @@ def normalize_machine_info(info: Any) -> dict[str, Any] | None:
         if key in out:
             parsed = parse_int_list(out[key])
             if parsed is not None:
-                out[key] = parsed
+                out[key] = list(parsed)
     return out
 
 
@@ -48,6 +69,18 @@ def hardware_key(info: dict[str, Any] | None) -> list[Any] | None:
     if not info or not info.get("board_type"):
         return None
     return [info.get("board_type"), info.get("device_series"), info.get("card_count", 1)]
+
+
+HARDWARE_FIELDS = ("board_type", "card_count", "device_count", "device_series", "mesh_device_shape")  # sorted
+
+
+def hardware_summary(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fields of a traced machine that say what hardware it was (no device ids): what a vector
+    carries as its traced machine and tt-metal's exports format as a card type."""
+    if not info:
+        return None
+    summary = {key: info[key] for key in HARDWARE_FIELDS if info.get(key) is not None}
+    return summary or None
 
 
 def machine_label(info: dict[str, Any] | None) -> str:

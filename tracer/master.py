@@ -6,8 +6,9 @@
 3. `{"arguments", "contexts": [{"source": [...], "machine_info": [...]}]}`;
 4. current: `{"config_id", "config_hash", "arguments": {...}, "executions": [...]}`.
 
-Dialects 2 and 3 can name several machines for one config; the hash includes hardware, so each
-machine becomes its own entry, as tt-metal's database loader does.
+Dialects 2 and 3 can name several machines for one config: they stay one config with one
+execution per (source, machine), as tt-metal's tracer migrates them. Legacy spellings (the graph
+tracer's `{"Tensor": ...}`, `DataType::X`) are read into the current dialect (tracer.dialect).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 
 from tracer import jsonio
 from tracer.cppjson import repair
-from tracer.entry import TracedEntry, normalize_execution
+from tracer.dialect import current_arguments, has_legacy_spelling
+from tracer.entry import CONFIG_EXTRAS, TracedEntry, argument_key, argument_text, normalize_execution
 from tracer.errors import InputError
-from tracer.machine import hardware_key
 from tracer.opnames import canonical_op_name
 
 STORE_SCHEMA = 1  # metadata.sweepctl_schema of stores we write; newer ones are refused
@@ -29,10 +30,10 @@ _NULLS = frozenset({"None", "nullopt", "std::nullopt"})
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
 
 
-def load_json(path: str) -> Any:
+def load_json(path: str, special_floats: bool = False) -> Any:
     try:
         with open(path, "rb") as handle:
-            return jsonio.loads(handle.read())
+            return jsonio.loads(handle.read(), special_floats)
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except IsADirectoryError:
@@ -50,7 +51,8 @@ def is_master(data: Any) -> bool:
 
 
 def read_master(data: Any, path: str, default_uid: str | None = None) -> Iterator[TracedEntry]:
-    """Entries of a master JSON document already parsed from `path` (used in error positions)."""
+    """Entries of a master JSON document already parsed from `path` (used in error positions).
+    Executions without a trace_uid get the document's `metadata.trace_uid`, else `default_uid`."""
     if not is_master(data):
         raise InputError(path, 'unknown dialect: expected a master store with an "operations" object')
     meta = data.get("metadata") or {}
@@ -60,6 +62,8 @@ def read_master(data: Any, path: str, default_uid: str | None = None) -> Iterato
             f"{path}: metadata.sweepctl_schema",
             f"store schema {schema!r} is newer than this sweepctl understands ({STORE_SCHEMA}); upgrade sweepctl",
         )
+    if isinstance(meta, dict) and isinstance(meta.get("trace_uid"), str) and meta["trace_uid"]:
+        default_uid = meta["trace_uid"]
     operations = data["operations"]
     if not isinstance(operations, dict):
         raise InputError(f"{path}: operations", "expected an object keyed by op name")
@@ -70,38 +74,44 @@ def read_master(data: Any, path: str, default_uid: str | None = None) -> Iterato
         op = canonical_op_name(raw_op)
         for index, config in enumerate(configs):
             where = f"{path}: operations[{raw_op!r}].configurations[{index}]"
-            yield from _read_config(op, config, where, default_uid)
+            yield _read_config(op, config, where, default_uid)
 
 
-def _read_config(op: str, config: Any, where: str, default_uid: str | None) -> Iterator[TracedEntry]:
+def _read_config(op: str, config: Any, where: str, default_uid: str | None) -> TracedEntry:
+    """One config, whatever its dialect, as one entry: a config is one argument set, whichever
+    machines ran it (tt-metal keeps one config with several executions, and so do we)."""
     if isinstance(config, list):  # dialect 1
-        yield TracedEntry(op, legacy_arguments(config, where), [normalize_execution({}, default_uid)])
-        return
+        arguments, _ = current_arguments(legacy_arguments(config, where))
+        return TracedEntry(op, arguments, [normalize_execution({}, default_uid)])
     if not isinstance(config, dict) or "arguments" not in config:
         raise InputError(where, 'unknown dialect: expected a list of arguments or an object with "arguments"')
     arguments = config["arguments"]
+    stored = config.get("config_hash") if isinstance(config.get("config_hash"), str) else None
     if isinstance(arguments, list):
         arguments = legacy_arguments(arguments, f"{where}.arguments")
     elif not isinstance(arguments, dict):
         raise InputError(f"{where}.arguments", "expected an object or a list")
+    if has_legacy_spelling(arguments):
+        arguments, rewritten = current_arguments(arguments)
+        if rewritten:
+            stored = None  # it hashed the old spelling, which the store no longer holds: rehash
     if "executions" in config:  # dialect 4 (current)
         executions = config["executions"]
         if not isinstance(executions, list) or not all(isinstance(e, dict) for e in executions):
             raise InputError(f"{where}.executions", "expected a list of objects")
-        stored = config.get("config_hash")
         runs = [normalize_execution(e, default_uid) for e in executions] or [normalize_execution({}, default_uid)]
-        for entry in _split_by_hardware(op, arguments, runs, stored if isinstance(stored, str) else None):
-            entry.config_id = config.get("config_id")
-            yield entry
-        return
-    if "contexts" in config:  # dialect 3
+    elif "contexts" in config:  # dialect 3
         contexts = config["contexts"]
         if not isinstance(contexts, list):
             raise InputError(f"{where}.contexts", "expected a list")
         runs = [run for ctx in contexts for run in _runs(ctx, f"{where}.contexts", default_uid)]
+        stored = None  # these dialects never stored a hash
     else:  # dialect 2
         runs = _runs(config, where, default_uid)
-    yield from _split_by_hardware(op, arguments, runs, None)
+        stored = None
+    extras = {key: config[key] for key in CONFIG_EXTRAS if key in config}
+    key = argument_key(argument_text(arguments))
+    return TracedEntry(op, arguments, runs, stored, config.get("config_id"), extras, key)
 
 
 def _runs(holder: Any, where: str, default_uid: str | None) -> list[dict[str, Any]]:
@@ -116,19 +126,6 @@ def _runs(holder: Any, where: str, default_uid: str | None) -> list[dict[str, An
         for s in sources or [None]
         for m in infos or [None]
     ]
-
-
-def _split_by_hardware(
-    op: str, arguments: dict[str, Any], runs: list[dict[str, Any]], stored: str | None
-) -> Iterator[TracedEntry]:
-    if len(runs) == 1:
-        yield TracedEntry(op, arguments, runs, stored)
-        return
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(json.dumps(hardware_key(run.get("machine_info")), default=str), []).append(run)
-    for group in groups.values():
-        yield TracedEntry(op, arguments, group, stored if len(groups) == 1 else None)
 
 
 def legacy_arguments(items: list[Any], where: str) -> dict[str, Any]:

@@ -1,10 +1,18 @@
-"""The master store: one JSON file in tt-metal's current dialect, indexed by config_hash.
+"""The master store: one JSON file in tt-metal's current dialect.
 
-Merging is a hash lookup (tt-metal rescans every config of the op); a stored config_hash is
-tt-metal's identity and is kept as is, `verify()` recomputes them all (tt-metal's preflight
-check). Executions are kept per
-(source, trace_uid): the same trace run imported twice counts once, distinct runs add up
-(tt-metal keeps the max). Writes are atomic: temp file in the same directory, fsync, rename.
+A config is one argument set of one op, as tt-metal deduplicates them: the same arguments traced
+on several machines stay one config with one config_hash and one execution per run. Merging is a
+dict lookup keyed by the arguments' sorted JSON (tt-metal compares the same JSON, rescanning every
+config of the op), so a config is found whatever version of config_hash it carries. A stored
+config_hash is tt-metal's identity and is kept as is; a new config gets the current version.
+`hash_versions()` recomputes them all (tt-metal's preflight check) and says which version each
+stored hash is.
+
+Executions are kept per (source, trace_uid): the same trace run imported twice counts once,
+distinct runs add up (tt-metal keeps the max). Writes are atomic: temp file in the same
+directory, fsync, rename. The written document follows tt-metal's: `last_updated` as
+`%Y-%m-%d %H:%M:%S`, `metadata.trace_uid` and each config's `sweep_source_hash` kept, and keys
+without a value left out.
 """
 
 from __future__ import annotations
@@ -24,12 +32,12 @@ from typing import Any
 
 from tracer import jsonio
 from tracer.args import canonical_arguments, count_unparsed
-from tracer.confighash import config_hash
-from tracer.entry import TracedEntry
+from tracer.confighash import CURRENT, LEGACY, config_hash, hash_version
+from tracer.entry import TracedEntry, argument_key, argument_text
 from tracer.errors import InputError
 from tracer.machine import machine_label
 from tracer.master import STORE_SCHEMA, is_master, load_json, read_master
-from tracer.optrace import is_call_record, read_trace_dir
+from tracer.optrace import is_call_record, read_trace_dir, trace_dir_metadata
 
 _HF_MODEL = re.compile(r"\[HF_MODEL:([^\]]+)\]")
 
@@ -82,23 +90,40 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def read_inputs(paths: Iterable[str]) -> list[TracedEntry]:
-    """Every entry of the given master files and operation_tracer directories; all or nothing.
+@dataclass
+class Inputs:
+    """What `sweepctl store import` read: every entry, and the trace_uid the inputs name in their
+    metadata (the last one wins), which the written store keeps as `metadata.trace_uid`."""
 
-    An input without trace_uid gets `file-<sha256 of its bytes>`, so re-importing the same file
-    is idempotent while two different files add their counts.
+    entries: list[TracedEntry] = field(default_factory=list)
+    trace_uid: str | None = None
+
+
+def load_inputs(paths: Iterable[str]) -> Inputs:
+    """Every entry of the given master files and trace directories; all or nothing.
+
+    An input without trace_uid gets `file-<sha256 of its bytes>` (a directory `dir-<path digest>`),
+    so re-importing the same file is idempotent while two different files add their counts.
     """
-    entries: list[TracedEntry] = []
+    inputs = Inputs()
     with bulk():
         for path in paths:
-            entries.extend(_read_input(path))
-    return entries
+            entries, uid = _read_input(path)
+            inputs.entries.extend(entries)
+            inputs.trace_uid = uid or inputs.trace_uid
+    return inputs
 
 
-def _read_input(path: str) -> list[TracedEntry]:
+def read_inputs(paths: Iterable[str]) -> list[TracedEntry]:
+    return load_inputs(paths).entries
+
+
+def _read_input(path: str) -> tuple[list[TracedEntry], str | None]:
     if os.path.isdir(path):
-        uid = "dir-" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
-        return read_trace_dir(path, source=path, machine_info=None, trace_uid=uid)
+        meta = trace_dir_metadata(path)
+        uid = meta.trace_uid or "dir-" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        entries = read_trace_dir(path, meta.source, meta.machine_info, uid, with_values=True)
+        return entries, meta.trace_uid
     data = load_json(path)
     if is_master(data):
         entries = list(read_master(data, path))
@@ -107,7 +132,9 @@ def _read_input(path: str) -> list[TracedEntry]:
             uid = "file-" + _file_digest(path)[:16]
             for run in anonymous:
                 run["trace_uid"] = uid
-        return entries
+        meta = data.get("metadata")
+        uid = meta.get("trace_uid") if isinstance(meta, dict) else None
+        return entries, uid if isinstance(uid, str) and uid else None
     if is_call_record(data):
         raise InputError(path, "an operation_tracer call file: import its directory instead")
     raise InputError(path, 'unknown dialect: neither a master store ("operations") nor a trace directory')
@@ -115,7 +142,8 @@ def _read_input(path: str) -> list[TracedEntry]:
 
 class MasterStore:
     def __init__(self) -> None:
-        self.ops: dict[str, dict[str, dict[str, Any]]] = {}  # op -> config_hash -> current-dialect entry
+        self.ops: dict[str, dict[int, dict[str, Any]]] = {}  # op -> argument_key -> current-dialect entry
+        self.trace_uid: str | None = None  # metadata.trace_uid, kept across read and write
         self._next_id = 1
 
     @classmethod
@@ -124,7 +152,11 @@ class MasterStore:
         if missing_ok and not os.path.exists(path):
             return store
         with bulk():
-            store.merge(read_master(load_json(path), path))
+            data = load_json(path)
+            store.merge(read_master(data, path))
+        meta = data.get("metadata") if isinstance(data, dict) else None
+        uid = meta.get("trace_uid") if isinstance(meta, dict) else None
+        store.trace_uid = uid if isinstance(uid, str) and uid else None
         return store
 
     def __len__(self) -> int:
@@ -137,54 +169,74 @@ class MasterStore:
     def _merge(self, entries: Iterable[TracedEntry]) -> MergeSummary:
         summary = MergeSummary()
         for entry in entries:
-            digest = entry.stored_hash or config_hash(entry.op, entry.arguments, _machine(entry.executions))
             configs = self.ops.setdefault(entry.op, {})
-            existing = configs.get(digest)
+            key = entry.key if entry.key is not None else argument_key(argument_text(entry.arguments))
+            existing = configs.get(key)
+            while existing is not None and argument_text(existing["arguments"]) != argument_text(entry.arguments):
+                key += 1  # another argument set with the same key: the next free slot (nothing is ever removed)
+                existing = configs.get(key)
             if existing is None:
                 config_id = entry.config_id if entry.config_id is not None else self._next_id
                 if isinstance(config_id, int):
                     self._next_id = max(self._next_id, config_id + 1)
-                configs[digest] = {
+                digest = entry.stored_hash or config_hash(entry.op, entry.arguments, _machine(entry.executions))
+                configs[key] = {
                     "config_id": config_id,
                     "config_hash": digest,
                     "arguments": entry.arguments,
                     "executions": [dict(run) for run in entry.executions],
+                    **entry.extras,
                 }
                 summary.new[entry.op] += 1
             else:
                 _merge_executions(existing["executions"], entry.executions)
+                for name, value in entry.extras.items():
+                    existing.setdefault(name, value)
                 summary.known[entry.op] += 1
         return summary
 
-    def verify(self) -> list[dict[str, str]]:
-        """Configs whose stored config_hash differs from the one recomputed from their arguments."""
+    def config(self, op: str, digest: str) -> dict[str, Any] | None:
+        """The first config of `op` whose config_hash is `digest` (None: no such config)."""
+        return next((entry for _, entry in self.entries(op) if entry["config_hash"] == digest), None)
+
+    def hash_versions(self) -> dict[str, Any]:
+        """Which version of config_hash reproduces each stored hash: counts per version, and the
+        configs neither version reproduces (stale). Both versions agreeing count as current."""
+        versions = {CURRENT: 0, LEGACY: 0}
         stale = []
         for op, entry in self.entries():
-            recomputed = config_hash(op, entry["arguments"], _machine(entry["executions"]))
-            if recomputed != entry["config_hash"]:
-                stale.append(
-                    {
-                        "op": op,
-                        "config_id": entry["config_id"],
-                        "stored": entry["config_hash"],
-                        "recomputed": recomputed,
-                    }
-                )
-        return stale
+            machine = _machine(entry["executions"])
+            version = hash_version(entry["config_hash"], op, entry["arguments"], machine)
+            if version is not None:
+                versions[version] += 1
+                continue
+            stale.append(
+                {
+                    "op": op,
+                    "config_id": entry["config_id"],
+                    "stored": entry["config_hash"],
+                    "recomputed": config_hash(op, entry["arguments"], machine),
+                }
+            )
+        return {"configs": len(self), "versions": versions, "stale": stale}
+
+    def verify(self) -> list[dict[str, Any]]:
+        """Configs whose stored config_hash neither version reproduces from their arguments."""
+        return self.hash_versions()["stale"]
 
     def to_json(self) -> dict[str, Any]:
         operations = {op: {"configurations": list(configs.values())} for op, configs in sorted(self.ops.items())}
-        return {
-            "operations": operations,
-            "metadata": {
-                "models": sorted(self.models()),
-                "unique_operations": len(self.ops),
-                "total_configurations": len(self),
-                "operations_summary": {op: len(c) for op, c in sorted(self.ops.items())},
-                "last_updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "sweepctl_schema": STORE_SCHEMA,
-            },
+        metadata: dict[str, Any] = {
+            "models": sorted(self.models()),
+            "unique_operations": len(self.ops),
+            "total_configurations": len(self),
+            "operations_summary": {op: len(c) for op, c in sorted(self.ops.items())},
+            "last_updated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),  # tt-metal's format, local time
+            "sweepctl_schema": STORE_SCHEMA,
         }
+        if self.trace_uid:
+            metadata["trace_uid"] = self.trace_uid
+        return {"operations": operations, "metadata": metadata}
 
     def save(self, path: str) -> None:
         """Atomic: readers see the old store or the new one, never half of it."""
@@ -214,7 +266,8 @@ class MasterStore:
             for run in entry["executions"]:
                 row["executions"] += run["count"]
                 row["models"].add(model_of(run.get("source")))
-            machines[machine_label(entry["executions"][0].get("machine_info"))] += 1
+            for label in {machine_label(run.get("machine_info")) for run in entry["executions"]}:
+                machines[label] += 1  # configs per machine: one traced on two machines counts on both
         for row in per_op.values():
             row["models"] = sorted(row["models"])
         return {
