@@ -62,6 +62,7 @@ OPTEST_STATUS = {
     status.NOT_RUN: "skipped",
     status.EXPIRED: "skipped",
     status.CANCELED: "skipped",
+    status.REUSED: "skipped",  # not run in this run: its verdict is the base run's PASS
     status.INFRA: "error",
     XFAIL: "error",  # tt-metal maps it to "xfail", which its TestStatus rejects: its fallback is "error"
     XPASS: "error",  # likewise "xpass"

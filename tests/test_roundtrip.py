@@ -338,6 +338,7 @@ def test_every_status_exports_valid_optest_and_the_run_status_says_what_happened
         status.FAIL_OP: "fail_assert_exception", status.FAIL_L1_OOM: "fail_l1_out_of_mem",
         status.HANG: "fail_crash_hang", status.CRASH: "fail_crash_hang", status.INVALID: "skipped",
         status.INFRA: "error", status.NOT_RUN: "skipped", status.EXPIRED: "skipped", status.CANCELED: "skipped",
+        status.REUSED: "skipped",
     }  # fmt: skip
     assert oprun.status.value == "did_not_finish"  # vectors were canceled and expired
     cases = {
