@@ -18,9 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from tracer.cppjson import parse_int_list, parse_number_list
+from tracer.jsonio import memoized
 
 DTYPES = frozenset(
     {"BFLOAT16", "FLOAT32", "UINT32", "BFLOAT8_B", "BFLOAT4_B", "UINT8", "UINT16", "INT32", "FP8_E4M3", "INT8"}
@@ -56,26 +55,7 @@ _MEMO_LIMIT = 1 << 16
 
 
 def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Traced stores repeat the same tensors, memory configs and placements thousands of times:
-    convert each distinct raw dict once. Results are shared, so callers treat them as read-only."""
-    cache: dict[bytes, Any] = {}
-
-    @functools.wraps(convert)
-    def wrapper(raw: Any) -> Any:
-        if not isinstance(raw, dict):
-            return convert(raw)
-        try:
-            key = orjson.dumps(raw)
-        except TypeError:
-            return convert(raw)
-        found = cache.get(key)
-        if found is None:
-            if len(cache) >= _MEMO_LIMIT:
-                cache.clear()
-            found = cache[key] = convert(raw)
-        return found
-
-    return wrapper
+    return memoized(convert, _MEMO_LIMIT)
 
 
 def unparsed(raw: Any, reason: str) -> dict[str, Any]:

@@ -8,7 +8,9 @@ writes a NaN as null, never sees a float it would lose."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,3 +33,27 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # ints beyond 64 bits
         return json.dumps(value, ensure_ascii=False).encode()
+
+
+def memoized(convert: Callable[[Any], Any], limit: int) -> Callable[[Any], Any]:
+    """Traced stores repeat the same tensors, memory configs, placements and machine infos thousands
+    of times: convert each distinct raw dict once (keyed by its JSON, at most `limit` kept). Results
+    are shared, so callers treat them as read-only."""
+    cache: dict[bytes, Any] = {}
+
+    @functools.wraps(convert)
+    def wrapper(raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return convert(raw)
+        try:
+            key = orjson.dumps(raw)
+        except TypeError:
+            return convert(raw)
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= limit:
+                cache.clear()
+            found = cache[key] = convert(raw)
+        return found
+
+    return wrapper

@@ -7,9 +7,8 @@ import shutil
 import subprocess
 from typing import Any
 
-import orjson
-
 from tracer.cppjson import parse_int_list
+from tracer.jsonio import memoized
 
 
 def normalize_series(series: Any) -> Any:
@@ -28,25 +27,12 @@ def _as_int(value: Any) -> Any:
     return value
 
 
-_MEMO_LIMIT = 1 << 12
-_normalized: dict[bytes, dict[str, Any]] = {}
-
-
 def normalize_machine_info(info: Any) -> dict[str, Any] | None:
     """One spelling per field. A store repeats a few machine infos thousands of times: each distinct
     one is normalised once and the result shared, so callers treat it as read-only."""
     if not isinstance(info, dict) or not info:
         return None
-    try:
-        key = orjson.dumps(info)
-    except TypeError:
-        return _normalize(info)
-    found = _normalized.get(key)
-    if found is None:
-        if len(_normalized) >= _MEMO_LIMIT:
-            _normalized.clear()
-        found = _normalized[key] = _normalize(info)
-    return found
+    return _normalized(info)
 
 
 def _normalize(info: dict[str, Any]) -> dict[str, Any]:
@@ -135,3 +121,6 @@ def detect_machine_info(timeout: float = 30.0) -> dict[str, Any] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_tt_smi_list(proc.stdout) if proc.returncode == 0 else None
+
+
+_normalized = memoized(_normalize, 1 << 12)
