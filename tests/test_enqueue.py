@@ -255,7 +255,7 @@ def test_chunk_must_be_between_1_and_its_limit(capsys, shared_redis):
     assert main([*base, "--expires", "-1"]) == 2 and "--expires" in capsys.readouterr().err
     assert not redis.Redis.from_url(shared_redis).exists("sweepctl:run:chunk")
     assert main([*base, "--chunk", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["chunks"] == 31  # one message per queued vector
+    assert json.loads(capsys.readouterr().out)["chunks"] == 32  # one message per queued vector
 
 
 BAD_URLS = (
@@ -395,12 +395,12 @@ def test_a_machine_with_no_live_worker_is_said_so_and_its_vectors_expire(redis_s
     enq = sweepctl("enqueue", "--store", SAMPLE, "--machine", "t3k", "--expires", "11", "--json", *url)
     assert enq.returncode == 0, enq.stderr
     summary = json.loads(enq.stdout)
-    assert summary["no_live_worker"] == {"t3k": 30} and summary["queued"] == {"t3k": 30}
-    assert "no live t3k worker: 30 vectors wait until one starts, or end EXPIRED after 11 s" in enq.stderr
+    assert summary["no_live_worker"] == {"t3k": 31} and summary["queued"] == {"t3k": 31}
+    assert "no live t3k worker: 31 vectors wait until one starts, or end EXPIRED after 11 s" in enq.stderr
     run_id = summary["run_id"]
     state = json.loads(sweepctl("status", run_id, "--json", *url).stdout)
-    assert state["no_live_worker"] == {"t3k": 30} and not state["complete"]
-    assert "[no live t3k worker: 30 vectors wait]" in sweepctl("status", run_id, *url).stdout
+    assert state["no_live_worker"] == {"t3k": 31} and not state["complete"]
+    assert "[no live t3k worker: 31 vectors wait]" in sweepctl("status", run_id, *url).stdout
 
     watch = sweepctl("watch", run_id, "--timeout", "60", *url)
     assert watch.returncode == 0, watch.stderr
@@ -408,9 +408,9 @@ def test_a_machine_with_no_live_worker_is_said_so_and_its_vectors_expire(redis_s
     assert len(lines) == 2 and "no live t3k worker" in lines[0] and " done " in lines[1], lines
     client, keys = redis.Redis.from_url(redis_server), Keys()
     finals = [parse_final(v)[0] for v in client.hgetall(keys.final(run_id)).values()]
-    assert len(finals) == 33 and finals.count(status.EXPIRED) == 30  # and the INVALID and NOT_RUN ones
+    assert len(finals) == 33 and finals.count(status.EXPIRED) == 31  # and the INVALID ones
     assert client.hlen(keys.records(run_id)) == 33 and not client.zscore(keys.expiring(), run_id)
-    assert "EXPIRED 30" in sweepctl("report", run_id, *url).stdout
+    assert "EXPIRED 31" in sweepctl("report", run_id, *url).stdout
 
 
 def test_expiry_waits_for_a_running_vector_and_books_each_once(shared_redis):
@@ -485,7 +485,7 @@ def test_reuse_books_the_base_runs_passes_and_runs_the_rest(redis_server, n300_w
     before = _finals(client, keys, "base")
     passed = {v for v, s in before.items() if s == status.PASS}
     others = sorted(s for s in before.values() if s != status.PASS)
-    assert others == [status.FAIL_OP, status.HANG, status.INVALID, status.INVALID, status.NOT_RUN]
+    assert others == [status.FAIL_OP, status.HANG, status.INVALID, status.INVALID]
 
     argv = ("enqueue", "--store", SAMPLE, "--machine", "n300", "--run-id", "again", "--json", *url)
     assert _one_line(sweepctl(*argv[:-2], "--reuse", "nope", *url), "run nope: no such run")
@@ -570,8 +570,8 @@ def test_the_enqueue_that_finishes_a_dead_one_books_its_never_run_vectors_instea
     assert progress(client, keys, "half")["total"] == 33 and not client.exists(keys.final("half"))
     assert main(["enqueue", "--store", SAMPLE, "--run-id", "half", "--json", "--redis", shared_redis]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["requeued"] == 33 and summary["queued"] == {"galaxy": 18, "n300": 13}
+    assert summary["requeued"] == 33 and summary["queued"] == {"galaxy": 18, "n300": 14}
     finals = _finals(client, keys, "half")
-    assert sorted(finals.values()) == [status.INVALID, status.NOT_RUN]
+    assert sorted(finals.values()) == [status.INVALID]
     queued = _queued_ids(client, keys, "half")
-    assert len(queued) == len(set(queued)) == 31 and not set(queued) & set(finals)
+    assert len(queued) == len(set(queued)) == 32 and not set(queued) & set(finals)
