@@ -92,3 +92,33 @@ def running_redis(directory: Path) -> Iterator[str]:
 def redis_server(tmp_path_factory):
     with running_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@contextlib.contextmanager
+def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str) -> Iterator[None]:
+    """A real `sweepctl worker` (emulated n300, test ops on, 0.5 s heartbeat) on `url` under `prefix`,
+    logging to log_dir/worker.log; its process group gets SIGTERM on exit."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5", **env}
+    log = open(log_dir / "worker.log", "wb")  # noqa: SIM115 - the worker's for its lifetime
+    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated",
+           "--name", name, "--redis", url, "--prefix", prefix]  # fmt: skip
+    worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        log.close()
+
+
+def cli(url: str, prefix: str, *args: str):
+    """`sweepctl ARGS --redis URL --prefix PREFIX` in a fresh process, as a user runs it."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "broker.cli", *args, "--redis", url, "--prefix", prefix]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)

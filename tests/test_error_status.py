@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from sweeps.nightly import DRAM, tensor
 from sweeps.profiles import get_profile
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, running_redis
+from tests.conftest import ROOT, cli, emulated_worker, running_redis
 
 PREFIX = "errors"
 FRAME = re.compile(r" \[((?:tracer|sweeps|broker|workers)/[\w/]+\.py):(\d+) in (\w+)\]$")
@@ -173,13 +172,7 @@ def runs(tmp_path_factory):
     resets = tmp / "resets.log"
     with running_redis(tmp) as url:
         client, keys = redis.Redis.from_url(url), Keys(PREFIX)
-        env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5",
-               "SWEEPCTL_RESET_COMMAND": f"sh -c 'echo reset >> {resets}'"}  # fmt: skip
-        log = open(tmp / "worker.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated",
-               "--name", "w-errors", "--redis", url, "--prefix", PREFIX]  # fmt: skip
-        worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-        try:
+        with emulated_worker(url, PREFIX, "w-errors", tmp, SWEEPCTL_RESET_COMMAND=f"sh -c 'echo reset >> {resets}'"):
             app = make_app(url, keys)
             for run_id, vectors in (("base", BASE), ("run", RUN)):
                 publish(app, client, keys, Plan(run_id, Selection(), Expansion.of(vectors), {}), chunk=3)
@@ -189,14 +182,10 @@ def runs(tmp_path_factory):
                     pytest.fail("the runs did not finish: " + (tmp / "worker.log").read_text()[-3000:])
                 time.sleep(0.2)
             yield url, client, keys, tmp, resets
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
 
 
 def sweepctl(url: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "broker.cli", *args, "--redis", url, "--prefix", PREFIX]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return cli(url, PREFIX, *args)
 
 
 def _records(client, keys, run_id: str) -> dict[str, list[dict]]:

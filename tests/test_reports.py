@@ -13,9 +13,7 @@ import copy
 import csv
 import io
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ from sweeps import status
 from sweeps.index import load as load_index
 from sweeps.suites import Expansion, Selection, expand
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, running_redis
+from tests.conftest import ROOT, cli, emulated_worker, running_redis
 from tests.ttmetal_models import OpRun
 from tracer.store import MasterStore
 
@@ -78,12 +76,7 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reports")
     with running_redis(tmp) as url:
         client, keys = redis.Redis.from_url(url), Keys(PREFIX)
-        env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5"}
-        log = open(tmp / "worker.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated",
-               "--name", "w-reports", "--redis", url, "--prefix", PREFIX]  # fmt: skip
-        worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-        try:
+        with emulated_worker(url, PREFIX, "w-reports", tmp):
             app = make_app(url, keys)
             for run_id, vectors in zip(("base", "run"), _runs(), strict=True):
                 publish(app, client, keys, Plan(run_id, Selection(), Expansion.of(vectors), {}), chunk=2)
@@ -95,14 +88,10 @@ def runs(tmp_path_factory):
             else:
                 pytest.fail("the runs did not finish: " + (tmp / "worker.log").read_text()[-3000:])
             yield url, tmp
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
 
 
 def sweepctl(url: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "broker.cli", *args, "--redis", url, "--prefix", PREFIX]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return cli(url, PREFIX, *args)
 
 
 def test_report_buckets_failures_by_signature(runs):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from tests.conftest import (
     SAMPLE,
     TRACER_EXAMPLES,
     deepcopy,
+    emulated_worker,
     running_redis,
     write_json,
 )
@@ -414,12 +414,7 @@ def real_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("roundtrip")
     with running_redis(tmp) as url:
         client, keys = redis.Redis.from_url(url), Keys(PREFIX)
-        env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5"}
-        log = open(tmp / "worker.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated",
-               "--name", "w-roundtrip", "--redis", url, "--prefix", PREFIX]  # fmt: skip
-        worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-        try:
+        with emulated_worker(url, PREFIX, "w-roundtrip", tmp):
             app = make_app(url, keys)
             mixed = [_test_vector("noop", 1), _test_vector("raise", 2), _test_vector("raise", 3),
                      _test_vector("noop", 4), _test_vector("golden_error", 5, inputs=[A, 1, 2]),
@@ -444,9 +439,6 @@ def real_runs(tmp_path_factory):
                 time.sleep(0.2)
             (tmp / "expectations.yaml").write_text(EXPECTATIONS)
             yield url, tmp
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
 
 
 def _export(url: str, tmp, run_id: str, *extra: str) -> dict:
