@@ -276,13 +276,6 @@ def stat_columns(output: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
 _Adapter = Callable[[Any, list[Any], dict[str, Any], dict[str, Any]], Any]
 
 
-def _arg(args: list[Any], kwargs: dict[str, Any], position: int, name: str, default: Any = None) -> Any:
-    """A traced argument that models pass either positionally or by name."""
-    if name in kwargs:
-        return kwargs[name]
-    return args[position] if len(args) > position else default
-
-
 def _pair(value: Any, default: int) -> tuple[int, int]:
     if value is None:
         return default, default
@@ -296,7 +289,7 @@ def input_only(op: str) -> _Adapter:
     positional flags (vector mode, approximation) that the torch function would take as `out`."""
 
     def golden(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
-        return ttnn.get_golden_function(getattr(ttnn, op))(_arg(args, kwargs, 0, "input_tensor"))
+        return ttnn.get_golden_function(getattr(ttnn, op))(take(args, kwargs, 0, "input_tensor", default=None))
 
     golden.__name__ = f"input_only_{op}"
     return golden
@@ -304,15 +297,15 @@ def input_only(op: str) -> _Adapter:
 
 def nlp_concat_heads(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
     """[B, heads, S, head_dim] -> [B, 1, S, heads * head_dim]."""
-    x = _arg(args, kwargs, 0, "input_tensor")
+    x = take(args, kwargs, 0, "input_tensor", default=None)
     batch, heads, seq, dim = x.shape
     return x.permute(0, 2, 1, 3).reshape(batch, 1, seq, heads * dim)
 
 
 def nlp_concat_heads_decode(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
     """[1, B, padded heads, head_dim] -> [1, 1, B, num_heads * head_dim] (padding heads dropped)."""
-    x = _arg(args, kwargs, 0, "input_tensor")
-    heads = int(_arg(args, kwargs, 1, "num_heads", x.shape[2]))
+    x = take(args, kwargs, 0, "input_tensor", default=None)
+    heads = int(take(args, kwargs, 1, "num_heads", default=x.shape[2]))
     return x[:, :, :heads, :].reshape(1, 1, x.shape[1], heads * x.shape[3])
 
 
@@ -327,8 +320,8 @@ def nlp_create_qkv_heads(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx
     transpose_k_heads=False), V [B, kv, S, d]."""
     import torch
 
-    x = _arg(args, kwargs, 0, "input")
-    kv_input = _arg(args, kwargs, 1, "input_kv")
+    x = take(args, kwargs, 0, "input", default=None)
+    kv_input = take(args, kwargs, 1, "input_kv", default=None)
     q_heads = int(kwargs["num_heads"])
     kv_heads = int(kwargs.get("num_kv_heads") or q_heads)
     if kv_input is None:
@@ -348,14 +341,14 @@ def nlp_create_qkv_heads_falcon7b(ttnn: Any, args: list[Any], kwargs: dict[str, 
     """Falcon-7B's fused QKV [B, 1, S, 4672] -> Q [B, 71, S, 64], K and V [B, 1, S, 64]."""
     import torch
 
-    x = _arg(args, kwargs, 0, "input")
+    x = take(args, kwargs, 0, "input", default=None)
     q, k, v = torch.split(x, [71 * 64, 64, 64], dim=-1)
     return _heads(q, 71, 64), _heads(k, 1, 64), _heads(v, 1, 64)
 
 
 def nlp_create_qkv_heads_segformer(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
     """Segformer's Q [B, 1, S, heads * 32] -> [B, heads, S, 32] (head_dim is fixed at 32)."""
-    x = _arg(args, kwargs, 0, "input")
+    x = take(args, kwargs, 0, "input", default=None)
     return _heads(x, x.shape[-1] // 32, 32)
 
 
@@ -364,7 +357,7 @@ def create_qkv_heads(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: di
     K [B, kv, S, d] ([B, kv, d, S] when transpose_k_heads), V [B, kv, S, d]."""
     import torch
 
-    x = _arg(args, kwargs, 0, "input")
+    x = take(args, kwargs, 0, "input", default=None)
     q_heads = int(kwargs["num_heads"])
     kv_heads = int(kwargs.get("num_kv_heads") or q_heads)
     group = q_heads // kv_heads
@@ -391,11 +384,11 @@ def _rotate(x: Any, cos: Any, sin: Any, trans_mat: Any) -> Any:
 def rotary_embedding_llama_fused_qk(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
     """Q [1, Bq, heads, d] and K [1, Bk, kv heads, d] rotated with cos/sin [1, Bq + Bk, 1, d] (the
     first Bq rows for Q, the rest for K) and the traced trans_mat. Returns (Q, K)."""
-    q = _arg(args, kwargs, 0, "q_input_tensor")
-    k = _arg(args, kwargs, 1, "k_input_tensor")
-    cos = _arg(args, kwargs, 2, "cos_cache")[..., :1, :]
-    sin = _arg(args, kwargs, 3, "sin_cache")[..., :1, :]
-    trans_mat = _arg(args, kwargs, 4, "trans_mat")
+    q = take(args, kwargs, 0, "q_input_tensor", default=None)
+    k = take(args, kwargs, 1, "k_input_tensor", default=None)
+    cos = take(args, kwargs, 2, "cos_cache", default=None)[..., :1, :]
+    sin = take(args, kwargs, 3, "sin_cache", default=None)[..., :1, :]
+    trans_mat = take(args, kwargs, 4, "trans_mat", default=None)
     users = q.shape[1]
     return (
         _rotate(q, cos[:, :users], sin[:, :users], trans_mat),
@@ -460,7 +453,7 @@ def max_pool2d(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str
 
     names = ("input_tensor", "batch_size", "input_h", "input_w", "channels", "kernel_size", "stride", "padding",
              "dilation", "ceil_mode")  # fmt: skip
-    a = {name: _arg(args, kwargs, i, name) for i, name in enumerate(names)}
+    a = {name: take(args, kwargs, i, name, default=None) for i, name in enumerate(names)}
     x = _nhwc(a["input_tensor"].float(), int(a["batch_size"]), int(a["input_h"]), int(a["input_w"]), int(a["channels"]))
     padding = list(a["padding"] or [0, 0])
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
@@ -477,7 +470,7 @@ def conv_transpose2d(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: di
 
     names = ("input_tensor", "weight_tensor", "in_channels", "out_channels", "batch_size", "input_height",
              "input_width", "kernel_size", "stride", "padding", "output_padding", "dilation", "groups")  # fmt: skip
-    a = {name: _arg(args, kwargs, i, name) for i, name in enumerate(names)}
+    a = {name: take(args, kwargs, i, name, default=None) for i, name in enumerate(names)}
     in_channels = int(a["in_channels"])
     x = _nhwc(a["input_tensor"].float(), int(a["batch_size"]), int(a["input_height"]), int(a["input_width"]),
               in_channels)  # fmt: skip
@@ -497,7 +490,7 @@ def conv_transpose2d(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: di
 
 def convert_to_chw(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
     """[1, 1, H*W, C] -> [1, 1, C, H*W]."""
-    return _arg(args, kwargs, 0, "input").transpose(-2, -1)
+    return take(args, kwargs, 0, "input", default=None).transpose(-2, -1)
 
 
 def rotary_embedding(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
@@ -505,10 +498,10 @@ def rotary_embedding(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: di
     the cache rows of positions 0..S-1)."""
     import torch
 
-    x = _arg(args, kwargs, 0, "input_tensor")
-    cos = _arg(args, kwargs, 1, "cos_cache")
-    sin = _arg(args, kwargs, 2, "sin_cache")
-    token = _arg(args, kwargs, 3, "token_index")
+    x = take(args, kwargs, 0, "input_tensor", default=None)
+    cos = take(args, kwargs, 1, "cos_cache", default=None)
+    sin = take(args, kwargs, 2, "sin_cache", default=None)
+    token = take(args, kwargs, 3, "token_index", default=None)
     if token is not None:
         return ttnn.get_golden_function(ttnn.experimental.rotary_embedding)(x, cos, sin, int(token))
     half = x.shape[-1] // 2
