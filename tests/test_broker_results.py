@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from broker.keys import Keys
-from broker.report import build, progress
+from broker.reports.summary import build, progress
 from broker.results import CANCELED, DEAD, FINAL, LEASED, Results, make_record, pcc_bucket, pcc_of_bucket, signature
 from broker.results import RUN as RUN_IT
 from sweeps import status

@@ -27,7 +27,7 @@ import yaml
 
 from broker.app import make_app
 from broker.cli import build_parser
-from broker.commands import cmd_worker, worker_target
+from broker.cli.commands import cmd_worker, worker_target
 from broker.coordinator import Plan, publish
 from broker.embedded import free_port
 from broker.keys import Keys

@@ -24,7 +24,7 @@ from broker.cli import main
 from broker.coordinator import LOCK_TTL, EnqueueLock, plan, publish
 from broker.embedded import free_port
 from broker.keys import Keys
-from broker.report import progress
+from broker.reports.summary import progress
 from broker.results import parse_final
 from sweeps import status
 from sweeps.suites import Selection, all_cases, count_all_cases
@@ -468,7 +468,7 @@ def test_reuse_books_the_base_runs_passes_and_runs_the_rest(redis_server, n300_w
     """Item 8: a vector that PASSED in BASE on the same backend, ttnn version and machine is REUSED
     (final, counted apart, never started here); what failed, hung or never ran there runs again."""
     from broker.app import make_app
-    from broker.commands import _reuse
+    from broker.cli.commands import _reuse
     from broker.coordinator import Plan, Reuse
     from sweeps.suites import Expansion
 

@@ -14,7 +14,7 @@ from broker.app import make_app
 from broker.coordinator import Plan, publish
 from broker.embedded import free_port
 from broker.keys import Keys
-from broker.report import build
+from broker.reports.summary import build
 from broker.results import Results, make_record
 from sweeps import status
 from sweeps.suites import Expansion, Selection

@@ -20,7 +20,7 @@ from typing import Any
 
 from broker.coordinator import require_run
 from broker.keys import Keys
-from broker.report import failure_buckets, read_agg
+from broker.reports.summary import failure_buckets, read_agg
 from broker.results import parse_final
 from sweeps import status
 from sweeps.vector import decode
