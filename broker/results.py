@@ -8,17 +8,7 @@ attempt number, whatever copies of its chunk are around. `finish` writes the att
 with HSETNX and, the first time a vector reaches a final status, bumps the counters; a record for a
 vector that is final already is dropped (a record never contradicts its vector's final status).
 All steps are idempotent, so a writer may resend them after a lost connection.
-Aggregates (`{p}:run:R:agg` fields):
-
-  done, t_first, t_last              vectors with a final status; first/last finish (unix s)
-  s|STATUS  os|OP|STATUS  ms|MACHINE|STATUS      counts
-  om|MACHINE|OP|STATUS                            counts per machine and op
-  fb|SIG|STATUS|OP|MACHINE                        failure buckets: final non-PASS vectors per signature
-  st|SIG  sx|SIG                                  a bucket's signature text and one example vector
-  pmin|OP                            lowest PCC of an executed vector
-  ph|OP|B                            PCC histogram, B = floor(10 * -log10(1 - pcc)), capped at 120
-  b|BACKEND                          executed vectors per backend (emulated results say so)
-  eh|OP|B                            e2e histogram, B = floor(8 * log2(ms * 1000)) (microseconds)
+The run's aggregates (`{p}:run:R:agg`) are named by broker.keys.Agg.
 The final hash holds `STATUS|pcc|e2e_ms|SIG` per vector (parse_final): enough to compare two runs
 without reading a record. SIG is sig_id(signature): 12 hex digits of its sha1.
 Histograms give the median PCC to a tenth of a decade of (1 - PCC) and e2e percentiles to 9%.
@@ -33,17 +23,19 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from string import Template
 from typing import Any
 
 import msgpack
 
-from broker.keys import Keys
+from broker.keys import Agg, Keys
 from sweeps import status
 
 # Operations travel as one msgpack blob per script call (redis-py spends more packing many small
 # arguments than Redis spends running the script). KEYS: records, final, agg, failed, attempts.
+# Aggregate field names come from broker.keys.Agg ($NAME below).
 # Returns {finishes dropped because their vector was final already (late records), vectors 'F' booked}.
-_WRITE = """
+_WRITE = Template("""
 local ops = cmsgpack.unpack(ARGV[1])
 local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local late, booked = 0, 0
@@ -52,17 +44,17 @@ for _, op in ipairs(ops) do
     -- unfinal (retry): vector id, status, op, machine, executed, pcc bucket, e2e bucket, backend, sig id
     if redis.call('HDEL', final, op[2]) == 1 then
       local name, st = op[4], op[3]
-      redis.call('HINCRBY', agg, 'done', -1)
-      redis.call('HINCRBY', agg, 's|' .. st, -1)
-      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, -1)
-      redis.call('HINCRBY', agg, 'ms|' .. op[5] .. '|' .. st, -1)
-      redis.call('HINCRBY', agg, 'om|' .. op[5] .. '|' .. name .. '|' .. st, -1)
-      if op[6] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[9], -1) end
+      redis.call('HINCRBY', agg, '$DONE', -1)
+      redis.call('HINCRBY', agg, '$STATUS' .. st, -1)
+      redis.call('HINCRBY', agg, '$OP_STATUS' .. name .. '$SEP' .. st, -1)
+      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. op[5] .. '$SEP' .. st, -1)
+      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. op[5] .. '$SEP' .. name .. '$SEP' .. st, -1)
+      if op[6] == '1' then redis.call('HINCRBY', agg, '$BACKEND' .. op[9], -1) end
       if op[10] ~= '' then
-        redis.call('HINCRBY', agg, 'fb|' .. op[10] .. '|' .. st .. '|' .. name .. '|' .. op[5], -1)
+        redis.call('HINCRBY', agg, '$BUCKET' .. op[10] .. '$SEP' .. st .. '$SEP' .. name .. '$SEP' .. op[5], -1)
       end
-      if op[7] ~= '' then redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[7], -1) end
-      if op[8] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[8], -1) end
+      if op[7] ~= '' then redis.call('HINCRBY', agg, '$PCC_HIST' .. name .. '$SEP' .. op[7], -1) end
+      if op[8] ~= '' then redis.call('HINCRBY', agg, '$E2E_HIST' .. name .. '$SEP' .. op[8], -1) end
       redis.call('HDEL', failed, op[2])
     end
   elseif op[1] == 'r' then
@@ -88,17 +80,17 @@ for _, op in ipairs(ops) do
     booked = booked + n
     if n > 0 then
       local name, st, m = op[3], op[2], op[4]
-      redis.call('HINCRBY', agg, 'done', n)
-      redis.call('HSETNX', agg, 't_first', op[5])
-      redis.call('HSET', agg, 't_last', op[5])
-      redis.call('HINCRBY', agg, 's|' .. st, n)
-      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, n)
-      redis.call('HINCRBY', agg, 'ms|' .. m .. '|' .. st, n)
-      redis.call('HINCRBY', agg, 'om|' .. m .. '|' .. name .. '|' .. st, n)
+      redis.call('HINCRBY', agg, '$DONE', n)
+      redis.call('HSETNX', agg, '$T_FIRST', op[5])
+      redis.call('HSET', agg, '$T_LAST', op[5])
+      redis.call('HINCRBY', agg, '$STATUS' .. st, n)
+      redis.call('HINCRBY', agg, '$OP_STATUS' .. name .. '$SEP' .. st, n)
+      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. m .. '$SEP' .. st, n)
+      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. m .. '$SEP' .. name .. '$SEP' .. st, n)
       if op[7] ~= '' then
-        redis.call('HINCRBY', agg, 'fb|' .. op[7] .. '|' .. st .. '|' .. name .. '|' .. m, n)
-        redis.call('HSETNX', agg, 'st|' .. op[7], op[8])
-        redis.call('HSETNX', agg, 'sx|' .. op[7], example)
+        redis.call('HINCRBY', agg, '$BUCKET' .. op[7] .. '$SEP' .. st .. '$SEP' .. name .. '$SEP' .. m, n)
+        redis.call('HSETNX', agg, '$BUCKET_TEXT' .. op[7], op[8])
+        redis.call('HSETNX', agg, '$BUCKET_EXAMPLE' .. op[7], example)
       end
     end
   else
@@ -113,32 +105,37 @@ for _, op in ipairs(ops) do
       -- final unless a newer attempt started (this one's worker was taken for lost): that one decides
       local name, st = op[7], op[5]
       redis.call('HSETNX', final, op[4], op[17])
-      redis.call('HINCRBY', agg, 'done', 1)
-      redis.call('HSETNX', agg, 't_first', op[14])
-      redis.call('HSET', agg, 't_last', op[14])
-      redis.call('HINCRBY', agg, 's|' .. st, 1)
-      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, 1)
-      redis.call('HINCRBY', agg, 'ms|' .. op[8] .. '|' .. st, 1)
-      redis.call('HINCRBY', agg, 'om|' .. op[8] .. '|' .. name .. '|' .. st, 1)
-      if op[9] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[15], 1) end
+      redis.call('HINCRBY', agg, '$DONE', 1)
+      redis.call('HSETNX', agg, '$T_FIRST', op[14])
+      redis.call('HSET', agg, '$T_LAST', op[14])
+      redis.call('HINCRBY', agg, '$STATUS' .. st, 1)
+      redis.call('HINCRBY', agg, '$OP_STATUS' .. name .. '$SEP' .. st, 1)
+      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. op[8] .. '$SEP' .. st, 1)
+      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. op[8] .. '$SEP' .. name .. '$SEP' .. st, 1)
+      if op[9] == '1' then redis.call('HINCRBY', agg, '$BACKEND' .. op[15], 1) end
       if op[18] ~= '' then
-        redis.call('HINCRBY', agg, 'fb|' .. op[18] .. '|' .. st .. '|' .. name .. '|' .. op[8], 1)
-        redis.call('HSETNX', agg, 'st|' .. op[18], op[19])
-        redis.call('HSETNX', agg, 'sx|' .. op[18], op[4])
+        redis.call('HINCRBY', agg, '$BUCKET' .. op[18] .. '$SEP' .. st .. '$SEP' .. name .. '$SEP' .. op[8], 1)
+        redis.call('HSETNX', agg, '$BUCKET_TEXT' .. op[18], op[19])
+        redis.call('HSETNX', agg, '$BUCKET_EXAMPLE' .. op[18], op[4])
       end
       if op[10] ~= '' then
-        local key = 'pmin|' .. name
+        local key = '$PCC_MIN' .. name
         local cur = redis.call('HGET', agg, key)
         if (not cur) or tonumber(op[10]) < tonumber(cur) then redis.call('HSET', agg, key, op[10]) end
-        redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[11], 1)
+        redis.call('HINCRBY', agg, '$PCC_HIST' .. name .. '$SEP' .. op[11], 1)
       end
-      if op[12] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[12], 1) end
+      if op[12] ~= '' then redis.call('HINCRBY', agg, '$E2E_HIST' .. name .. '$SEP' .. op[12], 1) end
       if op[13] == '1' then redis.call('HSET', failed, op[4], op[3]) end
     end
   end
 end
 return {late, booked}
-"""
+""").substitute(
+    SEP=Agg.SEP, DONE=Agg.DONE, T_FIRST=Agg.T_FIRST, T_LAST=Agg.T_LAST,
+    **{kind: Agg.prefix(getattr(Agg, kind)) for kind in (
+        "STATUS", "OP_STATUS", "MACHINE_STATUS", "MACHINE_OP_STATUS", "BUCKET", "BUCKET_TEXT", "BUCKET_EXAMPLE",
+        "PCC_MIN", "PCC_HIST", "E2E_HIST", "BACKEND")},
+)  # fmt: skip
 PCC_BUCKET_MAX = 120
 _SIGNATURE_SUBS = (
     (re.compile(r"0x[0-9a-fA-F]+"), "<addr>"),
