@@ -1,2 +1,2 @@
-"""The control plane: Celery app and queue topology, Redis key schema, coordinator, result store,
-reports and the `sweepctl` CLI."""
+"""The control plane (Celery app, Redis key schema, coordinator, result store, lifecycle, take-over,
+worker names, embedded Redis); the reports live in broker/reports/ and the `sweepctl` CLI in broker/cli/."""

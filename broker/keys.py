@@ -11,7 +11,7 @@ Per run `R`:
   {p}:run:R:records    hash   "vector id:attempt" -> msgpack record (write-once, one per attempt)
   {p}:run:R:attempts   hash   vector id -> attempts started
   {p}:run:R:failed     hash   vector id -> msgpack record of its failing final attempt
-  {p}:run:R:agg        hash   aggregate counters kept as results land (see broker/results.py)
+  {p}:run:R:agg        hash   aggregate counters kept as results land (field names: Agg, below)
   {p}:run:R:enqueuing  string held by the one `enqueue` writing run R's vectors: its owner's pid, host and
                               heartbeat (JSON), with a TTL the heartbeat renews
   {p}:lease:R:V        string the worker running vector V, with a TTL its heartbeat renews
@@ -114,3 +114,42 @@ class Keys:
     def celery_prefix(self) -> str:
         """kombu's global_keyprefix: queues and bindings live under the same prefix."""
         return f"{self.prefix}:celery:"
+
+
+class Agg:
+    """Field names of a run's aggregate hash `{p}:run:R:agg`: broker/results.py writes them (in Lua, as
+    results land), broker/reports/ reads them. A counter's name is its kind and its parts joined by SEP:
+
+      done, t_first, t_last           vectors with a final status; first/last finish (unix s)
+      s|STATUS  os|OP|STATUS  ms|MACHINE|STATUS      counts
+      om|MACHINE|OP|STATUS                           counts per machine and op
+      fb|SIG|STATUS|OP|MACHINE                       failure buckets: final non-PASS vectors per signature
+      st|SIG  sx|SIG                                 a bucket's signature text and one example vector
+      pmin|OP                         lowest PCC of an executed vector
+      ph|OP|B                         PCC histogram, B = floor(10 * -log10(1 - pcc)), capped at 120
+      b|BACKEND                       executed vectors per backend (emulated results say so)
+      eh|OP|B                         e2e histogram, B = floor(8 * log2(ms * 1000)) (microseconds)
+    """
+
+    SEP = "|"
+    DONE, T_FIRST, T_LAST = "done", "t_first", "t_last"
+    STATUS = "s"
+    OP_STATUS = "os"
+    MACHINE_STATUS = "ms"
+    MACHINE_OP_STATUS = "om"
+    BUCKET = "fb"
+    BUCKET_TEXT = "st"
+    BUCKET_EXAMPLE = "sx"
+    PCC_MIN = "pmin"
+    PCC_HIST = "ph"
+    E2E_HIST = "eh"
+    BACKEND = "b"
+
+    @staticmethod
+    def prefix(kind: str) -> str:
+        """What every field of `kind` starts with (Lua steps append the parts)."""
+        return kind + Agg.SEP
+
+    @staticmethod
+    def field(kind: str, *parts: str) -> str:
+        return Agg.SEP.join((kind, *parts))

@@ -8,17 +8,7 @@ attempt number, whatever copies of its chunk are around. `finish` writes the att
 with HSETNX and, the first time a vector reaches a final status, bumps the counters; a record for a
 vector that is final already is dropped (a record never contradicts its vector's final status).
 All steps are idempotent, so a writer may resend them after a lost connection.
-Aggregates (`{p}:run:R:agg` fields):
-
-  done, t_first, t_last              vectors with a final status; first/last finish (unix s)
-  s|STATUS  os|OP|STATUS  ms|MACHINE|STATUS      counts
-  om|MACHINE|OP|STATUS                            counts per machine and op
-  fb|SIG|STATUS|OP|MACHINE                        failure buckets: final non-PASS vectors per signature
-  st|SIG  sx|SIG                                  a bucket's signature text and one example vector
-  pmin|OP                            lowest PCC of an executed vector
-  ph|OP|B                            PCC histogram, B = floor(10 * -log10(1 - pcc)), capped at 120
-  b|BACKEND                          executed vectors per backend (emulated results say so)
-  eh|OP|B                            e2e histogram, B = floor(8 * log2(ms * 1000)) (microseconds)
+The run's aggregates (`{p}:run:R:agg`) are named by broker.keys.Agg.
 The final hash holds `STATUS|pcc|e2e_ms|SIG` per vector (parse_final): enough to compare two runs
 without reading a record. SIG is sig_id(signature): 12 hex digits of its sha1.
 Histograms give the median PCC to a tenth of a decade of (1 - PCC) and e2e percentiles to 9%.
@@ -29,116 +19,184 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import re
 import time
 import uuid
 from dataclasses import dataclass
+from string import Template
 from typing import Any
 
 import msgpack
 
-from broker.keys import Keys
+from broker.keys import Agg, Keys
 from sweeps import status
+
+
+@dataclass(frozen=True)
+class LuaArgs:
+    """A Lua step's positional arguments, declared once by name: Python builds them with keywords
+    (`pack`), the script names them with one `unpack` line (`lua`), so the two sides cannot drift.
+    With a `name`, they are one operation of the write script, its name first."""
+
+    fields: tuple[str, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_take", operator.itemgetter(*self.fields))  # the hot path's one C call
+
+    def pack(self, **values: Any) -> list[Any]:
+        try:
+            packed = self._take(values) if len(values) == len(self.fields) else None
+        except KeyError:
+            packed = None
+        if packed is None:
+            raise TypeError(f"{self.name or 'a Lua step'} takes {', '.join(self.fields)}; got {', '.join(values)}")
+        return [self.name, *packed] if self.name else list(packed)
+
+    def named(self, packed: list[Any]) -> dict[str, Any]:
+        """pack's keywords back from its list."""
+        return dict(zip(self.fields, packed[self.first - 1 :], strict=True))
+
+    @property
+    def first(self) -> int:
+        """The 1-based Lua index of the first field (after the name of an operation)."""
+        return 2 if self.name else 1
+
+    def lua(self, table: str) -> str:
+        last = self.first + len(self.fields) - 1
+        return f"local {', '.join(self.fields)} = unpack({table}, {self.first}, {last})"
+
+
+# The write script's operations (what each does: the script below). FINISH's `settles` is "1" unless the
+# record must not make its vector final.
+FINISH = LuaArgs(
+    ("field", "record", "vector", "status", "settles", "op", "machine", "executed", "pcc", "pcc_bucket", "e2e_bucket",
+     "listed", "now", "backend", "lease_key", "summary", "sig", "signature", "lease", "attempt"),
+    "finish",
+)  # fmt: skip
+FINISH_UNRUN = LuaArgs(
+    ("status", "op", "machine", "now", "summary", "sig", "signature", "items", "lease_prefix"), "finish_unrun"
+)
+UNFINAL = LuaArgs(
+    ("vector", "status", "op", "machine", "executed", "pcc_bucket", "e2e_bucket", "backend", "sig"), "unfinal"
+)
+RELEASE = LuaArgs(("vector", "attempt", "lease_key", "lease", "field"), "release")
+_WRITE_OPS = {"FINISH": FINISH, "FINISH_UNRUN": FINISH_UNRUN, "UNFINAL": UNFINAL, "RELEASE": RELEASE}
 
 # Operations travel as one msgpack blob per script call (redis-py spends more packing many small
 # arguments than Redis spends running the script). KEYS: records, final, agg, failed, attempts.
-# Returns {finishes dropped because their vector was final already (late records), vectors 'F' booked}.
-_WRITE = """
+# Aggregate field names come from broker.keys.Agg, each operation's fields from its LuaArgs ($NAME below).
+# Returns {finishes dropped because their vector was final already (late records), vectors FINISH_UNRUN booked}.
+_WRITE = Template("""
 local ops = cmsgpack.unpack(ARGV[1])
 local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local late, booked = 0, 0
-for _, op in ipairs(ops) do
-  if op[1] == 'u' then
-    -- unfinal (retry): vector id, status, op, machine, executed, pcc bucket, e2e bucket, backend, sig id
-    if redis.call('HDEL', final, op[2]) == 1 then
-      local name, st = op[4], op[3]
-      redis.call('HINCRBY', agg, 'done', -1)
-      redis.call('HINCRBY', agg, 's|' .. st, -1)
-      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, -1)
-      redis.call('HINCRBY', agg, 'ms|' .. op[5] .. '|' .. st, -1)
-      redis.call('HINCRBY', agg, 'om|' .. op[5] .. '|' .. name .. '|' .. st, -1)
-      if op[6] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[9], -1) end
-      if op[10] ~= '' then
-        redis.call('HINCRBY', agg, 'fb|' .. op[10] .. '|' .. st .. '|' .. name .. '|' .. op[5], -1)
+for _, entry in ipairs(ops) do
+  local kind = entry[1]
+  if kind == '$UNFINAL' then
+    -- take a final vector out of the aggregates, for a retry
+    $UNFINAL_ARGS
+    if redis.call('HDEL', final, vector) == 1 then
+      redis.call('HINCRBY', agg, '$DONE', -1)
+      redis.call('HINCRBY', agg, '$STATUS' .. status, -1)
+      redis.call('HINCRBY', agg, '$OP_STATUS' .. op .. '$SEP' .. status, -1)
+      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. machine .. '$SEP' .. status, -1)
+      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, -1)
+      if executed == '1' then redis.call('HINCRBY', agg, '$BACKEND' .. backend, -1) end
+      if sig ~= '' then
+        redis.call('HINCRBY', agg, '$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, -1)
       end
-      if op[7] ~= '' then redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[7], -1) end
-      if op[8] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[8], -1) end
-      redis.call('HDEL', failed, op[2])
+      if pcc_bucket ~= '' then redis.call('HINCRBY', agg, '$PCC_HIST' .. op .. '$SEP' .. pcc_bucket, -1) end
+      if e2e_bucket ~= '' then redis.call('HINCRBY', agg, '$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, -1) end
+      redis.call('HDEL', failed, vector)
     end
-  elseif op[1] == 'r' then
-    -- release a claimed attempt that never started: vector id, attempt, lease key, lease value, record field
-    if redis.call('GET', op[4]) == op[5] then redis.call('DEL', op[4]) end
-    if tonumber(redis.call('HGET', attempts, op[2]) or '0') == op[3] and redis.call('HEXISTS', records, op[6]) == 0 then
-      if op[3] > 1 then redis.call('HSET', attempts, op[2], op[3] - 1) else redis.call('HDEL', attempts, op[2]) end
+  elseif kind == '$RELEASE' then
+    -- release a claimed attempt that never started
+    $RELEASE_ARGS
+    if redis.call('GET', lease_key) == lease then redis.call('DEL', lease_key) end
+    if tonumber(redis.call('HGET', attempts, vector) or '0') == attempt
+        and redis.call('HEXISTS', records, field) == 0 then
+      if attempt > 1 then
+        redis.call('HSET', attempts, vector, attempt - 1)
+      else
+        redis.call('HDEL', attempts, vector)
+      end
     end
-  elseif op[1] == 'F' then
+  elseif kind == '$FINISH_UNRUN' then
     -- finish many vectors that never ran, with one outcome (NOT_RUN, INVALID, CANCELED, EXPIRED, INFRA):
-    --   status, op, machine, now, final summary, sig id, signature, {field, record, vector id, ...},
-    --   lease key prefix: when not '', a vector someone holds the lease of is left to its holder
-    local n, items, example, prefix = 0, op[9], nil, op[10]
+    --   items {field, record, vector id, ...}; lease_prefix: when not '', a vector someone holds the
+    --   lease of is left to its holder
+    $FINISH_UNRUN_ARGS
+    local n, example = 0, nil
     for i = 1, #items, 3 do
       local vid = items[i + 2]
-      if redis.call('HEXISTS', final, vid) == 0 and (prefix == '' or redis.call('EXISTS', prefix .. vid) == 0)
+      if redis.call('HEXISTS', final, vid) == 0
+          and (lease_prefix == '' or redis.call('EXISTS', lease_prefix .. vid) == 0)
           and redis.call('HSETNX', records, items[i], items[i + 1]) == 1 then
-        redis.call('HSETNX', final, vid, op[6])  -- HSETNX: the worker's ACL allows no overwrite of a final
+        redis.call('HSETNX', final, vid, summary)  -- HSETNX: the worker's ACL allows no overwrite of a final
         n = n + 1
         example = example or vid
       end
     end
     booked = booked + n
     if n > 0 then
-      local name, st, m = op[3], op[2], op[4]
-      redis.call('HINCRBY', agg, 'done', n)
-      redis.call('HSETNX', agg, 't_first', op[5])
-      redis.call('HSET', agg, 't_last', op[5])
-      redis.call('HINCRBY', agg, 's|' .. st, n)
-      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, n)
-      redis.call('HINCRBY', agg, 'ms|' .. m .. '|' .. st, n)
-      redis.call('HINCRBY', agg, 'om|' .. m .. '|' .. name .. '|' .. st, n)
-      if op[7] ~= '' then
-        redis.call('HINCRBY', agg, 'fb|' .. op[7] .. '|' .. st .. '|' .. name .. '|' .. m, n)
-        redis.call('HSETNX', agg, 'st|' .. op[7], op[8])
-        redis.call('HSETNX', agg, 'sx|' .. op[7], example)
+      redis.call('HINCRBY', agg, '$DONE', n)
+      redis.call('HSETNX', agg, '$T_FIRST', now)
+      redis.call('HSET', agg, '$T_LAST', now)
+      redis.call('HINCRBY', agg, '$STATUS' .. status, n)
+      redis.call('HINCRBY', agg, '$OP_STATUS' .. op .. '$SEP' .. status, n)
+      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. machine .. '$SEP' .. status, n)
+      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, n)
+      if sig ~= '' then
+        redis.call('HINCRBY', agg, '$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, n)
+        redis.call('HSETNX', agg, '$BUCKET_TEXT' .. sig, signature)
+        redis.call('HSETNX', agg, '$BUCKET_EXAMPLE' .. sig, example)
       end
     end
-  else
-    -- finish: field, record, vector id, status, final, op, machine, executed, pcc, pcc bucket,
-    --         e2e bucket, failed, now, backend, lease key, final summary, sig id, signature,
-    --         lease value, attempt
-    if op[16] ~= '' and redis.call('GET', op[16]) == op[20] then redis.call('DEL', op[16]) end
-    if redis.call('HEXISTS', final, op[4]) == 1 then
+  else  -- '$FINISH'
+    -- one attempt's record, written once; its vector's first final record moves the aggregates
+    $FINISH_ARGS
+    if lease_key ~= '' and redis.call('GET', lease_key) == lease then redis.call('DEL', lease_key) end
+    if redis.call('HEXISTS', final, vector) == 1 then
       late = late + 1  -- settled first (e.g. canceled while this attempt's lease had lapsed): no record under it
-    elseif redis.call('HSETNX', records, op[2], op[3]) == 1 and op[6] == '1'
-        and tonumber(redis.call('HGET', attempts, op[4]) or '0') <= op[21] then
+    elseif redis.call('HSETNX', records, field, record) == 1 and settles == '1'
+        and tonumber(redis.call('HGET', attempts, vector) or '0') <= attempt then
       -- final unless a newer attempt started (this one's worker was taken for lost): that one decides
-      local name, st = op[7], op[5]
-      redis.call('HSETNX', final, op[4], op[17])
-      redis.call('HINCRBY', agg, 'done', 1)
-      redis.call('HSETNX', agg, 't_first', op[14])
-      redis.call('HSET', agg, 't_last', op[14])
-      redis.call('HINCRBY', agg, 's|' .. st, 1)
-      redis.call('HINCRBY', agg, 'os|' .. name .. '|' .. st, 1)
-      redis.call('HINCRBY', agg, 'ms|' .. op[8] .. '|' .. st, 1)
-      redis.call('HINCRBY', agg, 'om|' .. op[8] .. '|' .. name .. '|' .. st, 1)
-      if op[9] == '1' then redis.call('HINCRBY', agg, 'b|' .. op[15], 1) end
-      if op[18] ~= '' then
-        redis.call('HINCRBY', agg, 'fb|' .. op[18] .. '|' .. st .. '|' .. name .. '|' .. op[8], 1)
-        redis.call('HSETNX', agg, 'st|' .. op[18], op[19])
-        redis.call('HSETNX', agg, 'sx|' .. op[18], op[4])
+      redis.call('HSETNX', final, vector, summary)
+      redis.call('HINCRBY', agg, '$DONE', 1)
+      redis.call('HSETNX', agg, '$T_FIRST', now)
+      redis.call('HSET', agg, '$T_LAST', now)
+      redis.call('HINCRBY', agg, '$STATUS' .. status, 1)
+      redis.call('HINCRBY', agg, '$OP_STATUS' .. op .. '$SEP' .. status, 1)
+      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. machine .. '$SEP' .. status, 1)
+      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, 1)
+      if executed == '1' then redis.call('HINCRBY', agg, '$BACKEND' .. backend, 1) end
+      if sig ~= '' then
+        redis.call('HINCRBY', agg, '$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, 1)
+        redis.call('HSETNX', agg, '$BUCKET_TEXT' .. sig, signature)
+        redis.call('HSETNX', agg, '$BUCKET_EXAMPLE' .. sig, vector)
       end
-      if op[10] ~= '' then
-        local key = 'pmin|' .. name
+      if pcc ~= '' then
+        local key = '$PCC_MIN' .. op
         local cur = redis.call('HGET', agg, key)
-        if (not cur) or tonumber(op[10]) < tonumber(cur) then redis.call('HSET', agg, key, op[10]) end
-        redis.call('HINCRBY', agg, 'ph|' .. name .. '|' .. op[11], 1)
+        if (not cur) or tonumber(pcc) < tonumber(cur) then redis.call('HSET', agg, key, pcc) end
+        redis.call('HINCRBY', agg, '$PCC_HIST' .. op .. '$SEP' .. pcc_bucket, 1)
       end
-      if op[12] ~= '' then redis.call('HINCRBY', agg, 'eh|' .. name .. '|' .. op[12], 1) end
-      if op[13] == '1' then redis.call('HSET', failed, op[4], op[3]) end
+      if e2e_bucket ~= '' then redis.call('HINCRBY', agg, '$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, 1) end
+      if listed == '1' then redis.call('HSET', failed, vector, record) end
     end
   end
 end
 return {late, booked}
-"""
+""").substitute(
+    SEP=Agg.SEP, DONE=Agg.DONE, T_FIRST=Agg.T_FIRST, T_LAST=Agg.T_LAST,
+    **{kind: Agg.prefix(getattr(Agg, kind)) for kind in (
+        "STATUS", "OP_STATUS", "MACHINE_STATUS", "MACHINE_OP_STATUS", "BUCKET", "BUCKET_TEXT", "BUCKET_EXAMPLE",
+        "PCC_MIN", "PCC_HIST", "E2E_HIST", "BACKEND")},
+    **{name: op.name for name, op in _WRITE_OPS.items()},
+    **{f"{name}_ARGS": op.lua("entry") for name, op in _WRITE_OPS.items()},
+)  # fmt: skip
 PCC_BUCKET_MAX = 120
 _SIGNATURE_SUBS = (
     (re.compile(r"0x[0-9a-fA-F]+"), "<addr>"),
@@ -204,21 +262,23 @@ def ms_of_bucket(bucket: int) -> float:
 
 # Claim vectors right before they run, each atomically: a vector runs only under a lease its worker
 # took here, so no copy of a chunk (redelivered, re-published) can start it twice, and nothing starts
-# once the vector is final or its run canceled. KEYS: final, attempts, records. ARGV: lease value,
-# lease ttl (s), lost attempts that end a vector, record field separator, the run's hash and vectors
-# (only read, so not KEYS, which a worker's ACL user must be able to write), then (vector id, lease
-# key) pairs. Returns per vector {code, attempt, lost, payload}:
+# once the vector is final or its run canceled. KEYS: final, attempts, records. ARGV: CLAIM (lease
+# value, lease ttl (s), lost attempts that end a vector, record field separator, the run's hash and
+# vectors: only read, so not KEYS, which a worker's ACL user must be able to write), then (vector id,
+# lease key) pairs. Returns per vector {code, attempt, lost, payload}:
 #   R run it as `attempt` (lost = 1: the attempt before died with its worker: no record, no lease)
 #   F final already | L another worker holds it | M not in the run
 #   X the run is canceled (payload: for booking it CANCELED) | D its attempt `attempt` was lost and
 #   it has been lost `max_lost` times: book that attempt INFRA, final (payload given)
 # A lease that holds this very value is this claim resent after a lost reply: the same answer again.
-_CLAIM = """
+CLAIM = LuaArgs(("value", "ttl", "max_lost", "sep", "run", "vectors"))
+_CLAIM = Template("""
 local final, attempts, records = KEYS[1], KEYS[2], KEYS[3]
-local value, ttl, max_lost, sep, run, vectors = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+$CLAIM_ARGS
+max_lost = tonumber(max_lost)
 local canceled = redis.call('HGET', run, 'state') == 'canceled'
 local out = {}
-for i = 7, #ARGV, 2 do
+for i = $PAIRS, #ARGV, 2 do
   local vid, lease = ARGV[i], ARGV[i + 1]
   local tried = tonumber(redis.call('HGET', attempts, vid) or '0')
   local payload = redis.call('HGET', vectors, vid)
@@ -246,7 +306,7 @@ for i = 7, #ARGV, 2 do
   end
 end
 return out
-"""
+""").substitute(CLAIM_ARGS=CLAIM.lua("ARGV"), PAIRS=len(CLAIM.fields) + 1)
 
 # Renew leases this worker still holds (a lease whose value changed was taken over: not renewed).
 # KEYS: lease keys; ARGV: ttl, then one value per key. Returns the indexes (1-based) of the lost ones.
@@ -294,7 +354,9 @@ class Results:
     def claim_as(self, value: str, run_id: str, ids: list[str], ttl: int, max_lost: int) -> list[Claim]:
         """claim() under a given lease value: the resend of a call whose reply was lost."""
         k = self.keys
-        args: list[Any] = [value, ttl, max_lost, Keys.FIELD_SEP, k.run(run_id), k.vectors(run_id)]
+        args = CLAIM.pack(
+            value=value, ttl=ttl, max_lost=max_lost, sep=Keys.FIELD_SEP, run=k.run(run_id), vectors=k.vectors(run_id)
+        )
         lease = k.lease
         for vid in ids:
             args += (vid, lease(run_id, vid))
@@ -314,15 +376,16 @@ class Results:
     def unfinal_op(self, record: dict[str, Any]) -> list[Any]:
         """Take a vector's final record out of the aggregates (the record itself stays), for a retry.
         The lowest PCC is kept: it was seen, and a minimum cannot be taken back."""
-        f = self.finish_op(record)
-        return ["u", record["vector"], record["status"], record["op"], record["machine"], f[8], f[10], f[11], f[14],
-                f[17]]  # fmt: skip
+        f = FINISH.named(self.finish_op(record))
+        return UNFINAL.pack(**{field: f[field] for field in UNFINAL.fields})
 
     def release_op(self, run_id: str, vector_id: str, attempt: int, lease: str) -> list[Any]:
         """Undo a claim whose attempt never started (its worker gave the chunk back): the lease goes,
         and the attempt number too unless a newer one started meanwhile."""
-        field = Keys.record_field(vector_id, attempt)
-        return ["r", vector_id, attempt, self.keys.lease(run_id, vector_id), lease, field]
+        return RELEASE.pack(
+            vector=vector_id, attempt=attempt, lease_key=self.keys.lease(run_id, vector_id), lease=lease,
+            field=Keys.record_field(vector_id, attempt),
+        )  # fmt: skip
 
     def finish_op(self, record: dict[str, Any], final: bool = True, lease: str = "") -> list[Any]:
         """The attempt's record, written once, final unless `final` is False or a newer attempt of the
@@ -332,31 +395,29 @@ class Results:
         e2e = record.get("e2e_ms")
         executed = status.is_executed(record["status"])
         measured = executed and pcc is not None
-        lease_key = self.keys.lease(record["run"], record["vector"]) if lease else ""
         sig = bucket_of(record)
-        return [
-            "f",
-            Keys.record_field(record["vector"], record["attempt"]),
-            msgpack.packb(record, use_bin_type=True),
-            record["vector"],
-            record["status"],
-            "1" if final else "0",
-            record["op"],
-            record["machine"],
-            "1" if executed else "0",
-            repr(pcc) if measured else "",
-            str(pcc_bucket(pcc)) if measured else "",
-            str(e2e_bucket(e2e)) if executed and e2e is not None else "",
-            "1" if record["status"] in status.LISTED else "0",
-            repr(time.time()),
-            record["backend"],
-            lease_key,
-            final_summary(record, sig),
-            sig,
-            record["signature"] if sig else "",
-            lease,
-            record["attempt"],
-        ]
+        return FINISH.pack(
+            field=Keys.record_field(record["vector"], record["attempt"]),
+            record=msgpack.packb(record, use_bin_type=True),
+            vector=record["vector"],
+            status=record["status"],
+            settles="1" if final else "0",
+            op=record["op"],
+            machine=record["machine"],
+            listed="1" if record["status"] in status.LISTED else "0",
+            now=repr(time.time()),
+            backend=record["backend"],
+            lease_key=self.keys.lease(record["run"], record["vector"]) if lease else "",
+            summary=final_summary(record, sig),
+            signature=record["signature"] if sig else "",
+            lease=lease,
+            attempt=record["attempt"],
+            executed="1" if executed else "0",
+            pcc=repr(pcc) if measured else "",
+            pcc_bucket=str(pcc_bucket(pcc)) if measured else "",
+            e2e_bucket=str(e2e_bucket(e2e)) if executed and e2e is not None else "",
+            sig=sig,
+        )
 
     def finish_unrun_op(
         self, template: dict[str, Any], vectors: list[tuple[str, str | None, str]], idle_only: bool = False
@@ -391,8 +452,10 @@ class Results:
             items += (Keys.record_field(own[0], 0), record, own[0])
         summary = final_summary(template, sig)
         prefix = self.keys.lease_prefix(template["run"]) if idle_only else ""
-        return ["F", template["status"], template["op"], template["machine"], repr(time.time()), summary, sig,
-                template["signature"] if sig else "", items, prefix]  # fmt: skip
+        return FINISH_UNRUN.pack(
+            status=template["status"], op=template["op"], machine=template["machine"], now=repr(time.time()),
+            summary=summary, sig=sig, signature=template["signature"] if sig else "", items=items, lease_prefix=prefix,
+        )  # fmt: skip
 
     def unrun_ops(
         self, run_id: str, vectors: list[tuple[str, bytes | None]], outcome: dict[str, Any], machine: str, **where: Any

@@ -6,6 +6,10 @@ import contextlib
 import copy
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,28 +68,35 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-@contextlib.contextmanager
-def running_redis(directory: Path) -> Iterator[str]:
-    """A real redis-server on a free loopback port (never 6379), with its own data dir."""
-    import shutil
-    import subprocess
+def redis_process(directory: Path, port: int, *config: str, conf_file: Path | None = None) -> subprocess.Popen:
+    """The one way tests start a redis-server: on 127.0.0.1:`port` (0: no plain TCP port, for TLS) with
+    its data in `directory`; `config` goes on its command line after that (a config file first when
+    given). The caller stops it (or kills it: the fault tests), and may start it again on the same
+    port and data dir."""
+    cmd = [shutil.which("redis-server"), *([str(conf_file)] if conf_file else []),
+           "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory), *config]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+
+def stop_redis(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_redis(directory: Path, *config: str, port: int | None = None, ping: str | None = None) -> Iterator[str]:
+    """A real redis-server on a free loopback port (never 6379), with its own data dir, no persistence
+    unless `config` asks for it; yields its URL once `ping` (default: that URL) answers."""
     from broker.embedded import free_port
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-         "--save", "", "--appendonly", "no", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    port = free_port() if port is None else port
+    proc = redis_process(directory, port, "--save", "", "--appendonly", "no", "--daemonize", "no", *config)
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        wait_for_redis(url)
+        wait_for_redis(ping or url)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_redis(proc)
 
 
 @pytest.fixture
@@ -94,31 +105,46 @@ def redis_server(tmp_path_factory):
         yield url
 
 
+def start_worker(url: str, log: Path, *flags: str, env: dict[str, str] | None = None, append: bool = False):
+    """The one way tests start a worker: a real `sweepctl worker --backend emulated FLAGS --redis URL`
+    from the repository root, in its own process group (its executor gets the signals too), stdout
+    and stderr to `log` (truncated unless `append`). Stop it with stop_processes."""
+    cmd = [sys.executable, "-m", "broker.cli", "worker", "--backend", "emulated", *flags, "--redis", url]
+    with open(log, "ab" if append else "wb") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
+
+
+def stop_processes(*procs: subprocess.Popen, timeout: float = 60.0, force: bool = False) -> None:
+    """SIGTERM the process group of each process started in its own session (a worker's: a warm
+    shutdown) and wait for it; with `force`, SIGKILL what is left after `timeout`."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if not force:
+                raise
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str) -> Iterator[None]:
     """A real `sweepctl worker` (emulated n300, test ops on, 0.5 s heartbeat) on `url` under `prefix`,
     logging to log_dir/worker.log; its process group gets SIGTERM on exit."""
-    import signal
-    import subprocess
-    import sys
-
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5", **env}
-    log = open(log_dir / "worker.log", "wb")  # noqa: SIM115 - the worker's for its lifetime
-    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated",
-           "--name", name, "--redis", url, "--prefix", prefix]  # fmt: skip
-    worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    worker = start_worker(url, log_dir / "worker.log", "--machine", "n300", "--name", name, "--prefix", prefix,
+                          env=env)  # fmt: skip
     try:
         yield
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
-        log.close()
+        stop_processes(worker)
 
 
 def cli(url: str, prefix: str, *args: str):
     """`sweepctl ARGS --redis URL --prefix PREFIX` in a fresh process, as a user runs it."""
-    import subprocess
-    import sys
-
     cmd = [sys.executable, "-m", "broker.cli", *args, "--redis", url, "--prefix", prefix]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)

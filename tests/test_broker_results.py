@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from broker.keys import Keys
-from broker.report import build, progress
-from broker.results import CANCELED, DEAD, FINAL, LEASED, Results, make_record, pcc_bucket, pcc_of_bucket, signature
+from broker.reports.summary import build, progress
+from broker.results import (
+    CANCELED,
+    DEAD,
+    FINAL,
+    LEASED,
+    RELEASE,
+    Results,
+    make_record,
+    pcc_bucket,
+    pcc_of_bucket,
+    signature,
+)
 from broker.results import RUN as RUN_IT
 from sweeps import status
 from sweeps.vector import make_vector
@@ -176,3 +188,13 @@ def test_finishing_unrun_vectors_in_bulk_writes_what_one_by_one_writes(redis_ser
         seen[name] = (agg, client.hgetall(keys.final(RUN)), client.hgetall(keys.records(RUN)))
     assert seen["bulk"] == seen["one"]
     assert seen["bulk"][0][b"s|INVALID"] == b"5" and len(seen["bulk"][2]) == 5
+
+
+def test_a_write_operation_is_built_from_exactly_its_named_fields_in_the_scripts_order():
+    fields = {"vector": "v", "attempt": 2, "lease_key": "k", "lease": "w/1", "field": "v:2"}
+    assert RELEASE.pack(**fields) == ["release", "v", 2, "k", "w/1", "v:2"]
+    assert RELEASE.named(RELEASE.pack(**fields)) == fields
+    assert RELEASE.lua("entry") == "local vector, attempt, lease_key, lease, field = unpack(entry, 2, 6)"
+    for wrong in ({**fields, "extra": 1}, {k: v for k, v in fields.items() if k != "lease"}):
+        with pytest.raises(TypeError, match="release takes vector, attempt, lease_key, lease, field"):
+            RELEASE.pack(**wrong)

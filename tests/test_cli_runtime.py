@@ -14,7 +14,7 @@ from broker.app import RUN_CHUNK, PickleRefused, make_app, refuse_pickle, route_
 from broker.cli import main
 from broker.coordinator import plan, publish
 from broker.keys import Keys
-from broker.report import progress
+from broker.reports.summary import progress
 from sweeps.suites import Selection
 from tests.conftest import ROOT
 from tracer.errors import InputError
@@ -90,7 +90,7 @@ def test_the_coordinator_and_the_celery_worker_never_import_ttnn_or_torch():
     import sys
 
     code = (
-        "import sys, broker.cli, broker.commands, broker.coordinator, broker.lifecycle, workers.daemon; "
+        "import sys, broker.cli, broker.cli.commands, broker.coordinator, broker.lifecycle, workers.daemon; "
         "print(sorted(m for m in ('ttnn', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

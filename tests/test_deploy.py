@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,13 +26,13 @@ import yaml
 
 from broker.app import make_app
 from broker.cli import build_parser
-from broker.commands import cmd_worker, worker_target
+from broker.cli.commands import cmd_worker, worker_target
 from broker.coordinator import Plan, publish
 from broker.embedded import free_port
 from broker.keys import Keys
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, wait_for_redis
+from tests.conftest import ROOT, redis_process, start_worker, stop_processes, stop_redis, wait_for_redis
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -83,49 +82,28 @@ def _wait(done, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each process group (warm shutdown), SIGKILL what is left after 30 s."""
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("deploy")
     port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server"), str(DEPLOY / "redis.conf"), "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(tmp), "--aclfile", str(DEPLOY / "users.acl"), "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = redis_process(tmp, port, "--aclfile", str(DEPLOY / "users.acl"), "--daemonize", "no",
+                           conf_file=DEPLOY / "redis.conf")  # fmt: skip
     deployment = Deployment(port, tmp, quiet="quiet@test", loud=f"n300:0-1@{socket.gethostname()}")
     workers: list[subprocess.Popen] = []
     try:
         wait_for_redis(deployment.url("coordinator"))
         env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
-        cmd = [sys.executable, "-m", "broker.cli", "worker", "--backend", "emulated"]
-        cmd += ["--redis", deployment.url("worker")]
         for name, flags in (("quiet", ["--machine", "n150", "--name", deployment.quiet]),
                             ("loud", ["--instance", "n300:0-1", "--events"])):  # fmt: skip
-            log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - the child's
-            workers.append(subprocess.Popen(cmd + flags, cwd=ROOT, env=env, stdout=log, stderr=log,
-                                            start_new_session=True))  # fmt: skip
+            workers.append(start_worker(deployment.url("worker"), tmp / f"{name}.log", *flags, env=env))
         for name, proc in zip(("quiet", "loud"), workers, strict=True):
             log = tmp / f"{name}.log"
             _wait(lambda log=log: "worker_ready" in log.read_text(), 120, f"{name} worker never consumed")
             assert proc.poll() is None, log.read_text()[-2000:]
         yield deployment
     finally:
-        _stop(workers)
-        server.terminate()
-        server.wait(timeout=10)
+        stop_processes(*workers, timeout=30, force=True)
+        stop_redis(server)
 
 
 def _celery(deployment: Deployment, *argv: str) -> dict:
@@ -208,7 +186,7 @@ def test_flower_lists_the_events_worker_its_queue_and_its_chunks(deployment):
         assert {t["worker"] for t in chunks()} == {deployment.loud}
         assert waiting() == 0
     finally:
-        _stop([flower])
+        stop_processes(flower, timeout=30, force=True)
 
 
 def test_celery_tools_without_a_redis_say_so_in_one_line(tmp_path):

@@ -9,7 +9,6 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +23,11 @@ from broker.cli import main
 from broker.coordinator import LOCK_TTL, EnqueueLock, plan, publish
 from broker.embedded import free_port
 from broker.keys import Keys
-from broker.report import progress
+from broker.reports.summary import progress
 from broker.results import parse_final
 from sweeps import status
 from sweeps.suites import Selection, all_cases, count_all_cases
-from tests.conftest import ROOT, wait_for_redis
+from tests.conftest import ROOT, redis_process, running_redis, start_worker, stop_processes, wait_for_redis
 from tests.synth import _MACHINE, scalar_store, tensor
 from tracer.confighash import config_hash
 from tracer.errors import InputError
@@ -66,8 +65,6 @@ def _queued_ids(client: redis.Redis, keys: Keys, run_id: str | None = None) -> l
 def shared_redis(tmp_path_factory):
     """One redis-server for the module's tests that enqueue the sample store: host validation runs
     a ttnn child once per machine type and Redis caches its verdicts, so they pay it once."""
-    from tests.conftest import running_redis
-
     with running_redis(tmp_path_factory.mktemp("shared-redis")) as url:
         yield url
 
@@ -154,9 +151,8 @@ def test_redis_lost_mid_enqueue_is_one_line_and_the_next_enqueue_finishes_it(big
     store, env = big_store
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    cmd = [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
-           "--save", "", "--appendonly", "yes", "--appendfsync", "always"]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+    server = redis_process(tmp_path, port, *config)
     try:
         wait_for_redis(url)
         client, keys = redis.Redis.from_url(url), Keys()
@@ -168,7 +164,7 @@ def test_redis_lost_mid_enqueue_is_one_line_and_the_next_enqueue_finishes_it(big
         _one_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), "connection lost")
         assert "enqueueing run r2" in err and "`sweepctl enqueue --run-id r2`" in err
 
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # same port, same AOF
+        server = redis_process(tmp_path, port, *config)  # same port, same AOF
         wait_for_redis(url)
         assert 0 < _settled_hlen(client, keys.vectors("r2")) < BIG
         again = sweepctl("enqueue", "--store", store, "--run-id", "r2", "--json", "--redis", url, env=env)
@@ -435,19 +431,15 @@ def test_expiry_waits_for_a_running_vector_and_books_each_once(shared_redis):
 @pytest.fixture
 def n300_worker(redis_server, tmp_path):
     """A real emulated n300 worker, as `sweepctl worker` starts it, that also runs the test-only ops."""
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the worker's
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_RESET_COMMAND": "true"}
-    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
-    proc = subprocess.Popen([*cmd, "--name", "reuse-n300", "--redis", redis_server], cwd=ROOT, env=env, stdout=log,
-                            stderr=log, start_new_session=True)  # fmt: skip
+    proc = start_worker(redis_server, tmp_path / "worker.log", "--machine", "n300", "--name", "reuse-n300", env=env)
     client, keys = redis.Redis.from_url(redis_server), Keys()
     deadline = time.monotonic() + 180
     while client.hget(keys.worker("reuse-n300"), "health") != b"GOOD":
         assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
         time.sleep(0.2)
     yield client, keys
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
+    stop_processes(proc)
 
 
 def _finals(client: redis.Redis, keys: Keys, run_id: str) -> dict[str, str]:
@@ -468,7 +460,7 @@ def test_reuse_books_the_base_runs_passes_and_runs_the_rest(redis_server, n300_w
     """Item 8: a vector that PASSED in BASE on the same backend, ttnn version and machine is REUSED
     (final, counted apart, never started here); what failed, hung or never ran there runs again."""
     from broker.app import make_app
-    from broker.commands import _reuse
+    from broker.cli.commands import _reuse
     from broker.coordinator import Plan, Reuse
     from sweeps.suites import Expansion
 
@@ -529,13 +521,8 @@ def test_a_reporter_reads_a_due_run_and_leaves_its_expiry_to_a_writer(capsys, tm
     from tests.test_security import ACL
 
     port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "no", "--aclfile", str(ACL)], stdout=subprocess.DEVNULL,
-    )  # fmt: skip
     url = lambda user: f"redis://{user}:change-me-{user}@127.0.0.1:{port}/0"  # noqa: E731
-    try:
-        wait_for_redis(url("coordinator"))
+    with running_redis(tmp_path, "--aclfile", str(ACL), port=port, ping=url("coordinator")):
         keys, coordinator = Keys(), redis.Redis.from_url(url("coordinator"))
         vector = make_vector("ttnn.add", "s", "t3k", [1, 8], [1], {}, 30.0)
         plan_ = Plan("due", Selection(), Expansion.of([vector]), {})
@@ -550,9 +537,6 @@ def test_a_reporter_reads_a_due_run_and_leaves_its_expiry_to_a_writer(capsys, tm
         assert main(["status", "due", "--json", "--redis", url("coordinator")]) == 0
         assert json.loads(capsys.readouterr().out)["complete"]
         assert parse_final(coordinator.hget(keys.final("due"), vector["id"]))[0] == status.EXPIRED
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_the_enqueue_that_finishes_a_dead_one_books_its_never_run_vectors_instead_of_queueing_them(

@@ -27,10 +27,10 @@ import redis
 
 from broker.app import make_app
 from broker.coordinator import Plan, publish
-from broker.export import to_junit
 from broker.keys import Keys
+from broker.reports.export import to_junit
+from broker.reports.rows import Row
 from broker.results import parse_final
-from broker.rows import Row
 from sweeps import status
 from sweeps.nightly import DRAM, tensor
 from sweeps.profiles import get_profile

@@ -23,7 +23,7 @@ from broker.results import parse_final
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, wait_for_redis
+from tests.conftest import ROOT, redis_process, start_worker, stop_processes, wait_for_redis
 
 PREFIX = "faults"
 pytestmark = pytest.mark.slow
@@ -56,10 +56,8 @@ class Cluster:
         }
         if defaults:
             del env["SWEEPCTL_HEARTBEAT"]
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
-        cmd += ["--name", name, "--redis", self.url, "--prefix", PREFIX]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+        flags = ("--machine", "n300", "--name", name, "--prefix", PREFIX)
+        proc = start_worker(self.url, self.tmp / f"{name}.log", *flags, env=env)
         self.procs.append(proc)
         self.wait(lambda: self.health(name) == "GOOD", 120, f"{name} did not open its executor")
         return proc
@@ -103,11 +101,7 @@ class Cluster:
         return self.reset_log.read_text().split() if self.reset_log.exists() else []
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(timeout=60)
+        stop_processes(*self.procs)
 
 
 @pytest.fixture
@@ -275,7 +269,6 @@ def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
 
 
 def test_redis_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path):
-    import shutil
 
     from broker.embedded import free_port
 
@@ -283,9 +276,7 @@ def test_redis_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_pa
     data.mkdir()
 
     def start_redis() -> subprocess.Popen:
-        cmd = [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
-        cmd += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = redis_process(data, port, "--appendonly", "yes", "--appendfsync", "always", "--save", "")
         wait_for_redis(f"redis://127.0.0.1:{port}/0")
         return proc
 

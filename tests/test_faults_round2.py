@@ -6,7 +6,6 @@ log, workers/testops.py) against the attempts and records in Redis, and the proc
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import redis
 
 from broker.embedded import free_port
 from sweeps import status
-from tests.conftest import ROOT, wait_for_redis
+from tests.conftest import ROOT, redis_process, wait_for_redis
 from tests.test_faults import PREFIX, Cluster, vector
 
 pytestmark = pytest.mark.slow
@@ -231,8 +230,7 @@ def test_a_crash_is_retried_on_another_worker_of_the_machine(cluster):
 
 
 def _redis_server(port: int, data: Path, *policy: str) -> subprocess.Popen:
-    cmd = [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
-    proc = subprocess.Popen([*cmd, "--save", "", *policy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = redis_process(data, port, "--save", "", *policy)
     wait_for_redis(f"redis://127.0.0.1:{port}/0")
     return proc
 

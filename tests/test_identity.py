@@ -27,7 +27,7 @@ from broker.keys import Keys
 from broker.results import decode_record
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, wait_for_redis
+from tests.conftest import ROOT, redis_process, start_worker, wait_for_redis
 
 pytestmark = pytest.mark.slow
 HOST = socket.gethostname()
@@ -107,10 +107,7 @@ def _kill9(pid: int) -> None:
 
 
 def _worker(url: str, name: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
-    out = open(log, "ab")  # noqa: SIM115 - the child's
-    return subprocess.Popen([*cmd, "--name", name, "--redis", url], cwd=ROOT, stdout=out, stderr=out,
-                            start_new_session=True)  # fmt: skip
+    return start_worker(url, log, "--machine", "n300", "--name", name, append=True)
 
 
 def _consuming(log: Path) -> bool:
@@ -266,11 +263,7 @@ def test_up_after_the_embedded_redis_was_killed_restarts_it_on_its_port_and_the_
 def test_down_after_redis_was_restarted_by_hand_on_its_port_stops_it_and_the_workers(home, capsys):
     state = _up(capsys, "--workers", "1")
     _kill9(state["redis"]["pid"])
-    by_hand = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(state["port"]), "--dir", state["dir"],
-         "--appendonly", "yes", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    by_hand = redis_process(Path(state["dir"]), state["port"], "--appendonly", "yes", "--save", "")
     try:
         wait_for_redis(state["url"])
         assert len(_processes_of(home)) == 3  # the worker, its executor, the Redis started by hand
@@ -305,10 +298,7 @@ def test_down_never_signals_a_reused_pid_and_up_refuses_a_port_taken_by_another_
     _kill9(recorded["redis"]["pid"])
     other = home.parent / "other"  # another redis-server (another home's, say) took the port meanwhile
     other.mkdir()
-    squatter = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(recorded["port"]), "--dir", str(other), "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    squatter = redis_process(other, recorded["port"], "--save", "")
     try:
         wait_for_redis(recorded["url"])
         assert main(["up", "--machines", "n300", "--workers", "0"]) == 2

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from broker.cli import main
-from broker.export import generated_vector, to_optest
-from broker.rows import PENDING, Row
+from broker.reports.export import generated_vector, to_optest
+from broker.reports.rows import PENDING, Row
 from sweeps import status
 from sweeps.index import build
 from sweeps.nightly import DRAM, tensor

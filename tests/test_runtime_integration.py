@@ -4,8 +4,6 @@ emulated backend), the real `sweepctl` commands, on the sample store shipped in 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ import redis
 from broker.keys import Keys
 from broker.results import parse_final
 from sweeps import status
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_worker, stop_processes
 
 SAMPLE = str(ROOT / "sweeps" / "data" / "sample_master.json")
 PREFIX = "itest"
@@ -35,12 +33,10 @@ def sweepctl(*args: str, url: str, timeout: float = 300) -> subprocess.Completed
 
 @pytest.fixture
 def two_workers(redis_server, tmp_path):
-    procs = []
-    for machine in ("n300", "galaxy"):
-        log = open(tmp_path / f"{machine}.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", machine, "--backend", "emulated"]
-        cmd += ["--name", f"it-{machine}", "--redis", redis_server, "--prefix", PREFIX]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True))
+    procs = [
+        start_worker(redis_server, tmp_path / f"{m}.log", "--machine", m, "--name", f"it-{m}", "--prefix", PREFIX)
+        for m in ("n300", "galaxy")
+    ]
     client = redis.Redis.from_url(redis_server)
     keys = Keys(PREFIX)
     deadline = time.monotonic() + 180
@@ -51,10 +47,7 @@ def two_workers(redis_server, tmp_path):
     else:
         pytest.fail("workers did not open their executors: " + (tmp_path / "n300.log").read_text()[-2000:])
     yield client, keys
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.wait(timeout=60)
+    stop_processes(*procs)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ pickled message is refused while the worker keeps working."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
@@ -14,12 +13,12 @@ from broker.app import make_app
 from broker.coordinator import Plan, publish
 from broker.embedded import free_port
 from broker.keys import Keys
-from broker.report import build
+from broker.reports.summary import build
 from broker.results import Results, make_record
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, wait_for_redis
+from tests.conftest import ROOT, redis_process, running_redis, start_worker, stop_processes, stop_redis, wait_for_redis
 
 ACL = ROOT / "deploy" / "users.acl"
 
@@ -27,16 +26,9 @@ ACL = ROOT / "deploy" / "users.acl"
 @pytest.fixture
 def acl_redis(tmp_path):
     port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "no", "--aclfile", str(ACL)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     url = lambda user: f"redis://{user}:change-me-{user}@127.0.0.1:{port}/0"  # noqa: E731
-    wait_for_redis(url("coordinator"))
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_redis(tmp_path, "--aclfile", str(ACL), port=port, ping=url("coordinator")):
+        yield url
 
 
 def test_acl_roles_worker_cannot_delete_a_run_and_reporter_cannot_enqueue(acl_redis):
@@ -74,7 +66,6 @@ def test_acl_roles_worker_cannot_delete_a_run_and_reporter_cannot_enqueue(acl_re
 def test_a_run_over_tls(tmp_path):
     import json
     import os
-    import signal
     import sys
 
     if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
@@ -86,20 +77,14 @@ def test_a_run_over_tls(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = redis_process(tmp_path, 0, "--tls-port", str(port), "--tls-cert-file", str(cert),
+                           "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+                           "--save", "")  # fmt: skip
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
     wait_for_redis(url)
     client = redis.Redis.from_url(url)
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
-    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(cmd + ["--name", "w-tls", "--redis", url], cwd=ROOT, env=env, stdout=log, stderr=log,
-                              start_new_session=True)  # fmt: skip
+    worker = start_worker(url, tmp_path / "worker.log", "--machine", "n300", "--name", "w-tls", env=env)
     try:
         keys = Keys()
         vector = make_vector("sweepctl.test.noop", "s", "n300", [1, 2], [0], {}, 30.0)
@@ -111,10 +96,8 @@ def test_a_run_over_tls(tmp_path):
                                 capture_output=True, text=True, cwd=ROOT)  # fmt: skip
         assert json.loads(report.stdout)["counts"] == {status.PASS: 1}, (tmp_path / "worker.log").read_text()[-2000:]
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
-        server.terminate()
-        server.wait(timeout=10)
+        stop_processes(worker)
+        stop_redis(server)
 
 
 def _keys_snapshot(client: redis.Redis, keys: Keys, run_id: str) -> dict[str, dict]:
@@ -127,8 +110,6 @@ def test_a_worker_under_the_acl_runs_a_whole_run_and_cannot_delete_or_rewrite_it
     rewriting the run's records, final, aggregates, failed and attempts hashes is refused, directly and
     from inside a script; every key is unchanged after."""
     import os
-    import signal
-    import sys
 
     keys = Keys()
     coordinator = redis.Redis.from_url(acl_redis("coordinator"))
@@ -137,10 +118,8 @@ def test_a_worker_under_the_acl_runs_a_whole_run_and_cannot_delete_or_rewrite_it
     plan = Plan("acl-run", Selection(), Expansion.of(vectors), {})
     publish(make_app(acl_redis("coordinator"), keys), coordinator, keys, plan, chunk=2)
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
-    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker_proc = subprocess.Popen(cmd + ["--name", "w-acl", "--redis", acl_redis("worker")], cwd=ROOT, env=env,
-                                   stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+    worker_proc = start_worker(acl_redis("worker"), tmp_path / "worker.log", "--machine", "n300", "--name", "w-acl",
+                               env=env)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while coordinator.hlen(keys.final("acl-run")) < 5 and time.monotonic() < deadline:
@@ -150,8 +129,7 @@ def test_a_worker_under_the_acl_runs_a_whole_run_and_cannot_delete_or_rewrite_it
         assert build(coordinator, keys, "acl-run")["counts"] == {status.PASS: 3, status.FAIL_OP: 2}, text[-2000:]
         assert "NOPERM" not in text and "permission" not in text.lower()
     finally:
-        os.killpg(worker_proc.pid, signal.SIGTERM)
-        worker_proc.wait(timeout=60)
+        stop_processes(worker_proc)
 
     before = _keys_snapshot(coordinator, keys, "acl-run")
     assert all(before[k] for k in (keys.records("acl-run"), keys.final("acl-run"), keys.agg("acl-run"),

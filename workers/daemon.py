@@ -46,31 +46,24 @@ from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
 from workers import recovery
 from workers.executor import Executor, ExecutorDied
+from workers.policies import cancel, crash, expiry, lost, shutdown
+from workers.policies.cancel import Cancel
+from workers.policies.quarantine import Health, Quarantined
+from workers.policies.shutdown import GivenBack, WarmShutdown
 from workers.writer import RecordWriter
 
 LEASE_TTL = int(os.environ.get("SWEEPCTL_LEASE_TTL", "30"))
-MAX_LOST_ATTEMPTS = 2  # a vector whose worker died in it twice is booked INFRA, not run again
 HEARTBEAT_EVERY = float(os.environ.get("SWEEPCTL_HEARTBEAT", "5"))
 REDIS_GONE_LIMIT = float(os.environ.get("SWEEPCTL_REDIS_GONE_LIMIT", "90"))  # s without Redis: the worker exits
 EXIT_GRACE = 30.0  # s Celery gets to shut down after the worker gave up (or was stopped) before a hard exit
-STOP_FLUSH = 10.0  # s a stopping worker waits for records to reach an unreachable Redis
 FLUSH_LIMIT = REDIS_GONE_LIMIT + 60.0  # s a chunk waits for its records at most
 MAX_CHUNK_TRIES = 3  # a chunk that raised this many times: its open vectors end INFRA
-MAX_HANDBACKS = 2  # times a chunk is handed back by a worker it asks to avoid
 CLAIM_AHEAD_S = 0.05  # claim about this much work at once (one vector for slow ops, up to MAX_CLAIM)
 MAX_CLAIM = 32
 EXIT_GAVE_UP = 3  # exit status of a worker that gave up on Redis (systemd restarts it)
 RECHECK_WINDOW = 10.0  # s of this worker's finals checked again when Redis restarted (everysec loses ~1 s)
 
 T = TypeVar("T")
-
-
-class Quarantined(Exception):
-    """The device set failed its reset or health check: stop consuming, give the chunk back."""
-
-
-class GivenBack(Exception):
-    """A warm shutdown stopped the chunk after the running vector: the rest goes back to the queue."""
 
 
 class RedisGone(Exception):
@@ -115,14 +108,12 @@ class WorkerDaemon:
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
         self.leases: dict[str, str] = {}  # lease key -> value, of every vector claimed and not booked
-        self.canceling: tuple[str, str] | None = None  # set when a run is seen canceled: the vector killed
-        self.canceled_run: str | None = None  # a claim found the run of the chunk canceled
-        self.stopping = False  # a warm shutdown: finish the running vector, give the rest back
-        self.stop_deadline = float("inf")  # stopping: no wait on an unreachable Redis goes past this
+        self.cancel = Cancel()  # shared with the heartbeat thread, which kills a canceled run's vector
+        self.shutdown = WarmShutdown()
         self.gave_up: str | None = None
         self.last_ok = time.monotonic()  # when Redis last answered
         self.beat_ok = self.last_ok  # when a heartbeat last reached Redis
-        self.health = recovery.UNKNOWN
+        self.health = Health(redis, keys, name)
         self.profile = get_profile(machine)
         self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
         self.app: Any = None  # the Celery app, to queue chunks again
@@ -175,10 +166,9 @@ class WorkerDaemon:
         if taken:  # this worker was stopped past its leases: the vectors went on elsewhere
             log.warning("leases_taken_over", worker=self.name, count=len(taken))
         states = dict(zip(runs, replies[-1 - len(runs) : -1], strict=True))
-        if current and states.get(current[0][0]) == b"canceled" and self.canceling is None:
-            self.canceling = current[0]  # the main thread books the killed vector CANCELED
-            self.executor.kill_group()
-        if replies[-1] and self.health == recovery.BAD and self.consumer is not None:
+        if current and states.get(current[0][0]) == b"canceled" and self.cancel.kill(current[0]):
+            self.executor.kill_group()  # the chunk's thread books the killed vector CANCELED
+        if replies[-1] and self.health.state == recovery.BAD and self.consumer is not None:
             self.redis.hdel(self.keys.worker(self.name), "release")
             self.consumer.controller.hub.call_soon(self.release)
         if self.app is not None:
@@ -194,11 +184,11 @@ class WorkerDaemon:
             by_run.setdefault(run_id, []).append(vid)
         for run_id, ids in by_run.items():
             finals = self.redis.hmget(self.keys.final(run_id), ids)
-            lost = [vid for vid, final in zip(ids, finals, strict=True) if final is None]
-            if lost:
-                log.warning("records_lost_by_redis", worker=self.name, run=run_id, vectors=len(lost))
-                drop_leases(self.redis, self.keys, run_id, lost, f"{self.token}/")
-                send_chunk(self.app, run_id, self.machine, lost)
+            gone = [vid for vid, final in zip(ids, finals, strict=True) if final is None]
+            if gone:
+                log.warning("records_lost_by_redis", worker=self.name, run=run_id, vectors=len(gone))
+                drop_leases(self.redis, self.keys, run_id, gone, f"{self.token}/")
+                send_chunk(self.app, run_id, self.machine, gone)
 
     def give_up(self, reason: str) -> None:
         """Exit: Redis is gone (or the writer could not reach it). Celery shuts down warm; if it has
@@ -212,24 +202,16 @@ class WorkerDaemon:
         _exit_later(self.executor, EXIT_GRACE)
 
     def begin_stop(self) -> None:
-        """A warm shutdown began (SIGTERM, `sweepctl down`, or giving up): the running vector
-        finishes; waits on a Redis that does not answer end within STOP_FLUSH from now."""
-        if not self.stopping:
-            self.stopping = True
-            self.stop_deadline = time.monotonic() + STOP_FLUSH
-
-    def set_health(self, health: str, why: str = "") -> None:
-        self.health = health
-        self.redis.hset(self.keys.worker(self.name), mapping={"health": health, "health_reason": why})
+        """A warm shutdown began (SIGTERM, `sweepctl down`, or giving up): workers/policies/shutdown.py."""
+        self.shutdown.begin()
 
     def recover(self, cause: str) -> None:
-        """After a hang or crash: reset, respawn, health check; quarantine when that fails."""
-        self.set_health(recovery.UNKNOWN, cause)
+        """After a hang or crash: reset, respawn, health check; quarantine when that fails
+        (workers/policies/quarantine.py)."""
+        self.health.set(recovery.UNKNOWN, cause)
         result = recovery.recover(self.executor, self.profile, self.backend)
         log.info("recovery", worker=self.name, health=result.health, why=result.message)
-        self.set_health(result.health, result.message)
-        if result.health != recovery.GOOD:
-            raise Quarantined(result.message)
+        self.health.settle(result)
 
     def quarantine(self) -> None:
         """Stop taking chunks of this machine's queue; the worker stays up and shows BAD."""
@@ -257,16 +239,17 @@ class WorkerDaemon:
             self.executor.start()
         except ExecutorDied as exc:
             log.error("executor_open_failed", error=exc.description)
-            self.set_health("BAD", exc.description)
+            self.health.set(recovery.BAD, exc.description)
             return exc.description
-        self.set_health("GOOD")
+        self.health.set(recovery.GOOD)
         return None
 
     def stop(self) -> None:
         """Celery shut down: write what is queued (briefly, if Redis is away), stop the executor."""
         _exit_later(self.executor, EXIT_GRACE)  # whatever happens below, the process ends
         failing = self.writer.failing_for() > 0
-        if not self.writer.flush(timeout=max(1.0, self.stop_deadline - time.monotonic()) if failing else STOP_FLUSH):
+        wait = max(1.0, self.shutdown.deadline - time.monotonic()) if failing else shutdown.STOP_FLUSH
+        if not self.writer.flush(timeout=wait):
             log.error("records_not_written_at_shutdown", worker=self.name)
         self.writer.stop()
         self.heartbeat.stopped.set()
@@ -285,11 +268,11 @@ class WorkerDaemon:
         """Celery's task body. Quarantined, GivenBack and RedisGone escape (the message goes back);
         any other failure queues the chunk again, MAX_CHUNK_TRIES times at most. A chunk queued again
         after an infra fault names the worker it should `avoid` (the one whose device set failed or
-        died): that worker hands it back, MAX_HANDBACKS times at most, while another live worker of
+        died): that worker hands it back, crash.MAX_HANDBACKS times at most, while another live worker of
         the machine is GOOD, so the retry runs on another device set when one exists."""
         extra = {"avoid": list(avoid), "crashed": list(crashed), "hops": hops, "tries": tries}
         try:
-            if self.name in extra["avoid"] and hops < MAX_HANDBACKS and self._another_worker():
+            if crash.hands_back(self.name, extra["avoid"], hops, self._another_worker):
                 send_chunk(self.app, run_id, machine, ids, **{**extra, "hops": hops + 1})
                 log.info("chunk_handed_back", worker=self.name, run=run_id, vectors=len(ids))
                 return
@@ -301,7 +284,7 @@ class WorkerDaemon:
             self._unhold()  # the message itself goes back to the queue
             raise
         except RedisGone as exc:
-            if not self.stopping:
+            if not self.shutdown.stopping:
                 self.give_up(str(exc))
             raise  # the chunk stays recorded as held: a live worker queues it again
         except Exception as exc:
@@ -330,12 +313,11 @@ class WorkerDaemon:
         ends CRASH); `crashed` names vectors that crashed one already. When recovery fails the
         chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
-        self.canceled_run = None
+        self.cancel.start_chunk()
         self.ahead = None
-        if self._expired(run_id):
+        if expiry.due(self._redis(lambda: self.redis.hget(self.keys.run(run_id), "expires")), time.time()):
             payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids))
-            self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.EXPIRED,
-                             "the run expired before it ran")  # fmt: skip
+            self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.EXPIRED, expiry.MESSAGE)
             self._flush()
             return counts
         pending: deque[str] = deque(ids)
@@ -343,10 +325,10 @@ class WorkerDaemon:
         inflight: deque[_Item] = deque()
         try:
             while True:
-                while len(inflight) < (0 if self.stopping else 2):
+                while len(inflight) < self.shutdown.ahead():
                     if not claimed:
                         if self.ahead is None:
-                            if not pending or self.canceled_run == run_id:
+                            if not pending or self.cancel.stops(run_id):
                                 break
                             self._claim_ahead(run_id, pending)
                         claimed.extend(self._collect(run_id, crashed, counts))
@@ -364,21 +346,19 @@ class WorkerDaemon:
                     claimed.popleft()
                     item.started = time.time() if not inflight else None
                     inflight.append(item)
-                if self.ahead is None and pending and not self.stopping and self.canceled_run != run_id:
+                if self.ahead is None and pending and not self.shutdown.stopping and not self.cancel.stops(run_id):
                     batch = self._batch()
                     if batch > 2 and len(claimed) <= batch:  # fast vectors: claim the next ones meanwhile
                         self._claim_ahead(run_id, pending)
                 self.current = [(run_id, i.vector["id"]) for i in inflight]
-                if self.canceled_run == run_id and inflight and self.canceling is None:
-                    self.canceling = self.current[0]  # a claim saw the cancel: kill what runs now
-                    self.executor.kill_group()
+                if self.cancel.stops(run_id) and inflight and self.cancel.kill(self.current[0]):
+                    self.executor.kill_group()  # a claim saw the cancel: kill what runs now
                 if not inflight:
-                    if self.canceled_run == run_id:
+                    if self.cancel.stops(run_id):
                         self._cancel_rest(run_id, inflight, claimed, pending)
                         break
                     if claimed or pending or self.ahead is not None:
-                        if self.stopping:  # what is in the executor has finished: hand back the rest
-                            raise GivenBack(f"warm shutdown of {self.name}")
+                        self.shutdown.hand_back(self.name)  # what is in the executor has finished
                         continue
                     break
                 head = inflight.popleft()
@@ -387,22 +367,19 @@ class WorkerDaemon:
                 outcome = self.executor.receive(limit - (time.time() - head.started), limit)
                 now = time.time()
                 self._time(now - head.started)
-                canceled = self.canceling == (run_id, head.vector["id"])
-                if canceled:
-                    outcome = {"status": status.CANCELED, "message": "killed while running: the run was canceled"}
-                    self.canceled_run = run_id
-                retry = outcome["status"] == status.CRASH and not head.crashed  # the device's fault, or the op's?
+                outcome = self.cancel.outcome(run_id, head.vector["id"], outcome)
+                retry = crash.retries(outcome, head.crashed)
                 self._book(run_id, head, outcome, now, final=not retry)
                 counts["ran"] += 1
                 if retry:
                     self._retry_crashed(run_id, head, claimed, counts)
-                if self.canceled_run == run_id:
+                if self.cancel.stops(run_id):
                     self._cancel_rest(run_id, inflight, claimed, pending)
                 if not self.executor.alive:  # hang, crash or cancel: the executor is gone with its pipe
                     claimed.extendleft(reversed(inflight))
                     inflight.clear()
                     self.current = []
-                    self.canceling = None
+                    self.cancel.killed()
                     self.recover(f"{outcome['status']} on {head.vector['op']} vector {head.vector['id'][:12]}")
                 elif inflight:
                     inflight[0].started = now
@@ -410,7 +387,7 @@ class WorkerDaemon:
             self._abandon(run_id, exc, inflight, claimed)
             raise
         self.current = []
-        self.canceling = None
+        self.cancel.killed()
         self._flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
@@ -432,7 +409,7 @@ class WorkerDaemon:
 
     def _request(self, run_id: str, ids: list[str]) -> list[Claim]:
         value = f"{self.token}/{uuid.uuid4().hex[:12]}"  # a resend after a lost reply reuses it
-        return self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, MAX_LOST_ATTEMPTS))
+        return self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, lost.MAX_LOST_ATTEMPTS))
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
         return self._take(run_id, self._request(run_id, ids), crashed, counts)
@@ -446,26 +423,25 @@ class WorkerDaemon:
                 if item is not None:
                     items.append(item)
             elif claim.action == DEAD:  # its worker died in it twice: not run again
-                dead = _Item(self._fields(claim), b"", claim.attempt)
-                why = f"attempt {claim.attempt}: its worker died while running it, the second time: not run again"
-                self._book(run_id, dead, {"status": status.INFRA, "message": why})
+                attempt, outcome = lost.dead(claim)
+                self._book(run_id, _Item(self._fields(claim), b"", attempt), outcome)
             elif claim.action == CANCELED:
                 canceled.append((claim.vector_id, claim.payload))
             else:
                 counts["skipped"] += 1
         if canceled:
-            self.canceled_run = run_id
+            self.cancel.seen(run_id)
             counts["skipped"] += len(canceled)
-            self._book_unrun(run_id, canceled, status.CANCELED, "the run was canceled before this vector ran")
+            self._book_unrun(run_id, canceled, status.CANCELED, cancel.UNRUN)
         return items
 
     def _item(self, run_id: str, claim: Claim, crashed: Iterable[str]) -> _Item | None:
         """The claimed vector to run; an unreadable one is booked INFRA here (no executor sees it)."""
         self.leases[self.keys.lease(run_id, claim.vector_id)] = claim.lease
-        if claim.lost:  # its last worker died in it: book that attempt INFRA; this one is its retry
-            lost = _Item(self._fields(claim), b"", claim.attempt - 1)
-            message = f"attempt {claim.attempt - 1}: its worker died while running it"
-            self._book(run_id, lost, {"status": status.INFRA, "message": message}, final=False)
+        died = lost.lost_attempt(claim)
+        if died is not None:  # its last worker died in it: book that attempt INFRA; this one is its retry
+            attempt, outcome = died
+            self._book(run_id, _Item(self._fields(claim), b"", attempt), outcome, final=False)
         try:
             vector = decode(claim.payload or b"")
         except VectorError as exc:
@@ -496,20 +472,19 @@ class WorkerDaemon:
         its lease holder), and the unclaimed rest unless it is final or someone else holds it."""
         claimed.extend(self._collect(run_id, (), {"skipped": 0}))
         for item in [*inflight, *claimed]:
-            self._book(run_id, item, {"status": status.CANCELED, "message": "the run was canceled"})
+            self._book(run_id, item, {"status": status.CANCELED, "message": cancel.CLAIMED})
         inflight.clear()
         claimed.clear()
         if pending:
             payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), list(pending)))
-            self._book_unrun(run_id, list(zip(pending, payloads, strict=True)), status.CANCELED,
-                             "the run was canceled before this vector ran")  # fmt: skip
+            self._book_unrun(run_id, list(zip(pending, payloads, strict=True)), status.CANCELED, cancel.UNRUN)
             pending.clear()
 
     def _abandon(self, run_id: str, exc: Exception, inflight: deque[_Item], claimed: deque[_Item]) -> None:
         """The chunk stops early: claims that never started are released for the next worker; vectors
         in the executor (they may have started) are killed and their attempt booked INFRA."""
         self.current = []
-        self.canceling = None
+        self.cancel.killed()
         future, self.ahead = self.ahead, None
         if isinstance(exc, RedisGone):  # nothing can be written: the leases lapse, the held chunk is queued again
             return
@@ -581,7 +556,7 @@ class WorkerDaemon:
             except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
                 now = time.monotonic()
                 away = now - first
-                if away > REDIS_GONE_LIMIT or now > self.stop_deadline or self.gave_up:
+                if away > REDIS_GONE_LIMIT or now > self.shutdown.deadline or self.gave_up:
                     raise RedisGone(f"Redis did not answer for {away:.0f} s: {exc}") from None
                 log.warning("redis_retry", error=str(exc))
                 time.sleep(delay)
@@ -592,7 +567,7 @@ class WorkerDaemon:
         deadline = time.monotonic() + FLUSH_LIMIT
         while not self.writer.flush(timeout=1.0):
             failing = self.writer.failing_for()
-            if self.writer.broken or self.gave_up or (failing and time.monotonic() > self.stop_deadline):
+            if self.writer.broken or self.gave_up or (failing and time.monotonic() > self.shutdown.deadline):
                 raise RedisGone(f"records not written: Redis did not answer for {failing:.0f} s")
             if not self.writer.is_alive():  # it died of a bug: nothing queued will ever be written
                 raise RuntimeError("the record writer thread stopped")
@@ -618,10 +593,6 @@ class WorkerDaemon:
         for name in others:
             pipe.hmget(self.keys.worker(name), ["machine", "health"])
         return any(row == [self.machine.encode(), b"GOOD"] for row in (pipe.execute() if others else []))
-
-    def _expired(self, run_id: str) -> bool:
-        expires = self._redis(lambda: self.redis.hget(self.keys.run(run_id), "expires"))
-        return expires is not None and time.time() > float(expires)
 
 
 @dataclass

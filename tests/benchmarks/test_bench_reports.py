@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from broker.cli import main
-from broker.keys import Keys
+from broker.keys import Agg, Keys
 from broker.results import make_record, sig_id, signature
 from sweeps import status
 from sweeps.vector import make_vector
@@ -41,18 +41,22 @@ def _synthesize(client, keys: Keys, run_id: str, seed: int, fail_every: int) -> 
         pcc = 0.9 if failed else 0.99999 - rng.random() * 1e-5
         e2e = 0.2 + rng.random() * 0.01
         finals[f"{i:032x}"] = f"{state}|{pcc!r}|{e2e!r}|{sig if failed else ''}"
-        for name in ("done", f"s|{state}", f"os|{op}|{state}", f"ms|n300|{state}", f"om|n300|{op}|{state}",
-                     f"ph|{op}|{50 if not failed else 10}", f"eh|{op}|{int(8 * 7.6)}", "b|emulated"):  # fmt: skip
+        for name in (Agg.DONE, Agg.field(Agg.STATUS, state), Agg.field(Agg.OP_STATUS, op, state),
+                     Agg.field(Agg.MACHINE_STATUS, "n300", state), Agg.field(Agg.MACHINE_OP_STATUS, "n300", op, state),
+                     Agg.field(Agg.PCC_HIST, op, str(50 if not failed else 10)),
+                     Agg.field(Agg.E2E_HIST, op, str(int(8 * 7.6))), Agg.field(Agg.BACKEND, "emulated")):  # fmt: skip
             agg[name] = agg.get(name, 0) + 1
         if failed:
-            agg[f"fb|{sig}|{state}|{op}|n300"] = agg.get(f"fb|{sig}|{state}|{op}|n300", 0) + 1
+            bucket = Agg.field(Agg.BUCKET, sig, state, op, "n300")
+            agg[bucket] = agg.get(bucket, 0) + 1
         if len(finals) == 50_000:
             pipe.hset(keys.final(run_id), mapping=finals)
             pipe.execute()
             finals = {}
     if finals:
         pipe.hset(keys.final(run_id), mapping=finals)
-    agg.update({f"st|{sig}": signature(message), f"sx|{sig}": f"{0:032x}", "t_first": 1, "t_last": 2})
+    agg.update({Agg.field(Agg.BUCKET_TEXT, sig): signature(message), Agg.field(Agg.BUCKET_EXAMPLE, sig): f"{0:032x}",
+                Agg.T_FIRST: 1, Agg.T_LAST: 2})  # fmt: skip
     pipe.hset(keys.agg(run_id), mapping=agg)
     vector = make_vector("ttnn.op0", "s", "n300", [1, 2], [0], {}, 30.0)
     record = make_record(vector, run_id, 1, {"status": status.FAIL_ACCURACY, "message": message, "pcc": 0.9})

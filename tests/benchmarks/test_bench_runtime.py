@@ -24,7 +24,7 @@ import redis
 
 from broker.app import make_app
 from broker.coordinator import Plan, chunk_size, publish
-from broker.keys import Keys
+from broker.keys import Agg, Keys
 from sweeps.index import load as load_index
 from sweeps.suites import Expansion, Selection, expand
 from sweeps.vector import make_vector
@@ -119,12 +119,12 @@ def test_bench_worker_overhead(redis_server, tmp_path):
     cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated"]
     worker = _spawn(cmd + ["--name", "bench", "--redis", redis_server, "--prefix", "bench"], env, log)
     deadline = time.monotonic() + 300
-    while client.hget(keys.agg("noop"), "done") != str(n).encode() and time.monotonic() < deadline:
+    while client.hget(keys.agg("noop"), Agg.DONE) != str(n).encode() and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(worker.pid, signal.SIGTERM)
     worker.wait(timeout=60)
     agg = client.hgetall(keys.agg("noop"))
-    ours_ms = (float(agg[b"t_last"]) - float(agg[b"t_first"])) / (n - 1) * 1000.0
+    ours_ms = (float(agg[Agg.T_LAST.encode()]) - float(agg[Agg.T_FIRST.encode()])) / (n - 1) * 1000.0
 
     os.environ["BENCH_REDIS_URL"] = redis_server
     from tests.benchmarks import plain_celery

@@ -11,7 +11,7 @@ import math
 from html import escape
 from typing import Any
 
-from broker.rows import Row
+from broker.reports.rows import Row
 from sweeps import status
 
 COLOURS = {

@@ -305,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runtime_parsers(sub: Any) -> None:
-    """Queues, workers and results (broker/commands.py)."""
-    from broker import commands as c
+    """Queues, workers and results (broker/cli/commands.py)."""
+    from broker.cli import commands as c
     from broker.coordinator import CHUNK_LIMIT, MAX_CHUNK
 
     def connected(name: str, help_text: str, func, description: str | None = None) -> argparse.ArgumentParser:
@@ -519,8 +519,8 @@ def _runtime_parsers(sub: Any) -> None:
 
 
 def _report_options(command: argparse.ArgumentParser) -> None:
-    from broker.compare import E2E_TOLERANCE_PCT, PCC_TOLERANCE
-    from broker.export import FORMATS
+    from broker.reports.compare import E2E_TOLERANCE_PCT, PCC_TOLERANCE
+    from broker.reports.export import FORMATS
 
     command.add_argument("--limit", type=int, default=50, help="failing vectors to list (default: %(default)s)")
     command.add_argument(
@@ -603,6 +603,3 @@ def main(argv: list[str] | None = None) -> int:
         print("sweepctl: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """The runtime commands of `sweepctl`: ops, enqueue, worker, up/down, status/watch, workers,
-runs, report and demo. The parser that wires them up is in broker/cli.py.
+runs, report and demo. The parser that wires them up is in broker/cli/__init__.py.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _selection(args: argparse.Namespace):
 
 def _no_worker(client: Any, keys: Keys, waiting: dict[str, int]) -> dict[str, int]:
     """The machine types of `waiting` (machine -> vectors not yet final) that no live worker takes."""
-    from broker.report import live_backends, workers
+    from broker.reports.summary import live_backends, workers
 
     live = live_backends(workers(client, keys))
     return {m: n for m, n in sorted(waiting.items()) if n and m not in live}
@@ -124,7 +124,7 @@ def _no_worker(client: Any, keys: Keys, waiting: dict[str, int]) -> dict[str, in
 def _reuse(client: Any, keys: Keys, args: argparse.Namespace):
     """`--reuse BASE`: the base run must exist; each machine's backend is its live workers' one."""
     from broker.coordinator import Reuse, require_run
-    from broker.report import live_backends, workers
+    from broker.reports.summary import live_backends, workers
 
     if args.reuse == args.run_id:
         raise InputError("--reuse", "a run cannot reuse its own results")
@@ -283,8 +283,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from broker.display import workers_table
-    from broker.report import workers
+    from broker.cli.display import workers_table
+    from broker.reports.summary import workers
 
     client, keys, _ = _connect(args)
     if args.release:
@@ -306,7 +306,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from broker.lifecycle import expire_due
-    from broker.report import progress
+    from broker.reports.summary import progress
 
     client, keys, _ = _connect(args)
     expire_due(client, keys)
@@ -353,7 +353,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def _progress(client: Any, keys: Keys, run_id: str) -> tuple[dict[str, Any], int, dict[str, int]]:
     """A run's progress, its live workers, and the machine types whose vectors wait with no live worker."""
-    from broker.report import LIVE, progress, workers
+    from broker.reports.summary import LIVE, progress, workers
 
     prog = progress(client, keys, run_id)
     rows = workers(client, keys)
@@ -363,7 +363,7 @@ def _progress(client: Any, keys: Keys, run_id: str) -> tuple[dict[str, Any], int
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from broker.display import progress_line
+    from broker.cli.display import progress_line
     from broker.lifecycle import expire_due
 
     client, keys, _ = _connect(args)
@@ -382,7 +382,7 @@ EXPIRE_EVERY = 5.0  # s between a watch's bookings of runs past their --expires 
 def watch(client: Any, keys: Keys, run_id: str, interval: float = 0.5, timeout: float | None = None) -> dict:
     """Until the run is complete (or the timeout): a redrawn line on a terminal, a line per change
     in a log. Runs past their --expires are booked EXPIRED on the way, worker or not."""
-    from broker.display import ProgressBar, progress_line
+    from broker.cli.display import ProgressBar, progress_line
     from broker.lifecycle import expire_due
 
     bar = ProgressBar()
@@ -419,9 +419,9 @@ def _write_output(path: str, text: str) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Exit 1: executed failures; with --expectations, unexpected failures; with --compare, a regression.
     Any ERROR (sweepctl's own failure) exits 1 whatever the options: no expectation or base hides it."""
-    from broker import display
+    from broker.cli import display
     from broker.lifecycle import expire_due
-    from broker.report import build, by_model
+    from broker.reports.summary import build, by_model
     from sweeps import status
 
     client, keys, _ = _connect(args)
@@ -429,7 +429,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     expire_due(client, keys)
     expectations = None
     if args.expectations:
-        from broker.expectations import load
+        from broker.reports.expectations import load
 
         expectations = load(args.expectations)  # a bad file fails before anything is read
     fmt = "json" if args.json else args.format
@@ -437,18 +437,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     failed = bool(report["failed"])
     rows = None
     if expectations is not None or args.by == "model" or fmt in ("csv", "junit", "html", "optest"):
-        from broker.rows import rows as read_rows
+        from broker.reports.rows import rows as read_rows
 
         rows = read_rows(client, keys, run_id)
     if expectations is not None:
-        from broker.expectations import judge_rows
+        from broker.reports.expectations import judge_rows
 
         report["expectations"] = judge_rows(expectations, rows)
         failed = report["expectations"]["regressed"]
     if args.by == "model":
         report["models"] = by_model(rows, args.model)
     if args.compare:
-        from broker.compare import Tolerances, compare
+        from broker.reports.compare import Tolerances, compare
 
         tol = Tolerances(args.pcc_tolerance, args.e2e_tolerance, perf_regresses=not args.ignore_perf)
         report["compare"] = compare(client, keys, run_id, args.compare, tol)
@@ -471,7 +471,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         text = _export(fmt, report, rows, expectations)
     output = args.output
     if output and fmt == "optest" and os.path.isdir(output):
-        from broker.export import optest_filename
+        from broker.reports.export import optest_filename
 
         output = os.path.join(output, optest_filename(report))
     if output:
@@ -483,7 +483,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _export(fmt: str, report: dict[str, Any], rows: list[Any], expectations: Any) -> str:
-    from broker import export
+    from broker.reports import export
 
     if fmt == "csv":
         return export.to_csv(rows, expectations)
@@ -491,13 +491,13 @@ def _export(fmt: str, report: dict[str, Any], rows: list[Any], expectations: Any
         return export.to_junit(report["run_id"], rows, expectations)
     if fmt == "optest":
         return export.to_optest(report, rows, expectations)
-    from broker.htmlreport import render
+    from broker.reports.htmlpage import render
 
     return render(report, rows)
 
 
 def cmd_expectations_check(args: argparse.Namespace) -> int:
-    from broker.expectations import check, load
+    from broker.reports.expectations import check, load
     from tracer.store import MasterStore
 
     expectations = load(args.file)
@@ -519,9 +519,9 @@ def cmd_expectations_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole job on the sample store: up, enqueue, a live progress bar, the report."""
     from broker.app import make_app
+    from broker.cli.display import bucket_lines, report_lines
     from broker.coordinator import plan, publish
-    from broker.display import bucket_lines, report_lines
-    from broker.report import build
+    from broker.reports.summary import build
     from sweeps.suites import Selection
 
     explicit = args.redis or os.environ.get("SWEEPCTL_REDIS_URL")

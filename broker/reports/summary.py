@@ -11,7 +11,7 @@ from typing import Any
 
 from broker import registry
 from broker.coordinator import PUBLISHING, enqueue_state, require_run
-from broker.keys import Keys
+from broker.keys import Agg, Keys
 from broker.results import decode_record, ms_of_bucket, pcc_of_bucket
 from sweeps import status
 
@@ -32,18 +32,20 @@ def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
     replies = pipe.execute()
     run = {_text(k): _text(v) for k, v in replies[0].items()}
     agg = read_agg(redis, keys, run_id)
-    counts = {name[2:]: int(v) for name, v in agg.items() if name.startswith("s|") and int(v)}
+    by_status = Agg.prefix(Agg.STATUS)
+    counts = {name[len(by_status) :]: int(v) for name, v in agg.items() if name.startswith(by_status) and int(v)}
     total = replies[1]
-    done = int(agg.get("done", 0))
-    t_first, t_last = float(agg.get("t_first", 0) or 0), float(agg.get("t_last", 0) or 0)
+    done = int(agg.get(Agg.DONE, 0))
+    t_first, t_last = float(agg.get(Agg.T_FIRST, 0) or 0), float(agg.get(Agg.T_LAST, 0) or 0)
     executed = sum(n for s, n in counts.items() if status.is_executed(s))
     span = t_last - max(t_first, meta["created"]) if t_last else 0.0
     rate = executed / span if span > 0 and executed > 1 else None
     left = total - done
     finished: Counter = Counter()
+    by_machine = Agg.prefix(Agg.MACHINE_STATUS)
     for name, value in agg.items():
-        if name.startswith("ms|"):
-            finished[name[3:].rsplit("|", 1)[0]] += int(value)
+        if name.startswith(by_machine):
+            finished[name[len(by_machine) :].rsplit(Agg.SEP, 1)[0]] += int(value)
     stored = {name[6:]: int(v) for name, v in run.items() if name.startswith("total|")}
     waiting = {m: n - finished[m] for m, n in sorted(stored.items()) if n > finished[m]}
     enqueue = enqueue_state(redis, keys, run_id) if PUBLISHING in run else None
@@ -135,42 +137,44 @@ def _clamp(median: float | None, low: float | None) -> float | None:
 def build(redis: Any, keys: Keys, run_id: str, failures_limit: int = 50) -> dict[str, Any]:
     prog = progress(redis, keys, run_id)
     agg = read_agg(redis, keys, run_id)
-    per_op: dict[str, dict[str, Any]] = defaultdict(lambda: {"counts": {}, "ph": {}, "eh": {}, "pcc_min": None})
+    per_op: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"counts": {}, "pcc_hist": {}, "e2e_hist": {}, "pcc_min": None}
+    )
     per_machine: dict[str, dict[str, int]] = defaultdict(dict)
     backends: dict[str, int] = {}
     machine_ops: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for name, value in agg.items():
-        kind, _, rest = name.partition("|")
-        if kind in ("os", "ms", "om") and not int(value):  # a retried vector's old status, counted back down
-            continue
-        if kind == "om":
-            machine, op, state = rest.split("|")
+        kind, _, rest = name.partition(Agg.SEP)
+        if kind in (Agg.OP_STATUS, Agg.MACHINE_STATUS, Agg.MACHINE_OP_STATUS) and not int(value):
+            continue  # a retried vector's old status, counted back down
+        if kind == Agg.MACHINE_OP_STATUS:
+            machine, op, state = rest.split(Agg.SEP)
             machine_ops[machine][op][state] = int(value)
-        elif kind == "os":
-            op, state = rest.rsplit("|", 1)
+        elif kind == Agg.OP_STATUS:
+            op, state = rest.rsplit(Agg.SEP, 1)
             per_op[op]["counts"][state] = int(value)
-        elif kind == "ms":
-            machine, state = rest.rsplit("|", 1)
+        elif kind == Agg.MACHINE_STATUS:
+            machine, state = rest.rsplit(Agg.SEP, 1)
             per_machine[machine][state] = int(value)
-        elif kind in ("ph", "eh"):
-            op, bucket = rest.rsplit("|", 1)
-            per_op[op][kind][int(bucket)] = int(value)
-        elif kind == "b":
+        elif kind in (Agg.PCC_HIST, Agg.E2E_HIST):
+            op, bucket = rest.rsplit(Agg.SEP, 1)
+            per_op[op]["pcc_hist" if kind == Agg.PCC_HIST else "e2e_hist"][int(bucket)] = int(value)
+        elif kind == Agg.BACKEND:
             backends[rest] = int(value)
-        elif kind == "pmin":
+        elif kind == Agg.PCC_MIN:
             per_op[rest]["pcc_min"] = float(value)
     ops = {}
     for op, row in sorted(per_op.items()):
         counts = row["counts"]
         executed = sum(n for s, n in counts.items() if status.is_executed(s))
-        p50, p95 = _percentile(row["eh"], 0.5), _percentile(row["eh"], 0.95)
+        p50, p95 = _percentile(row["e2e_hist"], 0.5), _percentile(row["e2e_hist"], 0.95)
         ops[op] = {
             "executed": executed,
             "pass": counts.get(status.PASS, 0),
             "counts": dict(sorted(counts.items())),
             "pass_rate": counts.get(status.PASS, 0) / executed if executed else None,
             "pcc_min": row["pcc_min"],
-            "pcc_median": _clamp(_pcc_median(row["ph"]), row["pcc_min"]),
+            "pcc_median": _clamp(_pcc_median(row["pcc_hist"]), row["pcc_min"]),
             "e2e_ms_p50": ms_of_bucket(p50) if p50 is not None else None,
             "e2e_ms_p95": ms_of_bucket(p95) if p95 is not None else None,
         }
@@ -240,9 +244,10 @@ def failure_buckets(agg: dict[str, str]) -> list[dict[str, Any]]:
     """Failure buckets from a run's aggregates, biggest first: sweepctl's own errors (ERROR), then
     executed failures, then configs that never ran."""
     found: dict[str, dict[str, Counter]] = {}
+    by_bucket = Agg.prefix(Agg.BUCKET)
     for name, value in agg.items():
-        if name.startswith("fb|") and int(value):
-            sig, state, op, machine = name[3:].split("|")
+        if name.startswith(by_bucket) and int(value):
+            sig, state, op, machine = name[len(by_bucket) :].split(Agg.SEP)
             bucket = found.setdefault(sig, {"statuses": Counter(), "ops": Counter(), "machines": Counter()})
             for field, key in (("statuses", state), ("ops", op), ("machines", machine)):
                 bucket[field][key] += int(value)
@@ -251,13 +256,13 @@ def failure_buckets(agg: dict[str, str]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "signature_id": sig,
-                "signature": agg.get(f"st|{sig}", ""),
+                "signature": agg.get(Agg.field(Agg.BUCKET_TEXT, sig), ""),
                 "count": sum(bucket["statuses"].values()),
                 "executed": any(status.is_executed(s) for s in bucket["statuses"]),
                 "statuses": dict(bucket["statuses"].most_common()),
                 "ops": dict(bucket["ops"].most_common()),
                 "machines": dict(bucket["machines"].most_common()),
-                "example_vector": agg.get(f"sx|{sig}", ""),
+                "example_vector": agg.get(Agg.field(Agg.BUCKET_EXAMPLE, sig), ""),
             }
         )
     return sorted(rows, key=_bucket_order)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.coordinator import require_run
-from broker.keys import Keys
-from broker.report import failure_buckets, read_agg
+from broker.keys import Agg, Keys
+from broker.reports.summary import failure_buckets, read_agg
 from broker.results import parse_final
 from sweeps import status
 from sweeps.vector import decode
@@ -121,7 +121,7 @@ def compare(redis: Any, keys: Keys, run_id: str, base_id: str, tol: Tolerances =
         "changes": listed,
         "new_signatures": new_sigs,
         "new_error_signatures": new_errors,
-        "errors": int(run_agg.get(f"s|{status.ERROR}", 0)),
+        "errors": int(run_agg.get(Agg.field(Agg.STATUS, status.ERROR), 0)),
         "regressed": regressions > 0,
     }
 

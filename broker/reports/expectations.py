@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from broker.rows import Row
+from broker.reports.rows import Row
 from sweeps import catalogue, status
 from sweeps.profiles import PROFILES
 from tracer.errors import InputError

@@ -35,8 +35,8 @@ import time
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from broker.expectations import EXCLUDED, FAIL, XFAIL, XPASS, Expectations
-from broker.rows import PENDING, Row
+from broker.reports.expectations import EXCLUDED, FAIL, XFAIL, XPASS, Expectations
+from broker.reports.rows import PENDING, Row
 from sweeps import catalogue, status
 from sweeps.profiles import PROFILES
 from tracer.args import is_unparsed

@@ -1,0 +1,1 @@
+"""Reading finished and running runs: summaries, comparison, expectations and exports."""

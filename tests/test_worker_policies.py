@@ -1,0 +1,92 @@
+"""Each worker policy alone (workers/policies/): no worker or executor process; a real redis-server
+where the policy writes to Redis. tests/test_faults*.py run the same policies inside real workers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from broker.keys import Keys
+from broker.results import DEAD, RUN, Claim
+from sweeps import status
+from workers import recovery
+from workers.policies import crash, expiry, lost, shutdown
+from workers.policies.cancel import Cancel
+from workers.policies.quarantine import Health, Quarantined
+
+
+def test_expiry_is_due_only_for_a_run_whose_expiry_has_passed():
+    now = time.time()
+    assert not expiry.due(None, now)  # enqueued without --expires
+    assert not expiry.due(str(now + 60).encode(), now)
+    assert expiry.due(str(now - 1).encode(), now) and expiry.due(repr(now - 1), now)
+
+
+def test_a_lost_attempt_is_booked_infra_not_final_and_a_dead_claim_final_infra():
+    fresh = Claim("v", RUN, 1, False, b"p", "w/1")
+    assert lost.lost_attempt(fresh) is None
+    attempt, outcome = lost.lost_attempt(Claim("v", RUN, 2, True, b"p", "w/1"))
+    assert attempt == 1 and outcome["status"] == status.INFRA and "attempt 1: its worker died" in outcome["message"]
+    attempt, outcome = lost.dead(Claim("v", DEAD, lost.MAX_LOST_ATTEMPTS, True, b"p", ""))
+    assert attempt == lost.MAX_LOST_ATTEMPTS and outcome["status"] == status.INFRA
+    assert "not run again" in outcome["message"]
+
+
+def test_a_crash_is_retried_once_and_a_chunk_handed_back_only_while_another_worker_can_take_it():
+    crashed = {"status": status.CRASH, "message": "executor died"}
+    assert crash.retries(crashed, crashed_before=False) and not crash.retries(crashed, crashed_before=True)
+    assert not crash.retries({"status": status.HANG}, crashed_before=False)
+    asked: list[str] = []
+
+    def another() -> bool:
+        asked.append("redis")
+        return True
+
+    assert crash.hands_back("w1", ["w1"], 0, another) and asked == ["redis"]
+    assert not crash.hands_back("w1", ["w1"], crash.MAX_HANDBACKS, another)
+    assert not crash.hands_back("w2", ["w1"], 0, another) and asked == ["redis"]  # Redis asked only when needed
+    assert not crash.hands_back("w1", ["w1"], 0, lambda: False)
+
+
+def test_cancel_kills_the_running_vector_once_and_books_it_canceled():
+    cancel = Cancel()
+    cancel.start_chunk()
+    assert not cancel.stops("r")
+    assert cancel.kill(("r", "v1")) and not cancel.kill(("r", "v1"))  # the heartbeat and the chunk's thread
+    passed = {"status": status.PASS}
+    assert cancel.outcome("r", "v2", passed) is passed and not cancel.stops("r")  # not the killed vector
+    assert cancel.outcome("r", "v1", passed)["status"] == status.CANCELED and cancel.stops("r")
+    cancel.killed()
+    assert cancel.kill(("r", "v3"))  # a later kill is possible again
+    cancel.start_chunk()
+    assert not cancel.stops("r")
+    cancel.seen("r")  # a claim found the run canceled
+    assert cancel.stops("r") and not cancel.stops("other")
+
+
+def test_a_warm_shutdown_feeds_nothing_more_and_hands_the_rest_back():
+    stop = shutdown.WarmShutdown()
+    assert stop.ahead() == shutdown.AHEAD and stop.deadline == float("inf")
+    stop.hand_back("w1")  # not stopping: the chunk goes on
+    stop.begin()
+    deadline = stop.deadline
+    assert stop.stopping and stop.ahead() == 0 and deadline <= time.monotonic() + shutdown.STOP_FLUSH
+    stop.begin()  # a second SIGTERM does not move the deadline
+    assert stop.deadline == deadline
+    with pytest.raises(shutdown.GivenBack, match="warm shutdown of w1"):
+        stop.hand_back("w1")
+
+
+def test_a_failed_recovery_quarantines_and_the_health_is_in_the_workers_row(redis_server):
+    client, keys = redis.Redis.from_url(redis_server), Keys("policies")
+    health = Health(client, keys, "w1")
+    health.set(recovery.UNKNOWN, "CRASH on ttnn.add")
+    health.settle(recovery.RecoveryResult(recovery.GOOD, "reset and health check passed"))
+    assert health.state == recovery.GOOD
+    assert client.hget(keys.worker("w1"), "health") == b"GOOD"
+    with pytest.raises(Quarantined, match="health check FAIL_OP"):
+        health.settle(recovery.RecoveryResult(recovery.BAD, "health check FAIL_OP: boom"))
+    row = client.hgetall(keys.worker("w1"))
+    assert health.state == recovery.BAD and row[b"health"] == b"BAD" and row[b"health_reason"].startswith(b"health")
