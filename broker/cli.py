@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--json", action="store_true")
     configs.set_defaults(func=cmd_configs)
     _runtime_parsers(sub)
+    from broker import tracecmds
+
+    tracecmds.add_parsers(sub)
     return parser
 
 
