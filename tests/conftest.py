@@ -95,16 +95,19 @@ def redis_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str) -> Iterator[None]:
-    """A real `sweepctl worker` (emulated n300, test ops on, 0.5 s heartbeat) on `url` under `prefix`,
-    logging to log_dir/worker.log; its process group gets SIGTERM on exit."""
+def emulated_worker(
+    url: str, prefix: str, name: str, log_dir: Path, machine: str = "n300", **env: str
+) -> Iterator[None]:
+    """A real `sweepctl worker` (emulated, n300 unless `machine` says otherwise, test ops on, 0.5 s
+    heartbeat) on `url` under `prefix`, logging to log_dir/worker.log; its process group gets SIGTERM
+    on exit."""
     import signal
     import subprocess
     import sys
 
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5", **env}
     log = open(log_dir / "worker.log", "wb")  # noqa: SIM115 - the worker's for its lifetime
-    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", "n300", "--backend", "emulated",
+    cmd = [sys.executable, "-m", "broker.cli", "worker", "--machine", machine, "--backend", "emulated",
            "--name", name, "--redis", url, "--prefix", prefix]  # fmt: skip
     worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:

@@ -1,0 +1,126 @@
+"""Fleet tracing end to end: a real redis-server, real emulated workers of two machine types (their
+mock clusters), the repo's host-only model fixtures as registered models: one passes, one fails, one
+hangs past its entry's timeout. Only the passing model's configs reach the store, with one execution
+per machine; running again adds nothing; the hang ends `timeout` and the worker healthy again."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import redis
+
+from broker import tracejobs
+from broker.app import make_app
+from broker.keys import Keys
+from tests.conftest import ROOT, cli, emulated_worker
+from tracer.store import MasterStore
+
+PREFIX = "fleet"
+HANG_TIMEOUT = 6  # the hanging entry's own timeout (registry), not a shortened default
+
+
+def write_registry(path: Path) -> Path:
+    path.write_text(
+        f"root: {ROOT}\n"
+        "models:\n"
+        "  - name: tiny/decode\n"
+        "    test: tests/fixtures/model/test_tiny_model.py::test_decode_block\n"
+        "    machines: [n300, galaxy]\n"
+        "  - name: tiny/broken\n"
+        "    test: tests/fixtures/model/test_tiny_model.py::test_broken_layer\n"
+        "    machines: [n300]\n"
+        "  - name: tiny/hang\n"
+        "    test: tests/fixtures/model/test_hanging_model.py::test_hangs_after_an_op\n"
+        "    machines: [galaxy]\n"
+        f"    timeout: {HANG_TIMEOUT}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout:g} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_server, tmp_path):
+    models = write_registry(tmp_path / "models.yaml")
+    store = tmp_path / "master.json"
+    client, keys = redis.Redis.from_url(redis_server), Keys(PREFIX)
+    logs = {m: tmp_path / m for m in ("n300", "galaxy")}
+    for directory in logs.values():
+        directory.mkdir()
+
+    # bad input first, with no worker up: nothing queued, one line, exit 2
+    unknown = cli(redis_server, PREFIX, "trace", "--model", "nope", "--models", str(models), "--store", str(store))
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "nope" in unknown.stderr
+    idle = cli(redis_server, PREFIX, "trace", "--all", "--wait", "--no-check", "--models", str(models),
+               "--store", str(store))  # fmt: skip
+    assert idle.returncode == 2 and "no live worker" in idle.stderr and idle.stderr.count("\n") == 1
+    assert client.zcard(keys.traces()) == 0 and not store.exists()
+
+    with (
+        emulated_worker(redis_server, PREFIX, "fleet-n300", logs["n300"], machine="n300"),
+        emulated_worker(redis_server, PREFIX, "fleet-galaxy", logs["galaxy"], machine="galaxy"),
+    ):
+        health = lambda name: client.hget(keys.worker(name), "health")  # noqa: E731
+        _wait_for(lambda: health("fleet-n300") == health("fleet-galaxy") == b"GOOD", 120, "workers GOOD")
+        started = time.monotonic()
+        traced = cli(redis_server, PREFIX, "trace", "--all", "--wait", "--models", str(models),
+                     "--store", str(store), "--json")  # fmt: skip
+        seconds = time.monotonic() - started
+        assert traced.returncode == 1, traced.stderr[-3000:]  # not every job passed
+        report = json.loads(traced.stdout)
+        outcomes = {(j["model"], j["machine"]): j["outcome"] for j in report["jobs"]}
+        assert outcomes == {
+            ("tiny/decode", "n300"): "passed",
+            ("tiny/decode", "galaxy"): "passed",
+            ("tiny/broken", "n300"): "failed",
+            ("tiny/hang", "galaxy"): "timeout",
+        }
+        print(f"\ntrace --all --wait to merged store: {seconds:.1f} s (command's own figure {report['seconds']} s)")
+
+        # exactly the passing model's configs, one execution per machine it was traced on
+        merged = MasterStore.load(str(store))
+        assert set(merged.ops) == {"ttnn.typecast", "ttnn.squeeze", "ttnn.unsqueeze"}
+        assert report["new_configs"] == 3 and report["known_configs"] == 3
+        for _, config in merged.entries():
+            runs = config["executions"]
+            assert sorted(r["machine_info"]["device_series"] for r in runs) == ["n300", "tt-galaxy-wh"]
+            assert all(r["count"] == 3 and r["source"].endswith("::test_decode_block") for r in runs)
+            assert len({r["trace_uid"] for r in runs}) == 2
+        typecast = next(iter(merged.ops["ttnn.typecast"].values()))
+        assert typecast["arguments"]["arg0"]["original_shape"] == [1, 1, 32, 64]  # not the failing test's 64x64
+
+        # the hang: a timeout record, the worker reset, health-checked and taking work again
+        hang = next(j for j in report["jobs"] if j["model"] == "tiny/hang")
+        assert "process group was killed" in hang["message"] and hang["duration_s"] >= HANG_TIMEOUT
+        _wait_for(lambda: health("fleet-galaxy") == b"GOOD", 60, "the galaxy worker healthy after the hang")
+        assert client.hget(keys.worker("fleet-galaxy"), "health_reason") == b"reset and health check passed"
+
+        # again: the same job redelivered is skipped by the worker, and a second pull adds nothing
+        before = store.read_bytes()
+        decode = next(j for j in report["jobs"] if j["model"] == "tiny/decode" and j["machine"] == "galaxy")
+        job = msgpack.unpackb(client.hget(keys.trace(decode["uid"]), "job"), raw=False)
+        tracejobs.send(make_app(redis_server, keys), tracejobs.Job(**job))
+        _wait_for(lambda: client.hget(keys.trace(decode["uid"]), "redelivered") == b"1", 30, "the redelivery seen")
+        assert client.hget(keys.trace(decode["uid"]), "attempts") == b"1"
+        again = cli(redis_server, PREFIX, "store", "pull", str(store), "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["already_merged"] == 4 and json.loads(again.stdout)["traces"] == []
+        assert store.read_bytes() == before
+
+        status = cli(redis_server, PREFIX, "models", "status", "--models", str(models), "--store", str(store))
+        assert status.returncode == 0, status.stderr
+        print(status.stdout)
+        lines = {tuple(line.split()[:3]): line for line in status.stdout.splitlines()[1:]}
+        assert "passed" in lines[("tiny/decode", "n300", "passed")]
+        assert ("tiny/hang", "galaxy", "timeout") in lines and ("tiny/broken", "n300", "failed") in lines
