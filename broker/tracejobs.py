@@ -163,7 +163,10 @@ def encode_result(result: dict[str, Any]) -> bytes:
 
 
 def decode_result(raw: bytes) -> dict[str, Any]:
-    result = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    from tracer.store import bulk
+
+    with bulk():  # a result of 100k configs is a large object graph: no cyclic GC passes over it meanwhile
+        result = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     if not isinstance(result, dict) or result.get("schema", 0) > RESULT_SCHEMA:
         raise ValueError("a trace result of a newer sweepctl (or not a trace result)")
     return result
@@ -191,10 +194,14 @@ def result_entries(result: dict[str, Any]) -> list[TracedEntry]:
     from tracer.entry import normalize_execution
 
     info, uid = result.get("machine_info"), result["uid"]
+    runs: dict[Any, dict[str, Any]] = {}  # source -> its execution, normalised once
     entries = []
     for op, source, count, digest, arguments, extras in result.get("configs") or []:
-        run = normalize_execution({"source": source, "machine_info": info, "count": count}, uid)
-        entries.append(TracedEntry(op, arguments, [run], digest, extras=dict(extras or {})))
+        base = runs.get(source)
+        if base is None:
+            base = runs[source] = normalize_execution({"source": source, "machine_info": info, "count": 1}, uid)
+        run = {**base, "count": max(1, int(count))}
+        entries.append(TracedEntry(op, arguments, [run], digest, extras=dict(extras) if extras else {}))
     return entries
 
 

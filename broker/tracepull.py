@@ -18,7 +18,8 @@ from typing import Any
 
 from broker import tracejobs
 from broker.keys import Keys
-from tracer.store import MasterStore, MergeSummary, locked
+from tracer.master import load_json
+from tracer.store import MasterStore, MergeSummary, bulk, locked, merged_traces
 
 
 @dataclass
@@ -43,10 +44,15 @@ def pull(redis: Any, keys: Keys, store_path: str, uids: list[str] | None = None)
     """Merge the finished results the store lacks (of `uids`, or all); see the module doc."""
     out = Pulled()
     done = finished(redis, keys, uids)
-    with locked(store_path):
-        store = MasterStore.load(store_path)
-        todo = [uid for uid in done if uid not in store.merged_traces]
+    with locked(store_path), bulk():
+        data = load_json(store_path) if os.path.exists(store_path) else None
+        merged = merged_traces(data)
+        todo = [uid for uid in done if uid not in merged]
         out.already = len(done) - len(todo)
+        if not todo:  # nothing new: the store is not built, let alone written
+            return out
+        store = MasterStore.from_data(data, store_path) if data is not None else MasterStore()
+        del data
         for uid in todo:
             raw = redis.get(keys.trace_result(uid))
             try:

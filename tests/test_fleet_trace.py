@@ -20,7 +20,7 @@ from tests.conftest import ROOT, cli, emulated_worker
 from tracer.store import MasterStore
 
 PREFIX = "fleet"
-HANG_TIMEOUT = 6  # the hanging entry's own timeout (registry), not a shortened default
+HANG_TIMEOUT = 3  # the hanging entry's own timeout (registry), not a shortened default
 
 
 def write_registry(path: Path) -> Path:
@@ -89,7 +89,8 @@ def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_serv
             ("tiny/broken", "n300"): "failed",
             ("tiny/hang", "galaxy"): "timeout",
         }
-        print(f"\ntrace --all --wait to merged store: {seconds:.1f} s (command's own figure {report['seconds']} s)")
+        print(f"\ntrace --all --wait to merged store: {seconds:.1f} s (from queueing: {report['seconds']} s); jobs: "
+              + ", ".join(f"{j['model']}@{j['machine']} {j['duration_s']} s" for j in report["jobs"]))
 
         # exactly the passing model's configs, one execution per machine it was traced on
         merged = MasterStore.load(str(store))

@@ -255,23 +255,22 @@ def _matches(test: str, node: str) -> bool:
 
 def collection_problems(registry: Registry, entries: list[ModelEntry] | None = None) -> list[str]:
     """The entries whose test pytest cannot collect (scripts: the file must exist), one line each.
-    One pytest run per distinct env: an env (HF_MODEL) can change what a test parametrizes."""
+    One pytest run per distinct entry env: an env (HF_MODEL) can change what a test parametrizes."""
     root = registry.root_dir
     entries = registry.entries if entries is None else entries
     if not os.path.isdir(root):
         return [f"{registry.path}:1: root {registry.root!r} is not a directory here ({root})"]
     out: list[str] = []
-    groups: dict[tuple[tuple[str, str], ...], list[ModelEntry]] = defaultdict(list)
+    groups: dict[tuple[tuple[str, str], ...], list[ModelEntry]] = defaultdict(list)  # by entry env
     for entry in entries:
         path = entry.test.split("::")[0]
         if not os.path.exists(os.path.join(root, path)):
             out.append(f"{registry.where(entry)}: model {entry.name!r}: {path}: no such file under {root}")
         elif is_pytest_target(entry.test):
-            env = _collect_env(entry.env, entry.machines)
-            groups[tuple(sorted((k, v) for k, v in env.items() if os.environ.get(k) != v))].append(entry)
-    for changed, group in groups.items():
+            groups[tuple(sorted(entry.env.items()))].append(entry)
+    for env, group in groups.items():  # any one mock cluster lets ttnn import: the group's first machine's
         files = sorted({e.test.split("::")[0] for e in group})
-        collected = run_collection(root, files, {**os.environ, **dict(changed)})
+        collected = run_collection(root, files, _collect_env(dict(env), [m for e in group for m in e.machines]))
         for entry in group:
             path = entry.test.split("::")[0]
             if path in collected.errors:

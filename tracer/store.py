@@ -150,17 +150,21 @@ class MasterStore:
 
     @classmethod
     def load(cls, path: str, missing_ok: bool = True) -> MasterStore:
-        store = cls()
         if missing_ok and not os.path.exists(path):
-            return store
+            return cls()
         with bulk():
-            data = load_json(path)
+            return cls.from_data(load_json(path), path)
+
+    @classmethod
+    def from_data(cls, data: Any, path: str) -> MasterStore:
+        """The store of a parsed master file (`path` names it in messages)."""
+        store = cls()
+        with bulk():
             store.merge(read_master(data, path))
         meta = data.get("metadata") if isinstance(data, dict) else None
         uid = meta.get("trace_uid") if isinstance(meta, dict) else None
         store.trace_uid = uid if isinstance(uid, str) and uid else None
-        merged = meta.get(MERGED_TRACES) if isinstance(meta, dict) else None
-        store.merged_traces = {u for u in merged if isinstance(u, str)} if isinstance(merged, list) else set()
+        store.merged_traces = merged_traces(data)
         return store
 
     def __len__(self) -> int:
@@ -284,6 +288,13 @@ class MasterStore:
             "unparsed_args": unparsed_total,
             "per_op": per_op,
         }
+
+
+def merged_traces(data: Any) -> set[str]:
+    """The trace uids a parsed store says `store pull` merged into it."""
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    merged = meta.get(MERGED_TRACES) if isinstance(meta, dict) else None
+    return {u for u in merged if isinstance(u, str)} if isinstance(merged, list) else set()
 
 
 @contextlib.contextmanager
