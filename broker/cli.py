@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "typical flow:\n"
             "  sweepctl trace models/tests/test_llama.py::test_decode --machine n300\n"
+            "  sweepctl trace --all --wait      # registered models (sweepctl models) on the fleet\n"
             "  sweepctl store stats\n"
             "  sweepctl configs ttnn.pad\n"
             "  sweepctl up                     # embedded Redis + emulated workers\n"
