@@ -134,3 +134,33 @@ def test_bad_trace_input_is_one_line_and_queues_nothing(redis_server, tmp_path, 
     if case != "unknown model":
         assert f"{models}:3" in proc.stderr  # file:line of the entry
     assert redis.Redis.from_url(redis_server).zcard(Keys(PREFIX).traces()) == 0
+
+
+def test_status_says_what_each_trace_added_and_whether_a_run_since_covers_it(redis_server, tmp_path):
+    from broker.tracestatus import model_status
+    from sweeps.vector import make_vector, payload
+    from tracer.registry import load
+
+    client, keys = redis.Redis.from_url(redis_server), Keys(PREFIX)
+    store = tmp_path / "master.json"
+    _store_result(client, keys, synthetic_trace_result(5, "s1", model="org/model"))
+    pull(client, keys, str(store))
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - name: org/model\n    test: t.py\n    machines: [n300, t3k]\n", encoding="utf-8")
+    registry, merged = load(str(models)), MasterStore.load(str(store))
+
+    def rows() -> dict[str, dict]:
+        return {r["machine"]: r for r in model_status(client, keys, registry, merged)}
+
+    before = rows()
+    assert before["t3k"]["state"] == "never"
+    assert before["n300"]["outcome"] == "passed" and before["n300"]["merged"]["new"] == 5
+    assert before["n300"]["swept"] == {"configs": 5, "covered": 0}
+    hashes = sorted(c["config_hash"] for _, c in merged.entries())
+    run = "r-after"  # a sweep run made after the trace, holding three of its configs on n300 (one on t3k)
+    on = [("n300", hashes[0]), ("n300", hashes[1]), ("n300", hashes[2]), ("t3k", hashes[3])]
+    vectors = [make_vector("ttnn.add", "model_traced", m, [1, 2], [], {"k": i}, 30.0, config_hash=h)
+               for i, (m, h) in enumerate(on)]  # fmt: skip
+    client.hset(keys.vectors(run), mapping={v["id"]: payload(v) for v in vectors})
+    client.zadd(keys.runs(), {run: time.time()})
+    assert rows()["n300"]["swept"] == {"configs": 5, "covered": 3}
