@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,10 +98,10 @@ def redis_server(tmp_path_factory):
 @contextlib.contextmanager
 def emulated_worker(
     url: str, prefix: str, name: str, log_dir: Path, machine: str = "n300", **env: str
-) -> Iterator[None]:
+) -> Iterator[Any]:
     """A real `sweepctl worker` (emulated, n300 unless `machine` says otherwise, test ops on, 0.5 s
-    heartbeat) on `url` under `prefix`, logging to log_dir/worker.log; its process group gets SIGTERM
-    on exit."""
+    heartbeat) on `url` under `prefix`, logging to log_dir/worker.log; yields its Popen (its own
+    process group); the group gets SIGTERM on exit unless the test killed it already."""
     import signal
     import subprocess
     import sys
@@ -111,9 +112,12 @@ def emulated_worker(
            "--name", name, "--redis", url, "--prefix", prefix]  # fmt: skip
     worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
-        yield
+        yield worker
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            os.killpg(worker.pid, signal.SIGTERM)
+        except ProcessLookupError:  # the test killed it (a lost worker)
+            pass
         worker.wait(timeout=60)
         log.close()
 

@@ -1,11 +1,16 @@
 """Fleet tracing end to end: a real redis-server, real emulated workers of two machine types (their
 mock clusters), the repo's host-only model fixtures as registered models: one passes, one fails, one
 hangs past its entry's timeout. Only the passing model's configs reach the store, with one execution
-per machine; running again adds nothing; the hang ends `timeout` and the worker healthy again."""
+per machine; running again adds nothing; the hang ends `timeout` and the worker healthy again; a
+worker killed in a trace job has it run by another worker and recorded once."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from tracer.store import MasterStore
 
 PREFIX = "fleet"
 HANG_TIMEOUT = 3  # the hanging entry's own timeout (registry), not a shortened default
+MARK = f"SWEEPCTL_FLEET_E2E_{os.getpid()}"  # in the env of the broken model's traced test: finds its processes
 
 
 def write_registry(path: Path) -> Path:
@@ -32,6 +38,7 @@ def write_registry(path: Path) -> Path:
         "    machines: [n300, galaxy]\n"
         "  - name: tiny/broken\n"
         "    test: tests/fixtures/model/test_tiny_model.py::test_broken_layer\n"
+        f"    env: {{{MARK}: '1'}}\n"
         "    machines: [n300]\n"
         "  - name: tiny/hang\n"
         "    test: tests/fixtures/model/test_hanging_model.py::test_hangs_after_an_op\n"
@@ -40,6 +47,19 @@ def write_registry(path: Path) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def _marked_processes() -> list[int]:
+    """Pids whose environment holds MARK (the broken model's traced test, any attempt)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                if f"{MARK}=".encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -58,7 +78,7 @@ def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_serv
     models = write_registry(tmp_path / "models.yaml")
     store = tmp_path / "master.json"
     client, keys = redis.Redis.from_url(redis_server), Keys(PREFIX)
-    logs = {m: tmp_path / m for m in ("n300", "galaxy")}
+    logs = {m: tmp_path / m for m in ("n300-a", "n300-b", "galaxy")}
     for directory in logs.values():
         directory.mkdir()
 
@@ -70,18 +90,33 @@ def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_serv
     assert idle.returncode == 2 and "no live worker" in idle.stderr and idle.stderr.count("\n") == 1
     assert client.zcard(keys.traces()) == 0 and not store.exists()
 
+    lease = {"SWEEPCTL_LEASE_TTL": "2"}  # a killed worker's trace job is free again 2 s later
     with (
-        emulated_worker(redis_server, PREFIX, "fleet-n300", logs["n300"], machine="n300"),
-        emulated_worker(redis_server, PREFIX, "fleet-galaxy", logs["galaxy"], machine="galaxy"),
+        emulated_worker(redis_server, PREFIX, "fleet-n300-a", logs["n300-a"], machine="n300", **lease) as n300_a,
+        emulated_worker(redis_server, PREFIX, "fleet-n300-b", logs["n300-b"], machine="n300", **lease) as n300_b,
+        emulated_worker(redis_server, PREFIX, "fleet-galaxy", logs["galaxy"], machine="galaxy", **lease),
     ):
         health = lambda name: client.hget(keys.worker(name), "health")  # noqa: E731
-        _wait_for(lambda: health("fleet-n300") == health("fleet-galaxy") == b"GOOD", 120, "workers GOOD")
+        names = ("fleet-n300-a", "fleet-n300-b", "fleet-galaxy")
+        _wait_for(lambda: all(health(n) == b"GOOD" for n in names), 120, "workers GOOD")
         started = time.monotonic()
-        traced = cli(redis_server, PREFIX, "trace", "--all", "--wait", "--models", str(models),
-                     "--store", str(store), "--json")  # fmt: skip
+        command = [sys.executable, "-m", "broker.cli", "trace", "--all", "--wait", "--models", str(models),
+                   "--store", str(store), "--json", "--redis", redis_server, "--prefix", PREFIX]  # fmt: skip
+        traced = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        # the worker running the broken model dies (kill -9) while its test runs: the job is queued again
+        # once its lease lapses, the other n300 worker runs it, and it is recorded once
+        def broken_running() -> dict | None:
+            rows = [r for r in tracejobs.jobs(client, keys) if r.get("model") == "tiny/broken"]
+            return rows[0] if rows and rows[0].get("state") == "running" else None
+
+        _wait_for(lambda: broken_running() is not None, 120, "the broken model's job running")
+        victim = {"fleet-n300-a": n300_a, "fleet-n300-b": n300_b}[broken_running()["worker"]]
+        os.killpg(victim.pid, signal.SIGKILL)
+        out, err = traced.communicate(timeout=240)
         seconds = time.monotonic() - started
-        assert traced.returncode == 1, traced.stderr[-3000:]  # not every job passed
-        report = json.loads(traced.stdout)
+        assert traced.returncode == 1, err[-3000:]  # not every job passed
+        report = json.loads(out)
         outcomes = {(j["model"], j["machine"]): j["outcome"] for j in report["jobs"]}
         assert outcomes == {
             ("tiny/decode", "n300"): "passed",
@@ -89,6 +124,12 @@ def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_serv
             ("tiny/broken", "n300"): "failed",
             ("tiny/hang", "galaxy"): "timeout",
         }
+        broken = next(j for j in report["jobs"] if j["model"] == "tiny/broken")
+        assert client.hget(keys.trace(broken["uid"]), "attempts") == b"2"
+        assert client.hget(keys.trace(broken["uid"]), "requeued") == b"1"
+        assert broken["worker"] != next(n for n, p in (("fleet-n300-a", n300_a), ("fleet-n300-b", n300_b))
+                                        if p is victim)  # fmt: skip
+        assert _marked_processes() == []  # the killed worker's traced test died with it (its own session)
         print(f"\ntrace --all --wait to merged store: {seconds:.1f} s (from queueing: {report['seconds']} s); jobs: "
               + ", ".join(f"{j['model']}@{j['machine']} {j['duration_s']} s" for j in report["jobs"]))
 
