@@ -60,10 +60,15 @@ def run(daemon: Any, kwargs: dict[str, Any], lease_ttl: int) -> bool:
     daemon.leases[lease_key] = got.lease  # the heartbeat renews it with the vectors' leases
     try:
         log.info("trace_job_started", worker=daemon.name, uid=job.uid, model=job.model, attempt=got.attempt)
-        result, reset = _trace(daemon, job)
+        try:
+            result, reset = _trace(daemon, job)
+        except Exception as exc:  # sweepctl's own failure around the test: said in the record, not retried
+            log.exception("trace_job_failed", worker=daemon.name, uid=job.uid)
+            why = f"on {daemon.host}: {type(exc).__name__}: {exc}"
+            result, reset = _result(daemon, job, status.TRACE_INFRA, why, machine_info=machine_info(daemon)), False
         tracejobs.finish(daemon.redis, daemon.keys, job.uid, result, got.lease)
         log.info("trace_job_done", worker=daemon.name, uid=job.uid, outcome=result["outcome"],
-                 configs=len(result["configs"]), seconds=result["duration_s"])  # fmt: skip
+                 configs=len(result["configs"]), seconds=result.get("duration_s"))  # fmt: skip
     finally:
         daemon.leases.pop(lease_key, None)
     return reset
