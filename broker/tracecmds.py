@@ -154,7 +154,8 @@ def add_parsers(sub: Any) -> None:
         cmd_models_discover,
         "Collect PATH with pytest's own collection (--collect-only -q, in a child process; model code is never "
         "imported by sweepctl) and print the entries it would add, one per collected node id, named after it. "
-        "Node ids already registered are skipped. --write adds them to the registry.",
+        "Node ids already registered are skipped. --write adds them to the registry (the file is rewritten "
+        "as YAML: its comments are not kept).",
     )
     status = command(
         "status",
