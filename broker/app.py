@@ -32,6 +32,7 @@ from broker.keys import DEFAULT_PREFIX, Keys
 from sweeps.profiles import PROFILES, get_profile
 
 RUN_CHUNK = "sweepctl.run_chunk"
+TRACE_MODEL = "sweepctl.trace_model"  # a model test under the tracer (broker/tracejobs.py, workers/tracejob.py)
 DEFAULT_VISIBILITY_TIMEOUT = 6 * 3600
 
 
@@ -40,8 +41,8 @@ class PickleRefused(RuntimeError):
 
 
 def route_chunk(name: str, args: Any, kwargs: dict[str, Any] | None, options: Any, task: Any = None, **_: Any):
-    """Celery router: a chunk goes to the queue of the machine its vectors need."""
-    if name == RUN_CHUNK and kwargs and "machine" in kwargs:
+    """Celery router: a chunk (or a trace job) goes to the queue of the machine it needs."""
+    if name in (RUN_CHUNK, TRACE_MODEL) and kwargs and "machine" in kwargs:
         return {"queue": get_profile(kwargs["machine"]).queue}
     return None
 

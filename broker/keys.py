@@ -22,6 +22,12 @@ Global:
   {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
   {p}:worker:W:chunk   string the chunk worker W is running (msgpack: run, machine, ids, its lease token,
                               heartbeat interval), so a live worker can queue it again when W is lost
+  {p}:traces           zset   trace job uids by enqueue time (`sweepctl trace --model/--all`)
+  {p}:traces:running   zset   trace job uids a worker claimed and has not finished, by claim time
+  {p}:trace:U          hash   trace job U: model, machine, job (msgpack), state, worker, attempts, times,
+                              outcome, merged (JSON: what `store pull` added, per store)
+  {p}:trace:U:result   string msgpack result of trace job U (write-once: outcome, configs with counts)
+  {p}:trace:U:lease    string the worker running trace job U, with a TTL its heartbeat renews
   {p}:validation2:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
                               per ttnn version T and machine M
 """
@@ -87,6 +93,21 @@ class Keys:
 
     def held(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}:chunk"
+
+    def traces(self) -> str:
+        return f"{self.prefix}:traces"
+
+    def traces_running(self) -> str:
+        return f"{self.prefix}:traces:running"
+
+    def trace(self, uid: str) -> str:
+        return f"{self.prefix}:trace:{uid}"
+
+    def trace_result(self, uid: str) -> str:
+        return f"{self.prefix}:trace:{uid}:result"
+
+    def trace_lease(self, uid: str) -> str:
+        return f"{self.prefix}:trace:{uid}:lease"
 
     def validation(self, ttnn_version: str, machine: str) -> str:
         return f"{self.prefix}:validation2:{ttnn_version}:{machine}"  # 2: fields are digests

@@ -50,3 +50,11 @@ MEANING = {
 
 def is_executed(status: str) -> bool:
     return status in EXECUTED
+
+
+# Outcomes of a trace job (`sweepctl trace --model/--all`): the model test as a whole, not an op.
+TRACE_PASSED = "passed"  # every test of the entry passed: its configs are merged
+TRACE_FAILED = "failed"  # a test failed or none passed (only passed tests' configs are ever merged)
+TRACE_TIMEOUT = "timeout"  # past the entry's timeout: the test's process group was killed, the devices reset
+TRACE_INFRA = "infra"  # the worker could not run it (test missing on the host, worker lost twice)
+TRACE_OUTCOMES = (TRACE_PASSED, TRACE_FAILED, TRACE_TIMEOUT, TRACE_INFRA)

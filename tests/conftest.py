@@ -132,14 +132,17 @@ def stop_processes(*procs: subprocess.Popen, timeout: float = 60.0, force: bool 
 
 
 @contextlib.contextmanager
-def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str) -> Iterator[None]:
-    """A real `sweepctl worker` (emulated n300, test ops on, 0.5 s heartbeat) on `url` under `prefix`,
-    logging to log_dir/worker.log; its process group gets SIGTERM on exit."""
+def emulated_worker(
+    url: str, prefix: str, name: str, log_dir: Path, machine: str = "n300", **env: str
+) -> Iterator[subprocess.Popen]:
+    """A real `sweepctl worker` (emulated, n300 unless `machine` says otherwise, test ops on, 0.5 s
+    heartbeat) on `url` under `prefix`, logging to log_dir/worker.log; yields its Popen (its own
+    process group); the group gets SIGTERM on exit unless the test killed it already."""
     env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1", "SWEEPCTL_HEARTBEAT": "0.5", **env}
-    worker = start_worker(url, log_dir / "worker.log", "--machine", "n300", "--name", name, "--prefix", prefix,
+    worker = start_worker(url, log_dir / "worker.log", "--machine", machine, "--name", name, "--prefix", prefix,
                           env=env)  # fmt: skip
     try:
-        yield
+        yield worker
     finally:
         stop_processes(worker)
 

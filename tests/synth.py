@@ -93,3 +93,17 @@ def scalar_store(n: int, trace_uid: str = "synthetic") -> dict[str, Any]:
             }
         )  # fmt: skip
     return {"operations": {"ttnn.add": {"configurations": configs}}, "metadata": {}}
+
+
+def synthetic_trace_result(n: int, uid: str, model: str = "org/model", machine: str = "n300", seed: int = 0):
+    """A finished fleet trace job's result (broker/tracejobs.py) carrying n distinct configs."""
+    store = synthetic_store(n, seed, trace_uid=uid)
+    configs = [
+        [op, f"models/{model}.py::test_model", 1 + c["config_id"] % 4, c["config_hash"], c["arguments"], {}]
+        for op, body in store["operations"].items()
+        for c in body["configurations"]
+    ]
+    return {"uid": uid, "model": model, "machine": machine, "test": f"models/{model}.py::test_model",
+            "outcome": "passed", "message": "", "tests": {f"models/{model}.py::test_model": "passed"},
+            "configs": configs, "machine_info": _MACHINE, "host": "synthetic", "ttnn_version": "0.81.1",
+            "duration_s": 1.0, "started": 0.0, "finished": 1.0}  # fmt: skip

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -32,6 +35,7 @@ class CaptureResult:
     entries: list[TracedEntry] = field(default_factory=list)
     tests: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
     returncode: int = 0
+    timed_out: bool = False  # the child's process group was killed at the timeout
 
 
 def is_pytest_target(target: str) -> bool:
@@ -55,6 +59,28 @@ def _relay(stream: TextIO, sink: TextIO) -> None:
             sink.write(line)
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """For the child before exec: SIGKILL it when the process that started it dies (Linux), so a
+    hung test never outlives a killed worker in its own session. Resolved here, in the parent:
+    nothing is imported between fork and exec."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's session (it and anything it started), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def capture(
     target: str,
     machine_info: dict[str, Any] | None,
@@ -62,26 +88,44 @@ def capture(
     env_extra: dict[str, str] | None = None,
     trace_uid: str | None = None,
     output: TextIO = sys.stderr,
+    timeout: float | None = None,
+    cwd: str | None = None,
+    pytest_args: list[str] | None = None,
 ) -> CaptureResult:
+    """Run `target` (relative to `cwd`) under the tracer in a child process of its own session:
+    past `timeout` s its whole process group is killed (a hung model test leaves nothing behind)."""
     path = target.split("::")[0]
-    if not os.path.exists(path):
-        raise InputError(path, "no such test file or script")
+    if not os.path.exists(os.path.join(cwd or ".", path)):
+        raise InputError(path, "no such test file or script" + (f" under {cwd}" if cwd else ""))
     with tempfile.TemporaryDirectory(prefix="sweepctl-trace-") as root:
         if is_pytest_target(target):
             command = [sys.executable, "-m", "pytest", target, "-p", "tracer.hooks", "-q", "-p", "no:cacheprovider"]
+            command += pytest_args or []
         else:
             command = [sys.executable, "-m", "tracer.hooks", target]
         proc = subprocess.Popen(
             command,
+            cwd=cwd,
             env=child_env(with_values, root, env_extra),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         assert proc.stdout is not None
-        _relay(proc.stdout, output)
-        result = CaptureResult(returncode=proc.wait())
-        hf_model = os.environ.get("HF_MODEL")
+        relay = threading.Thread(target=_relay, args=(proc.stdout, output), daemon=True)
+        relay.start()
+        result = CaptureResult()
+        try:
+            result.returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            result.timed_out = True
+        finally:
+            _kill_group(proc)
+        relay.join(timeout=10)
+        hf_model = (env_extra or {}).get("HF_MODEL") or os.environ.get("HF_MODEL")
         for name in sorted(os.listdir(root)):
             directory = os.path.join(root, name)
             status_path = os.path.join(directory, STATUS_FILE)

@@ -39,6 +39,7 @@ from tracer.machine import machine_label
 from tracer.master import STORE_SCHEMA, is_master, load_json, read_master
 from tracer.optrace import is_call_record, read_trace_dir, trace_dir_metadata
 
+MERGED_TRACES = "sweepctl_merged_traces"  # metadata key: trace uids `store pull` merged (each once)
 _HF_MODEL = re.compile(r"\[HF_MODEL:([^\]]+)\]")
 
 
@@ -144,19 +145,26 @@ class MasterStore:
     def __init__(self) -> None:
         self.ops: dict[str, dict[int, dict[str, Any]]] = {}  # op -> argument_key -> current-dialect entry
         self.trace_uid: str | None = None  # metadata.trace_uid, kept across read and write
+        self.merged_traces: set[str] = set()  # metadata.sweepctl_merged_traces: fleet trace results pulled in
         self._next_id = 1
 
     @classmethod
     def load(cls, path: str, missing_ok: bool = True) -> MasterStore:
-        store = cls()
         if missing_ok and not os.path.exists(path):
-            return store
+            return cls()
         with bulk():
-            data = load_json(path)
+            return cls.from_data(load_json(path), path)
+
+    @classmethod
+    def from_data(cls, data: Any, path: str) -> MasterStore:
+        """The store of a parsed master file (`path` names it in messages)."""
+        store = cls()
+        with bulk():
             store.merge(read_master(data, path))
         meta = data.get("metadata") if isinstance(data, dict) else None
         uid = meta.get("trace_uid") if isinstance(meta, dict) else None
         store.trace_uid = uid if isinstance(uid, str) and uid else None
+        store.merged_traces = merged_traces(data)
         return store
 
     def __len__(self) -> int:
@@ -236,6 +244,8 @@ class MasterStore:
         }
         if self.trace_uid:
             metadata["trace_uid"] = self.trace_uid
+        if self.merged_traces:
+            metadata[MERGED_TRACES] = sorted(self.merged_traces)
         return {"operations": operations, "metadata": metadata}
 
     def save(self, path: str) -> None:
@@ -278,6 +288,28 @@ class MasterStore:
             "unparsed_args": unparsed_total,
             "per_op": per_op,
         }
+
+
+def merged_traces(data: Any) -> set[str]:
+    """The trace uids a parsed store says `store pull` merged into it."""
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    merged = meta.get(MERGED_TRACES) if isinstance(meta, dict) else None
+    return {u for u in merged if isinstance(u, str)} if isinstance(merged, list) else set()
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    """An exclusive lock on `path` (a `.lock` file beside it) for a load-merge-save: two merges into
+    one store run one after the other, so neither loses the other's configs."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write(path: str, data: bytes) -> None:

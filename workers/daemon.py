@@ -36,15 +36,15 @@ from typing import Any, TypeVar
 import redis.exceptions as redis_errors
 import structlog
 
-from broker import registry
-from broker.app import RUN_CHUNK, make_app
+from broker import registry, tracejobs
+from broker.app import RUN_CHUNK, TRACE_MODEL, make_app
 from broker.keys import Keys
 from broker.reclaim import Held, drop_leases, lost_after, reclaim, send_chunk
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from sweeps import status
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
-from workers import recovery
+from workers import recovery, tracejob
 from workers.executor import Executor, ExecutorDied
 from workers.policies import cancel, crash, expiry, lost, shutdown
 from workers.policies.cancel import Cancel
@@ -174,6 +174,8 @@ class WorkerDaemon:
         if self.app is not None:
             for found in reclaim(self.redis, self.keys, self.app, self.name, now):
                 log.warning("lost_worker_chunk_queued", by=self.name, **found)
+            for uid in tracejobs.requeue_lost(self.redis, self.keys, self.app):
+                log.warning("lost_trace_job_queued", by=self.name, uid=uid)
 
     def check_written(self, since: float) -> None:
         """Redis restarted. With `appendfsync everysec` its AOF may miss the writes of its last second
@@ -659,6 +661,17 @@ def run_worker(
         try:
             daemon.take_chunk(run_id, machine, ids, **extra)
         except Exception as exc:  # never ack an unfinished chunk: give it back (finals are skipped)
+            raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from None
+
+    @app.task(name=TRACE_MODEL, bind=True, acks_late=True)
+    def trace_model(task, **job: Any) -> None:
+        """A model test under the tracer (workers/tracejob.py), between chunks."""
+        try:
+            if tracejob.run(daemon, job, LEASE_TTL):
+                daemon.recover(f"trace job {job['uid']} of {job['model']} hung or died")
+        except Quarantined:
+            daemon.quarantine()  # its result is written: the message is done; the worker stops consuming
+        except Exception as exc:  # Redis away: give the message back (a claim skips a finished job)
             raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from None
 
     @signals.worker_ready.connect(weak=False)

@@ -42,8 +42,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from sweeps.profiles import get_profile
     from tracer.capture import capture
     from tracer.machine import detect_machine_info
-    from tracer.store import MasterStore
+    from tracer.store import MasterStore, locked
 
+    if args.model or args.all:
+        from broker.tracecmds import cmd_trace_fleet
+
+        return cmd_trace_fleet(args)
+    if not args.target:
+        raise InputError("sweepctl trace", "give a TARGET (pytest node id or script), --model NAME or --all")
     store = MasterStore.load(args.store)  # fail on a bad store before running anything
     machine_info = detect_machine_info()
     env: dict[str, str] = {}
@@ -62,9 +68,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if not passed:
         print(f"sweepctl: no passing test in {args.target}: nothing merged, {args.store} untouched", file=sys.stderr)
         return 1
-    summary = store.merge(result.entries).as_dict()
-    store.trace_uid = trace_uid  # metadata.trace_uid: the last trace run merged, as tt-metal's tracer records it
-    store.save(args.store)
+    with locked(args.store):  # what merged into the store meanwhile (a pull, an import) is kept
+        store = MasterStore.load(args.store)
+        summary = store.merge(result.entries).as_dict()
+        store.trace_uid = trace_uid  # metadata.trace_uid: the last trace run merged, as tt-metal's tracer records it
+        store.save(args.store)
     summary["tests"] = result.tests
     if args.json:
         _print_json(summary)
@@ -75,18 +83,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_store_import(args: argparse.Namespace) -> int:
-    from tracer.store import MasterStore, load_inputs
+    from tracer.store import MasterStore, load_inputs, locked
 
-    store = MasterStore.load(args.into)
+    MasterStore.load(args.into)  # a bad store fails before the inputs are read
     inputs = load_inputs(args.inputs)  # everything parsed before anything is written
-    summary = store.merge(inputs.entries).as_dict()
-    store.trace_uid = inputs.trace_uid or store.trace_uid
-    store.save(args.into)
+    with locked(args.into):
+        store = MasterStore.load(args.into)
+        summary = store.merge(inputs.entries).as_dict()
+        store.trace_uid = inputs.trace_uid or store.trace_uid
+        store.save(args.into)
     if args.json:
         _print_json(summary)
     else:
         _print_merge(summary, args.into)
     return 0
+
+
+def cmd_store_pull(args: argparse.Namespace) -> int:
+    from broker.tracecmds import cmd_store_pull as pull
+
+    return pull(args)
 
 
 def cmd_store_stats(args: argparse.Namespace) -> int:
@@ -224,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "typical flow:\n"
             "  sweepctl trace models/tests/test_llama.py::test_decode --machine n300\n"
+            "  sweepctl trace --all --wait      # registered models (sweepctl models) on the fleet\n"
             "  sweepctl store stats\n"
             "  sweepctl configs ttnn.pad\n"
             "  sweepctl up                     # embedded Redis + emulated workers\n"
@@ -237,16 +254,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser(
         "trace",
-        help="run a model test with ttnn's op tracer and merge its configs",
+        help="run a model test with ttnn's op tracer and merge its configs; or queue registered models on the fleet",
         description="Run TARGET (a pytest node id or a script) in a child process with "
-        "ttnn's operation tracer on; traces of passed tests only are merged into the store.",
+        "ttnn's operation tracer on; traces of passed tests only are merged into the store. "
+        "With --model NAME or --all, queue one trace job per (registered model, machine type) of the model "
+        "registry (see `sweepctl models`) on the machines' queues instead: the workers run them between sweep "
+        "chunks, and `sweepctl store pull` (or --wait) merges their results, each trace once. Before queueing, "
+        "every selected entry must be collectable by pytest (--no-check skips that); an unknown model, or with "
+        "--wait a machine type without a live worker, queues nothing (exit 2).",
     )
-    trace.add_argument("target", help="pytest node id (path::test) or a python script")
+    trace.add_argument("target", nargs="?", help="pytest node id (path::test) or a python script")
+    trace.add_argument("--model", help="queue this registered model on its machine types")
+    trace.add_argument("--all", action="store_true", help="queue every registered model on its machine types")
+    trace.add_argument("--models", help="model registry (default $SWEEPCTL_MODELS, else models.yaml beside --store)")
+    trace.add_argument(
+        "--wait", action="store_true",
+        help="with --model/--all: wait for the results and merge them into --store (exit 1 unless every job passed)",
+    )  # fmt: skip
+    trace.add_argument(
+        "--timeout", type=float,
+        help="with --wait: give up waiting after this many s (default: the longest machine's queue of entry "
+        "timeouts + 300)",
+    )  # fmt: skip
+    trace.add_argument("--no-check", action="store_true", help="queue without pytest's collection check")
+    trace.add_argument("--redis", help="with --model/--all: Redis URL (default $SWEEPCTL_REDIS_URL, else `up`'s)")
+    trace.add_argument("--prefix", help="with --model/--all: key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
     trace.add_argument("--store", default=default_store(), help="master store to merge into (default: %(default)s)")
     trace.add_argument(
         "--machine",
         help="machine type when tt-smi is absent (n150, n300, t3k, galaxy, p150, p300); "
-        "also selects the mock cluster on hosts without a device",
+        "also selects the mock cluster on hosts without a device. With --model/--all: only this machine type",
     )
     trace.add_argument("--with-values", action="store_true", help="keep tensor values in the traces")
     trace.add_argument(
@@ -292,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
         "list configs that fail host validation (INVALID) with ttnn's reason; they are never sent to a device",
         cmd_store_validate,
     )
+    pull = store_sub.add_parser(
+        "pull",
+        help="merge finished fleet trace results (`trace --model/--all`) into the store, each trace once",
+        description="Merge every finished trace job's result from Redis that the store has not merged yet "
+        "(metadata.sweepctl_merged_traces names the ones it has), under the store's lock: running it again, or "
+        "two at once, never counts a trace twice nor loses one. Only passed tests' configs are in a result.",
+    )
+    pull.add_argument("store", nargs="?", default=default_store())
+    pull.add_argument("--redis", help="Redis URL (default $SWEEPCTL_REDIS_URL, else the embedded Redis of `up`)")
+    pull.add_argument("--prefix", help="key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
+    pull.add_argument("--json", action="store_true")
+    pull.set_defaults(func=cmd_store_pull)
     validate.add_argument("--op", help="only this op")
     validate.add_argument("--machine", help="validate for this machine type instead of the traced one")
 
@@ -301,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--json", action="store_true")
     configs.set_defaults(func=cmd_configs)
     _runtime_parsers(sub)
+    from broker import tracecmds
+
+    tracecmds.add_parsers(sub)
     return parser
 
 
