@@ -18,9 +18,9 @@ import msgpack
 import pytest
 import redis
 
-from broker import tracejobs
 from broker.app import make_app
 from broker.keys import Keys
+from broker.traces import jobs as tracejobs
 from tests.conftest import ROOT, cli, emulated_worker
 from tracer.store import MasterStore
 

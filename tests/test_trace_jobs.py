@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from broker import tracejobs
 from broker.app import make_app
 from broker.keys import Keys
-from broker.tracepull import pull
+from broker.traces import jobs as tracejobs
+from broker.traces.pull import pull
 from sweeps.profiles import get_profile
 from tests.conftest import cli
 from tests.synth import synthetic_trace_result
@@ -137,7 +137,7 @@ def test_bad_trace_input_is_one_line_and_queues_nothing(redis_server, tmp_path, 
 
 
 def test_status_says_what_each_trace_added_and_whether_a_run_since_covers_it(redis_server, tmp_path):
-    from broker.tracestatus import model_status
+    from broker.traces.status import model_status
     from sweeps.vector import make_vector, payload
     from tracer.registry import load
 

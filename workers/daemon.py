@@ -36,11 +36,12 @@ from typing import Any, TypeVar
 import redis.exceptions as redis_errors
 import structlog
 
-from broker import registry, tracejobs
+from broker import registry
 from broker.app import RUN_CHUNK, TRACE_MODEL, make_app
 from broker.keys import Keys
 from broker.reclaim import Held, drop_leases, lost_after, reclaim, send_chunk
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
+from broker.traces import jobs as tracejobs
 from sweeps import status
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode

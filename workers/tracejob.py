@@ -20,8 +20,8 @@ from typing import Any
 
 import structlog
 
-from broker import tracejobs
-from broker.tracejobs import Job
+from broker.traces import jobs as tracejobs
+from broker.traces.jobs import Job
 from sweeps import status
 from tracer.capture import CaptureResult, capture
 from tracer.errors import InputError

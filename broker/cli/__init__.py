@@ -45,7 +45,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from tracer.store import MasterStore, locked
 
     if args.model or args.all:
-        from broker.tracecmds import cmd_trace_fleet
+        from broker.cli.tracecmds import cmd_trace_fleet
 
         return cmd_trace_fleet(args)
     if not args.target:
@@ -100,7 +100,7 @@ def cmd_store_import(args: argparse.Namespace) -> int:
 
 
 def cmd_store_pull(args: argparse.Namespace) -> int:
-    from broker.tracecmds import cmd_store_pull as pull
+    from broker.cli.tracecmds import cmd_store_pull as pull
 
     return pull(args)
 
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--json", action="store_true")
     configs.set_defaults(func=cmd_configs)
     _runtime_parsers(sub)
-    from broker import tracecmds
+    from broker.cli import tracecmds
 
     tracecmds.add_parsers(sub)
     return parser

@@ -206,10 +206,11 @@ def _job_root(registry: reg.Registry) -> str:
 
 def cmd_trace_fleet(args: argparse.Namespace) -> int:
     """`sweepctl trace --model NAME | --all`: one trace job per (model, machine) on the machine's queue."""
-    from broker import embedded, tracejobs
+    from broker import embedded
     from broker.app import make_app
     from broker.keys import Keys, default_prefix
     from broker.report import live_backends, workers
+    from broker.traces import jobs as tracejobs
 
     if args.target:
         raise InputError(f"sweepctl trace {args.target}", "give a TARGET or --model/--all, not both")
@@ -254,7 +255,7 @@ def cmd_trace_fleet(args: argparse.Namespace) -> int:
     limit = args.timeout or max(per_machine.values()) + WAIT_MARGIN
     uids = [j.uid for j in jobs]
     done = _wait(client, keys, app, uids, limit)
-    from broker.tracepull import pull
+    from broker.traces.pull import pull
 
     pulled = pull(client, keys, args.store, uids)
     seconds = round(time.monotonic() - started, 3)
@@ -281,8 +282,8 @@ WAIT_MARGIN = 300.0  # s on top of the longest machine's queue of timeouts: work
 
 def _wait(client: Any, keys: Any, app: Any, uids: list[str], limit: float) -> list[str]:
     """Until every job has a result or `limit` s passed; jobs whose worker died are queued again."""
-    from broker import tracejobs
-    from broker.tracepull import finished
+    from broker.traces import jobs as tracejobs
+    from broker.traces.pull import finished
 
     deadline = time.monotonic() + limit
     while True:
@@ -294,7 +295,7 @@ def _wait(client: Any, keys: Any, app: Any, uids: list[str], limit: float) -> li
 
 
 def _job_row(client: Any, keys: Any, row: dict[str, Any]) -> dict[str, Any]:
-    from broker import tracejobs
+    from broker.traces import jobs as tracejobs
 
     result = tracejobs.result(client, keys, row["uid"]) if row.get("state") == tracejobs.DONE else None
     result = result or {}
@@ -314,7 +315,7 @@ def _print_merge(pulled: Any, store: str, seconds: float | None = None) -> None:
 
 
 def cmd_store_pull(args: argparse.Namespace) -> int:
-    from broker.tracepull import pull
+    from broker.traces.pull import pull
 
     client, keys = _connect(args)
     pulled = pull(client, keys, args.store)
@@ -340,7 +341,7 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_models_status(args: argparse.Namespace) -> int:
     from broker.cli import default_store
-    from broker.tracestatus import model_status
+    from broker.traces.status import model_status
     from tracer.store import MasterStore
 
     registry = reg.load(models_path(args), missing_ok=True)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker import tracejobs
 from broker.keys import Keys
+from broker.traces import jobs as tracejobs
 from tracer.master import load_json
 from tracer.store import MasterStore, MergeSummary, bulk, locked, merged_traces
 

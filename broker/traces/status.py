@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from broker import tracejobs
 from broker.keys import Keys
 from broker.results import vector_fields
+from broker.traces import jobs as tracejobs
 from tracer.registry import Registry
 from tracer.store import MasterStore
 

@@ -14,8 +14,8 @@ import time
 import pytest
 import redis
 
-from broker import tracejobs
 from broker.keys import Keys
+from broker.traces import jobs as tracejobs
 from tests.conftest import running_redis, write_json
 from tests.synth import synthetic_store, synthetic_trace_result
 
