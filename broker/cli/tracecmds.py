@@ -209,7 +209,7 @@ def cmd_trace_fleet(args: argparse.Namespace) -> int:
     from broker import embedded
     from broker.app import make_app
     from broker.keys import Keys, default_prefix
-    from broker.report import live_backends, workers
+    from broker.reports.summary import live_backends, workers
     from broker.traces import jobs as tracejobs
 
     if args.target:
