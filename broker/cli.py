@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--json", action="store_true")
     configs.set_defaults(func=cmd_configs)
     _runtime_parsers(sub)
+    _single_vector_parsers(sub)
     return parser
 
 
@@ -516,6 +517,42 @@ def _runtime_parsers(sub: Any) -> None:
     demo.add_argument("--store", default=c.SAMPLE_STORE, help="master store (default: the shipped sample)")
     demo.add_argument("--keep", action="store_true", help="leave the embedded Redis and workers running")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
+
+
+def _single_vector_parsers(sub: Any) -> None:
+    """One vector outside the fleet (broker/single.py)."""
+    from broker import single
+
+    def one_vector(name: str, help_text: str, description: str, func) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=description)
+        command.add_argument(
+            "vector", help="vector id, or a unique prefix of one (reports print 12 digits); with --store also a "
+            "config hash",
+        )  # fmt: skip
+        command.add_argument("--run", help="the run the vector is in (default: the latest run)")
+        command.add_argument(
+            "--store", help="build the vector from this master store as enqueue would (model_traced), without Redis"
+        )
+        command.add_argument("--machine", help="with --store: the machine type to run it on instead of the traced one")
+        command.add_argument("--redis", help="Redis URL (default $SWEEPCTL_REDIS_URL, else the embedded Redis)")
+        command.add_argument("--prefix", help="key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
+        command.set_defaults(func=func)
+        return command
+
+    run = one_vector(
+        "run",
+        "run one vector in this process (no Celery, no executor: pdb and breakpoints work); print its record",
+        "Run one vector in this process, set up as a worker's executor is (the machine's mock cluster "
+        "descriptor when emulated, the device set on ttnn, a working directory of its own, ttnn's output "
+        "on stderr), and print the record a worker would write. Nothing is written to Redis and nothing "
+        "bounds its time, so a debugger can stop it: python -m pdb -m broker.cli run VECTOR --backend "
+        "emulated. A vector enqueue books NOT_RUN or INVALID is not run: its verdict is printed. On the "
+        "ttnn backend a device that cannot be opened is INFRA, with the reason. Exit 0 PASS, 1 any other "
+        "verdict, 2 bad input.",
+        single.cmd_run,
+    )
+    run.add_argument("--backend", choices=("emulated", "ttnn"), required=True, help="emulated (no device) or ttnn")
+    run.add_argument("--json", action="store_true", help="the record as JSON")
 
 
 def _report_options(command: argparse.ArgumentParser) -> None:
