@@ -20,6 +20,7 @@ from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, prepare, substitute
 from sweeps.memconfig import to_ttnn
 from sweeps.profiles import MachineProfile
+from workers import deviceperf
 from workers.outcome import judged, op_call, verdict
 
 NAME = "ttnn"
@@ -119,14 +120,16 @@ class DeviceBackend:
         with op_call():
             op(*args, **kwargs)  # warm-up: compiles and fills the program cache
             ttnn.synchronize_device(mesh)
+        deviceperf.drain(ttnn, mesh)
         start = time.perf_counter()
         with op_call():
             output = first_output(op(*args, **kwargs))
             ttnn.synchronize_device(mesh)
         e2e_ms = (time.perf_counter() - start) * 1000.0
+        perf = deviceperf.measured(ttnn, mesh)  # {} without the device profiler
         composer = ttnn.concat_mesh_to_tensor_composer(mesh, 0)
         result = ttnn.to_torch(output, mesh_composer=composer)
         if opdef.view is not None:  # the golden is judged through the view already (materialize)
             result = opdef.view(result, ref_args, ref_kwargs)
         per_device = result[: reference.shape[0]] if result.dim() and result.shape != reference.shape else result
-        return {**verdict(reference, per_device, threshold, e2e_ms), "threshold_dtype": threshold_dtype}
+        return {**verdict(reference, per_device, threshold, e2e_ms), "threshold_dtype": threshold_dtype, **perf}
