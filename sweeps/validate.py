@@ -131,11 +131,15 @@ def static_problems(tensor: dict[str, Any], profile: MachineProfile) -> str | No
     if spec is None:
         return None
     dram = mc["buffer_type"] == "DRAM"  # DRAM shards live on DRAM banks, a (banks, 1) grid
-    gx, gy = (profile.dram_banks, 1) if dram else profile.grid
-    grid = "DRAM bank grid" if dram else "compute grid"
-    for r in spec["grid"]:
-        if r["end"][0] >= gx or r["end"][1] >= gy:
-            return f"shard grid core ({r['end'][0]},{r['end'][1]}) is outside the {profile.name} {grid} {gx}x{gy}"
+    # a compute grid per dispatch placement the machine opens with (workers.meshplan picks the
+    # vector's): a tensor is valid when one of them holds its grid
+    grids = [(profile.dram_banks, 1)] if dram else [d.grid for d in profile.dispatch]
+    x = max(r["end"][0] for r in spec["grid"]) if spec["grid"] else -1
+    y = max(r["end"][1] for r in spec["grid"]) if spec["grid"] else -1
+    if not any(x < gx and y < gy for gx, gy in grids):
+        kind = "DRAM bank grid" if dram else "compute grid"
+        names = " or ".join(f"{gx}x{gy}" for gx, gy in grids)
+        return f"shard grid core ({x},{y}) is outside the {profile.name} {kind} {names}"
     if mc["buffer_type"] == "L1":
         need = shard_bytes_per_core(spec["shape"], tensor["dtype"], tensor["layout"])
         if need > profile.l1_bytes_per_core:
