@@ -18,6 +18,10 @@ UNKNOWN_MACHINE = "unknown"  # where configs no profile matches are booked
 _MOCKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mock_clusters")
 _WH_L1 = 1_463_968
 _BH_L1 = 1_531_776
+# L1_SMALL every device host opens with: tt-metal's sweeps use 79104 "to prevent OOM in model-traced
+# sweeps" (tests/sweep_framework/sweep_utils/mesh_tensor_utils.py create_mesh_device). The allocator
+# takes it from the top of each core's L1, so L1 buffers get l1_bytes_per_core - L1_SMALL_SIZE.
+L1_SMALL_SIZE = 79104
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,21 @@ class MachineProfile:
     @property
     def chips_per_pcie_device(self) -> int:
         return self.chips // self.pcie_devices
+
+    def mesh_for(self, traced: tuple[int, int]) -> tuple[int, int] | None:
+        """The mesh this machine opens for a vector traced on `traced`: the first of its mesh shapes
+        that contains it (an exact match first); None when none does (the vector is NOT_RUN)."""
+        if traced in self.mesh_shapes:
+            return traced
+        return next((m for m in self.mesh_shapes if traced[0] <= m[0] and traced[1] <= m[1]), None)
+
+    def mesh_misfit(self, traced: tuple[int, ...]) -> str | None:
+        """Why a vector traced on `traced` cannot run here, or None."""
+        if len(traced) == 2 and self.mesh_for((traced[0], traced[1])) is not None:
+            return None
+        opens = ", ".join(f"{r}x{c}" for r, c in self.mesh_shapes)
+        shape = "x".join(map(str, traced))
+        return f"traced mesh {shape} fits no mesh a {self.name} opens ({opens})"
 
     def reset_for(self, devices: list[int]) -> list[str]:
         """The reset command for a worker that owns `devices` (PCIe ids; [] = the whole host).

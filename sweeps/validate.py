@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from sweeps.profiles import MachineProfile, get_profile
+from sweeps.profiles import L1_SMALL_SIZE, MachineProfile, get_profile
 from tracer.args import is_unparsed
 
 # Bytes per 32x32 tile and per element (ttnn.tile_size / element_size, ttnn_api_facts.md §2).
@@ -140,10 +140,12 @@ def static_problems(tensor: dict[str, Any], profile: MachineProfile) -> str | No
         kind = "DRAM bank grid" if dram else "compute grid"
         names = " or ".join(f"{gx}x{gy}" for gx, gy in grids)
         return f"shard grid core ({x},{y}) is outside the {profile.name} {kind} {names}"
-    if mc["buffer_type"] == "L1":
+    if mc["buffer_type"] in ("L1", "L1_SMALL"):
         need = shard_bytes_per_core(spec["shape"], tensor["dtype"], tensor["layout"])
-        if need > profile.l1_bytes_per_core:
-            return f"shard needs {need} B of L1 per core, {profile.name} has {profile.l1_bytes_per_core} B"
+        # device hosts open with L1_SMALL_SIZE of L1_SMALL, carved from the top of each core's L1
+        have = L1_SMALL_SIZE if mc["buffer_type"] == "L1_SMALL" else profile.l1_bytes_per_core - L1_SMALL_SIZE
+        if need > have:
+            return f"shard needs {need} B of {mc['buffer_type']} per core, {profile.name} has {have} B"
     return None
 
 

@@ -201,7 +201,7 @@ class Executor:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=get_profile(self.machine).close_timeout)  # closing a 32-chip mesh takes a while
         except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
             pass
         self.kill()
@@ -279,6 +279,8 @@ def serve(machine: str, backend_name: str) -> int:
             except Exception as exc:  # backends classify their own; whatever escapes is sweepctl's
                 outcome = our_error(exc)
         write_frame(proto_out, outcome)
+        if getattr(backend, "broken", False):  # the mesh could not be reopened: the daemon resets and respawns
+            return 1
 
 
 if __name__ == "__main__":

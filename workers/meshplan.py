@@ -15,8 +15,7 @@ tested thing.
 * Dispatch: the profile's placements in order of preference, the first whose compute grid holds
   every core the vector's L1 shard grids and program configs name (mesh_tensor_utils.py
   `dispatch_axis_for_grid`: a Galaxy opens COL (7x10) unless a grid needs x = 7, then ROW (8x9)).
-* L1_SMALL: 79104 B, tt-metal's sweep default "to prevent OOM in model-traced sweeps"
-  (mesh_tensor_utils.py `create_mesh_device`).
+* L1_SMALL: sweeps.profiles.L1_SMALL_SIZE, tt-metal's sweep default.
 """
 
 from __future__ import annotations
@@ -24,14 +23,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sweeps import status
 from sweeps.catalogue import lookup
-from sweeps.profiles import Dispatch, MachineProfile
-
-L1_SMALL_SIZE = 79104
+from sweeps.profiles import L1_SMALL_SIZE, Dispatch, MachineProfile
 
 
 class MeshPlanError(ValueError):
-    """The vector cannot be opened on this machine as traced: the reason is the vector's NOT_RUN."""
+    """No mesh or dispatch of the machine holds the vector as traced (its cores need two dispatch
+    grids, or its mesh fits no mesh shape: that one is NOT_RUN at enqueue already)."""
+
+
+def invalid(exc: MeshPlanError) -> dict[str, Any]:
+    """The outcome of a vector no plan can hold, on either backend: INVALID, decided on the host."""
+    return {"status": status.INVALID, "pcc": None, "message": str(exc), "e2e_ms": None}
 
 
 @dataclass(frozen=True)
@@ -83,14 +87,10 @@ def traced_shape(vector: dict[str, Any]) -> tuple[int, int]:
 
 
 def opened_mesh(profile: MachineProfile, traced: tuple[int, int]) -> tuple[int, int]:
-    """The first of the profile's mesh shapes that contains `traced` (an exact match first)."""
-    if traced in profile.mesh_shapes:
-        return traced
-    for shape in profile.mesh_shapes:
-        if traced[0] <= shape[0] and traced[1] <= shape[1]:
-            return shape
-    opens = ", ".join(f"{r}x{c}" for r, c in profile.mesh_shapes)
-    raise MeshPlanError(f"traced mesh {traced[0]}x{traced[1]} fits no mesh a {profile.name} opens ({opens})")
+    opened = profile.mesh_for(traced)
+    if opened is None:
+        raise MeshPlanError(str(profile.mesh_misfit(traced)))
+    return opened
 
 
 def topology(vector: dict[str, Any]) -> str | None:
