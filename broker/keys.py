@@ -22,7 +22,7 @@ Global:
   {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
   {p}:worker:W:chunk   string the chunk worker W is running (msgpack: run, machine, ids, its lease token,
                               heartbeat interval), so a live worker can queue it again when W is lost
-  {p}:validation2:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
+  {p}:validation3:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
                               per ttnn version T and machine M
 """
 
@@ -89,7 +89,7 @@ class Keys:
         return f"{self.prefix}:worker:{name}:chunk"
 
     def validation(self, ttnn_version: str, machine: str) -> str:
-        return f"{self.prefix}:validation2:{ttnn_version}:{machine}"  # 2: fields are digests
+        return f"{self.prefix}:validation3:{ttnn_version}:{machine}"  # 3: grids per dispatch, L1_SMALL budget
 
     def run_keys(self, run_id: str) -> list[str]:
         """Every key a run owns (for deletion)."""

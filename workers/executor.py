@@ -201,7 +201,7 @@ class Executor:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=get_profile(self.machine).close_timeout)  # closing a 32-chip mesh takes a while
         except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
             pass
         self.kill()
@@ -290,6 +290,8 @@ def serve(machine: str, backend_name: str) -> int:
             write_frame(proto_out, {"status": status.INFRA, "message": str(exc)})
             continue
         write_frame(proto_out, run_vector(backend, vector))
+        if getattr(backend, "broken", False):  # the mesh could not be reopened: the daemon resets and respawns
+            return 1
 
 
 def run_vector(backend: Any, vector: dict[str, Any]) -> dict[str, Any]:
