@@ -553,6 +553,21 @@ def _single_vector_parsers(sub: Any) -> None:
     )
     run.add_argument("--backend", choices=("emulated", "ttnn"), required=True, help="emulated (no device) or ttnn")
     run.add_argument("--json", action="store_true", help="the record as JSON")
+    repro = one_vector(
+        "repro",
+        "write one vector as a standalone pytest file to run on a machine with the device (for a bug report)",
+        "Write one vector as a standalone pytest file for a host with the device: it opens the mesh as "
+        "sweepctl's device backend does for this vector (mesh and submesh, fabric set before the open and "
+        "cleared after the close, dispatch core type and axis, L1_SMALL), sends each input with its traced "
+        "dtype, layout, exact memory config and mesh mapper, calls the op with the traced arguments (a "
+        "warm-up, then a timed call), reads chip 0's output back and checks its PCC against the golden, "
+        "printing the timings. The device calls are literal ttnn code; the input data and the golden come "
+        "from sweepctl (the same seeded generator and golden as the sweep), so sweepctl must be importable "
+        "where it runs. Refused (exit 2) for a vector that cannot be called as traced (NOT_RUN) or that "
+        "no mesh of its machine holds.",
+        single.cmd_repro,
+    )
+    repro.add_argument("--output", "-o", help="the file to write (default: stdout)")
 
 
 def _report_options(command: argparse.ArgumentParser) -> None:

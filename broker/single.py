@@ -79,3 +79,32 @@ def record_lines(found: Found, record: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"  backend {record['backend']}, ttnn {record['ttnn_version']}; nothing written to Redis")
     return lines
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    """Write the vector's standalone pytest file (workers/repro.py) to -o, or stdout."""
+    from workers.repro import ReproError, render
+
+    found = find(args)
+    filename = os.path.basename(args.output) if args.output else f"repro_{found.vector['id'][:12]}.py"
+    try:
+        text = render(found.vector, found.where, _command(args), filename, found.never_runs)
+    except ReproError as exc:
+        raise InputError(f"vector {found.vector['id']}", str(exc)) from None
+    if args.output:
+        from broker.commands import _write_output
+
+        _write_output(args.output, text)
+        print(f"wrote {args.output}: {found.vector['op']} on {found.vector['machine']}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The sweepctl command line that writes this file again."""
+    command = ["sweepctl", "repro", args.vector]
+    for flag in ("run", "store", "machine"):
+        if getattr(args, flag):
+            command += [f"--{flag}", getattr(args, flag)]
+    return command + (["-o", args.output] if args.output else [])
