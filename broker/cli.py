@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  sweepctl enqueue --op pad --suite model_traced\n"
             "  sweepctl watch; sweepctl report\n"
             "  sweepctl report --compare BASE; sweepctl report --format html -o report.html\n"
+            "  sweepctl run VECTOR --backend emulated   # one failing vector in this process (pdb works)\n"
+            "  sweepctl repro VECTOR -o repro.py        # the same as a pytest file for a device host\n"
             "exit codes: 0 ok, 1 the work found failures, 2 bad input (one line on stderr)"
         ),
     )
