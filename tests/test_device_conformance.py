@@ -28,6 +28,7 @@ from sweeps.profiles import L1_SMALL_SIZE, PROFILES, MachineProfile
 from sweeps.suites import Selection, expand
 from sweeps.vector import make_vector
 from tests import conformance, corpus
+from workers.recovery import health_check_vector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ EXTRA_MESHES = {"t3k": [(1, 8), (1, 4), (4, 2)], "galaxy": [(8, 4), (1, 32), (1,
 
 
 def synthetic(profile: MachineProfile) -> list[dict]:
-    vectors = []
+    vectors = [health_check_vector(profile)]
     for mesh in [profile.mesh_shape, *EXTRA_MESHES.get(profile.name, [])]:
         vectors += [_add(profile.name, mesh), _add(profile.name, mesh, storage="HOST")]
         if mesh[0] * mesh[1] > 1:
@@ -207,3 +208,13 @@ def test_a_mesh_the_machine_cannot_open_is_not_run_with_the_shapes_it_opens():
     )
     assert PROFILES["galaxy"].mesh_for((8, 4)) == (8, 4) and PROFILES["galaxy"].mesh_for((2, 2)) == (4, 8)
     assert PROFILES["t3k"].mesh_for((1, 8)) == (1, 8) and PROFILES["n300"].mesh_for((2, 1)) == (2, 1)
+
+
+def test_a_reset_names_only_the_workers_pcie_devices_and_a_galaxy_resets_whole(monkeypatch):
+    from workers.recovery import RESET_ENV, reset_command
+
+    monkeypatch.delenv(RESET_ENV, raising=False)
+    assert reset_command(PROFILES["t3k"], "ttnn", [4, 5, 6, 7]) == ["tt-smi", "-r", "4,5,6,7"]
+    assert reset_command(PROFILES["n300"], "ttnn", [1]) == ["tt-smi", "-r", "1"]
+    assert reset_command(PROFILES["galaxy"], "ttnn", list(range(32))) == ["tt-smi", "-glx_reset_auto"]
+    assert reset_command(PROFILES["n300"], "emulated", [0]) == []
