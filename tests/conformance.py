@@ -19,6 +19,10 @@ stdout (JSON after MARK).
 * Open sequence: `DeviceBackend` opens and reopens through `Recording` for each topology (no
   device is opened: `open_mesh_device` / `close_mesh_device` are recorded, `set_fabric_config` is
   ttnn's real one, so the fabric state read back at open and after close is ttnn's own).
+* Runs: whole vectors through `DeviceBackend.run` with the op call, its semaphores and synchronize
+  recorded; the order of calls and which semaphore handles each op call got are returned. The
+  op's stand-in output is its first input, so the outcome says only that sweepctl's own code ran
+  through (not ERROR), never whether the op is right.
 None of this is a device result; no op is called.
 """
 
@@ -49,15 +53,34 @@ class StandInMesh:
 
 
 class Recording:
-    """The real ttnn module, except the calls that need a device, which are recorded."""
+    """The real ttnn module, except the calls that need a device, which are recorded: opening and
+    closing the mesh, `from_torch(device=...)`, global semaphores, synchronize, and the op named by
+    `op` (its stand-in result is its first input: not a device result, never judged)."""
 
-    def __init__(self, ttnn: Any, grid: tuple[int, int]) -> None:
-        self._ttnn, self._grid = ttnn, grid
+    def __init__(self, ttnn: Any, grid: tuple[int, int], op: str = "") -> None:
+        self._ttnn, self._grid, self._op = ttnn, grid, op.split(".")[1:]
         self.events: list[tuple[Any, ...]] = []
         self.live = 0
 
     def __getattr__(self, name: str) -> Any:
+        if self._op and name == self._op[0]:
+            return _OpPath(self, getattr(self._ttnn, name), self._op[1:])
         return getattr(self._ttnn, name)
+
+    def create_global_semaphore(self, mesh: StandInMesh, cores: Any, value: int) -> tuple[str, int]:
+        handle = ("semaphore", len(self.events))
+        self.events.append(handle)
+        return handle
+
+    def synchronize_device(self, mesh: StandInMesh) -> None:
+        self.events.append(("sync",))
+
+    def called(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        handles = [v for v in [*args, *kwargs.values()] for v in (v if isinstance(v, list) else [v])
+                   if isinstance(v, tuple) and v[:1] == ("semaphore",)]  # fmt: skip
+        self.events.append(("op", [h[1] for h in handles]))
+        return next(a for a in [*args, *kwargs.values()] if isinstance(a, self._ttnn.Tensor))
+
 
     def set_fabric_config(self, config: Any) -> None:
         self._ttnn.set_fabric_config(config)  # ttnn's own: refused if a device were open
@@ -82,6 +105,21 @@ class Recording:
     def from_torch(self, data: Any, *, dtype: Any, layout: Any, device: Any, memory_config: Any, mesh_mapper: Any):
         self.events.append(("send", None if device is None else device.shape, memory_config is not None))
         return self._ttnn.from_torch(data, dtype=dtype, layout=layout, mesh_mapper=mesh_mapper)
+
+
+class _OpPath:
+    """ttnn.experimental -> ttnn.experimental.all_gather_async: the recorded op at the end."""
+
+    def __init__(self, rec: Recording, real: Any, rest: list[str]) -> None:
+        self._rec, self._real, self._rest = rec, real, rest
+
+    def __getattr__(self, name: str) -> Any:
+        if self._rest and name == self._rest[0]:
+            return _OpPath(self._rec, getattr(self._real, name), self._rest[1:])
+        return getattr(self._real, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._rec.called(args, kwargs)
 
 
 def cut(vector: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +250,18 @@ def main() -> None:
             [list(p.mesh_shape), p.fabric, p.dispatch_core_type, p.dispatch_core_axis] for p in plans]})  # fmt: skip
         if ttnn.get_fabric_config().name != "DISABLED":
             problems.append(f"fabric {ttnn.get_fabric_config().name} left set after the close")
+    runs = []
+    for vector in job.get("runs", []):  # whole vectors through DeviceBackend.run, the op recorded
+        small = cut(vector)
+        plan = mesh_plan(profile, small)
+        rec = Recording(ttnn, plan.grid, small["op"])
+        backend = DeviceBackend(rec, profile)
+        outcome = backend.run(lookup(small["op"]), small)
+        backend.close()
+        kept = [list(e) for e in rec.events if e[0] in ("op", "sync", "semaphore", "send")]
+        runs.append({"status": outcome["status"], "message": outcome.get("message", ""), "events": kept})
     counts["meshes"] = sorted(meshes)
-    result = {"problems": problems, "counts": counts, "facts": facts, "topologies": topology_events}
+    result = {"problems": problems, "counts": counts, "facts": facts, "topologies": topology_events, "runs": runs}
     print("\n" + MARK + json.dumps(result), flush=True)
 
 

@@ -149,7 +149,9 @@ def results(tmp_path_factory) -> dict[str, dict]:
         items = [{"vector": v, "from": f"{v['op']} {vid[:12]}", "real": 1} for vid, v in real[name].items()]
         made = synthetic(profile)
         items += [{"vector": v, "from": f"{v['op']} on {v['mesh_shape']} (made)", "real": 0} for v in made]
-        jobs[name] = {"machine": name, "vectors": items, "topologies": topologies(profile)}
+        runs = [_add(name, profile.mesh_shape, storage="HOST")]
+        runs += [_gather(name, profile.mesh_shape, "Linear")] if profile.chips > 1 else []
+        jobs[name] = {"machine": name, "vectors": items, "topologies": topologies(profile), "runs": runs}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run_child, name, job) for name, job in jobs.items()}
         visible = pool.submit(run_child, "t3k", {"machine": "t3k", "vectors": [], "topologies": []},
@@ -186,6 +188,22 @@ def test_fabric_is_set_before_open_and_cleared_after_close_with_the_profiles_dis
             assert {e[5] for e in opened} == {"FABRIC_1D_RING", "FABRIC_1D" if 1 in profile.mesh_shape else "FABRIC_2D"}
         else:
             assert {e[5] for e in opened} == {"DISABLED"}
+
+
+@pytest.mark.parametrize("machine", list(PROFILES))
+def test_each_op_call_gets_fresh_semaphores_and_a_synchronize_and_the_golden_none(results, machine):
+    """Whole vectors through DeviceBackend.run with the op recorded (not a device result: only the
+    order of calls, and that sweepctl's own code ran through without an ERROR)."""
+    for run in results[machine]["runs"]:
+        assert run["status"] != "ERROR", run["message"]
+        calls = [e for e in run["events"] if e[0] != "send"]
+        ops = [n for n, e in enumerate(calls) if e[0] == "op"]
+        assert len(ops) == 2 and all(calls[n + 1] == ["sync"] for n in ops)  # warm-up, then timed
+        spans = ((0, ops[0]), (ops[0], ops[1]))
+        made = [[e[1] for e in calls[start:end] if e[0] == "semaphore"] for start, end in spans]
+        assert [calls[n][1] for n in ops] == made  # each call its own, made for it; none for the golden
+        assert not set(made[0]) & set(made[1])
+        assert len(calls) == ops[1] + 2
 
 
 @pytest.mark.parametrize("machine", list(PROFILES))
