@@ -236,3 +236,38 @@ def test_a_reset_names_only_the_workers_pcie_devices_and_a_galaxy_resets_whole(m
     assert reset_command(PROFILES["n300"], "ttnn", [1]) == ["tt-smi", "-r", "1"]
     assert reset_command(PROFILES["galaxy"], "ttnn", list(range(32))) == ["tt-smi", "-glx_reset_auto"]
     assert reset_command(PROFILES["n300"], "emulated", [0]) == []
+
+
+def _sharded(machine: str, mesh: tuple[int, int], end: tuple[int, int]) -> dict:
+    spec = {"grid": [{"start": [0, 0], "end": list(end)}], "shape": [32, 32], "orientation": "ROW_MAJOR"}
+    memory = {"memory_layout": "HEIGHT_SHARDED", "buffer_type": "L1", "shard_spec": spec}
+    t = tensor([1, 1, 32 * (end[0] + 1) * (end[1] + 1), 32], "BFLOAT16", memory)
+    return make_vector("ttnn.add", "conformance", machine, list(mesh), [t, t], {}, 30.0)
+
+
+def test_the_plan_picks_the_dispatch_whose_grid_holds_every_core_and_refuses_a_vector_needing_two():
+    from workers.meshplan import MeshPlanError, mesh_plan
+
+    galaxy = PROFILES["galaxy"]
+    assert mesh_plan(galaxy, _sharded("galaxy", (4, 8), (6, 9))).dispatch_core_axis == "COL"  # y = 9: 7x10
+    assert mesh_plan(galaxy, _sharded("galaxy", (4, 8), (7, 8))).dispatch_core_axis == "ROW"  # x = 7: 8x9
+    assert mesh_plan(galaxy, _add("galaxy", (4, 8), grid_x=8)).dispatch_core_axis == "ROW"  # a program config's grid
+    two = _sharded("galaxy", (4, 8), (6, 9))
+    two["kwargs"]["program_config"] = {"fields": {"compute_with_storage_grid_size": {"x": 8, "y": 8}}}
+    with pytest.raises(MeshPlanError, match=r"core \(7,9\) is outside every galaxy compute grid"):
+        mesh_plan(galaxy, two)
+    n300 = mesh_plan(PROFILES["n300"], _sharded("n300", (1, 2), (7, 7)))
+    assert (n300.dispatch_core_type, n300.grid) == ("ETH", (8, 8))  # ETH keeps the full 8x8
+
+
+def test_the_plan_opens_the_whole_machine_with_the_topologys_fabric():
+    from workers.meshplan import mesh_plan
+
+    galaxy, t3k, n150 = PROFILES["galaxy"], PROFILES["t3k"], PROFILES["n150"]
+    plan = mesh_plan(galaxy, _add("galaxy", (1, 8)))
+    assert (plan.mesh_shape, plan.submesh_shape, plan.fabric) == ((4, 8), (1, 8), "FABRIC_2D")
+    assert mesh_plan(galaxy, _gather("galaxy", (8, 4), "Ring")).fabric == "FABRIC_1D_RING"
+    plan = mesh_plan(t3k, _gather("t3k", (1, 8), "Linear"))
+    assert (plan.mesh_shape, plan.submesh_shape, plan.fabric) == ((1, 8), None, "FABRIC_1D")
+    assert mesh_plan(n150, _add("n150", (1, 1))).fabric is None  # fabric on one chip hangs (tt-metal #55519)
+    assert mesh_plan(galaxy, _add("galaxy", (4, 8))).l1_small_size == L1_SMALL_SIZE == 79104
