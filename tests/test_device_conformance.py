@@ -271,3 +271,19 @@ def test_the_plan_opens_the_whole_machine_with_the_topologys_fabric():
     assert (plan.mesh_shape, plan.submesh_shape, plan.fabric) == ((1, 8), None, "FABRIC_1D")
     assert mesh_plan(n150, _add("n150", (1, 1))).fabric is None  # fabric on one chip hangs (tt-metal #55519)
     assert mesh_plan(galaxy, _add("galaxy", (4, 8))).l1_small_size == L1_SMALL_SIZE == 79104
+
+
+def test_the_judged_chip_is_one_that_ran_the_op_and_its_peers_got_the_same_inputs():
+    from sweeps.catalogue import lookup
+    from sweeps.materialize import judged_chips
+
+    add, fill = lookup("ttnn.add"), lookup("ttnn.experimental.paged_fill_cache")
+    vector = _add("galaxy", (4, 8))
+    assert judged_chips(add, vector, (4, 8)) == (0, [31])
+    assert judged_chips(add, vector, (4, 8), every=True) == (0, list(range(1, 32)))
+    on_one = {"kwargs": {"mesh_coords": {"mesh_coordinates": [[2, 3]]}}}  # a Galaxy fills one chip's cache
+    assert judged_chips(fill, on_one, (4, 8)) == (19, [])
+    scatter = lookup("ttnn.reduce_scatter")  # chip i keeps chunk i of its ring
+    assert judged_chips(scatter, _gather("galaxy", (4, 8), "Linear", "ttnn.reduce_scatter", 1), (4, 8)) == (0, [24])
+    assert judged_chips(scatter, _gather("galaxy", (4, 8), "Linear", "ttnn.reduce_scatter", 0), (4, 8)) == (0, [7])
+    assert judged_chips(scatter, _gather("galaxy", (4, 8), "Linear", "ttnn.reduce_scatter", None), (4, 8)) == (0, [])
