@@ -397,7 +397,9 @@ def _runtime_parsers(sub: Any) -> None:
     )
     worker.add_argument("--machine", help="machine type: n150, n300, t3k, galaxy, p150, p300")
     worker.add_argument(
-        "--devices", help="device ids this worker owns: 0,1 or 0-31 or 0-3,8-11 (default: all of the machine)"
+        "--devices", help="PCIe device ids this worker owns (TT_VISIBLE_DEVICES: a PCIe device, not a chip: an "
+        "N300 card is 1 with 2 chips, a T3K 4, a Galaxy 32), as many as the machine has: 0 or 0-3 or 4-7 "
+        "(default: 0 up to the machine's count)"
     )
     worker.add_argument(
         "--instance",

@@ -273,21 +273,25 @@ def collective_input(vector: dict[str, Any], prepared: Prepared, mesh: tuple[int
     return MeshInput(whole, (dim,), (mesh[0] * mesh[1],))
 
 
-def peer_chip(opdef: OpDef, vector: dict[str, Any], mesh: tuple[int, int]) -> int | None:
-    """A chip (row-major index) whose output must equal chip 0's, because it got the same inputs:
-    the last chip, except for a reduce_scatter (chip i keeps chunk i of its ring: the last chip of
-    chip 0's column or row across the cluster axis) and when no other chip qualifies."""
+def judged_chips(opdef: OpDef, vector: dict[str, Any], mesh: tuple[int, int], every: bool = False) -> tuple[
+        int, list[int]]:  # fmt: skip
+    """(The chip whose output is judged, chips whose output must equal it because they got the same
+    inputs and ran the same program), as row-major indexes on `mesh`. An op given `mesh_coords` runs
+    on those chips only (a Galaxy's paged_fill_cache fills one chip's cache): the first is judged.
+    Else chip 0, and the last chip (`every`: all, for the health check), except for a
+    reduce_scatter, where chip i keeps chunk i of its ring: the chips of chip 0's column (cluster
+    axis 1) or row (0)."""
     rows, cols = mesh
-    if rows * cols == 1:
-        return None
-    if not (opdef.collective and "reduce_scatter" in opdef.name):
-        return rows * cols - 1
-    axis = vector["kwargs"].get("cluster_axis")
-    if axis == 1 and rows > 1:
-        return (rows - 1) * cols
-    if axis == 0 and cols > 1:
-        return cols - 1
-    return None
+    coords = vector["kwargs"].get("mesh_coords")
+    if isinstance(coords, dict) and coords.get("mesh_coordinates"):
+        ran = sorted(r * cols + c for r, c in coords["mesh_coordinates"] if r < rows and c < cols) or [0]
+        first, same = ran[0], ran[1:]
+    elif not (opdef.collective and "reduce_scatter" in opdef.name):
+        first, same = 0, list(range(1, rows * cols))
+    else:
+        axis = vector["kwargs"].get("cluster_axis")
+        first, same = 0, [r * cols for r in range(1, rows)] if axis == 1 else list(range(1, cols)) if axis == 0 else []
+    return first, same if every else same[-1:]
 
 
 def mesh_mapper(ttnn: Any, target: Any, mesh_input: MeshInput) -> Any:

@@ -10,9 +10,11 @@ config to another) and cleared after the close (SetFabricConfig is refused while
 open): tt-metal tests/sweep_framework/sweep_utils/ccl_common.py `device_context`.
 Inputs go with `from_torch(..., memory_config=<exact traced>, mesh_mapper=...)` (a HOST-storage
 input stays on the host); the op runs once to warm the program cache, then timed, each call with
-fresh global semaphores (a semaphore handle is not reused across op invocations); chip 0's output
-is read back (`get_device_tensors(out)[0]`, as tt-metal's mesh_tensor_utils.mesh_tensor_to_torch)
-and one chip that got the same inputs must agree with it exactly.
+fresh global semaphores (a semaphore handle is not reused across op invocations); one chip's output
+is read back (`get_device_tensors(out)[0]`, as tt-metal's mesh_tensor_utils.mesh_tensor_to_torch, or
+the first of the op's `mesh_coords`) and one chip that got the same inputs must agree with it
+exactly (every chip, for the health check: tt-metal's mesh_tensor_utils.device_canary shards over
+the whole mesh and wants exact agreement).
 Only an exception of the op call itself is FAIL_OP / FAIL_L1_OOM; the rest is ERROR
 (workers/outcome.py); a mesh that cannot be (re)opened is INFRA and ends the executor.
 """
@@ -30,9 +32,9 @@ from sweeps.materialize import (
     MeshInput,
     first_output,
     golden_function,
+    judged_chips,
     mesh_inputs,
     mesh_mapper,
-    peer_chip,
     prepare,
     substitute,
 )
@@ -41,6 +43,7 @@ from sweeps.profiles import MachineProfile
 from workers import deviceperf
 from workers.meshplan import MeshPlan, MeshPlanError, invalid, mesh_plan
 from workers.outcome import judged, op_call, verdict
+from workers.recovery import HEALTH_CHECK
 
 NAME = "ttnn"
 
@@ -182,17 +185,19 @@ class DeviceBackend:
         e2e_ms = (time.perf_counter() - start) * 1000.0
         perf = deviceperf.measured(ttnn, mesh)  # {} without the device profiler
         chips = ttnn.get_device_tensors(output)
-        result = ttnn.to_torch(chips[0])
-        peer = peer_chip(opdef, vector, plan.shape)
-        if peer is not None and not _same(result, other := ttnn.to_torch(chips[peer])):
-            return {
-                "status": status.FAIL_ACCURACY,
-                "pcc": None,
-                "threshold": threshold,
-                "threshold_dtype": threshold_dtype,
-                "message": f"chip {peer} disagrees with chip 0 on the same inputs ({_differ(result, other)})",
-                "e2e_ms": e2e_ms,
-            }
+        judged, peers = judged_chips(opdef, vector, plan.shape, every=vector["suite"] == HEALTH_CHECK)
+        result = ttnn.to_torch(chips[judged])
+        for peer in peers:
+            if not _same(result, other := ttnn.to_torch(chips[peer])):
+                return {
+                    "status": status.FAIL_ACCURACY,
+                    "pcc": None,
+                    "threshold": threshold,
+                    "threshold_dtype": threshold_dtype,
+                    "message": f"chip {peer} disagrees with chip {judged} on the same inputs "
+                    f"({_differ(result, other)})",
+                    "e2e_ms": e2e_ms,
+                }
         if opdef.view is not None:  # the golden is judged through the view already (materialize)
             result = opdef.view(result, ref_args, ref_kwargs)
         return {**verdict(reference, result, threshold, e2e_ms), "threshold_dtype": threshold_dtype, **perf}

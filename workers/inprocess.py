@@ -35,8 +35,8 @@ def prepare(machine: str, backend: str) -> BinaryIO:
 
 
 def devices_of(machine: str, backend: str) -> list[int]:
-    """The devices `sweepctl worker` owns by default: all of the machine."""
-    return list(range(get_profile(machine).chips)) if backend == "ttnn" else []
+    """The devices `sweepctl worker` owns by default: every PCIe device of the machine."""
+    return list(range(get_profile(machine).pcie_devices)) if backend == "ttnn" else []
 
 
 def run_here(vector: dict[str, Any], backend: str, run_id: str | None) -> dict[str, Any]:
