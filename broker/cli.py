@@ -397,9 +397,10 @@ def _runtime_parsers(sub: Any) -> None:
     )
     worker.add_argument("--machine", help="machine type: n150, n300, t3k, galaxy, p150, p300")
     worker.add_argument(
-        "--devices", help="PCIe device ids this worker owns (TT_VISIBLE_DEVICES: a PCIe device, not a chip: an "
+        "--devices",
+        help="PCIe device ids this worker owns (TT_VISIBLE_DEVICES: a PCIe device, not a chip: an "
         "N300 card is 1 with 2 chips, a T3K 4, a Galaxy 32), as many as the machine has: 0 or 0-3 or 4-7 "
-        "(default: 0 up to the machine's count)"
+        "(default: 0 up to the machine's count)",
     )
     worker.add_argument(
         "--instance",
@@ -563,12 +564,12 @@ def _single_vector_parsers(sub: Any) -> None:
         "Write one vector as a standalone pytest file for a host with the device: it opens the mesh as "
         "sweepctl's device backend does for this vector (mesh and submesh, fabric set before the open and "
         "cleared after the close, dispatch core type and axis, L1_SMALL), sends each input with its traced "
-        "dtype, layout, exact memory config and mesh mapper, calls the op with the traced arguments (a "
-        "warm-up, then a timed call), reads chip 0's output back and checks its PCC against the golden, "
-        "printing the timings. The device calls are literal ttnn code; the input data and the golden come "
-        "from sweepctl (the same seeded generator and golden as the sweep), so sweepctl must be importable "
-        "where it runs. Refused (exit 2) for a vector that cannot be called as traced (NOT_RUN) or that "
-        "no mesh of its machine holds.",
+        "dtype, layout, exact memory config and mesh mapper, calls the op with the traced arguments (a warm-"
+        "up, then a timed call), reads back the output of the chip the sweep judges, checks its PCC against "
+        "the golden, printing the timings. The device calls are literal ttnn code; the input data and the "
+        "golden come from sweepctl (the same seeded generator and golden as the sweep), so sweepctl must be "
+        "importable where it runs. Refused (exit 2) for a vector that cannot be called as traced (NOT_RUN) or"
+        " that no mesh of its machine holds.",
         single.cmd_repro,
     )
     repro.add_argument("--output", "-o", help="the file to write (default: stdout)")

@@ -6,10 +6,11 @@ the mesh, fabric, dispatch and L1_SMALL of the vector's plan (workers/meshplan.p
 `from_torch` with its dtype, layout, exact memory config and mesh mapper (sweeps.materialize
 `mesh_inputs`: what each chip gets), the op called with the traced arguments (canonical values
 rendered as `sweeps.materialize.to_ttnn_value` builds them), a warm-up then a timed call with
-fresh global semaphores, chip 0's output read back, a chip that got the same inputs required to
-agree, PCC against the golden at the vector's threshold. The data is not inlined: the file calls
-`host_data` below, i.e. sweepctl's own seeded generator and golden, so the inputs are bit for
-bit what the sweep used; sweepctl must be importable where it runs, and the file says so.
+fresh global semaphores, the judged chip's output read back (sweeps.materialize `judged_chips`),
+a chip that got the same inputs required to agree, PCC against the golden at the vector's
+threshold. The data is not inlined: the file calls `host_data` below, i.e. sweepctl's own seeded
+generator and golden, so the inputs are bit for bit what the sweep used; sweepctl must be
+importable where it runs, and the file says so.
 Rendering needs torch (to know each input's whole-mesh shape), never ttnn or a device.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from sweeps.catalogue import OpDef, lookup
-from sweeps.materialize import MeshInput, first_output, golden_function, mesh_inputs, peer_chip, prepare, substitute
+from sweeps.materialize import MeshInput, first_output, golden_function, judged_chips, mesh_inputs, prepare, substitute
 from sweeps.profiles import get_profile
 from workers.meshplan import MeshPlan, MeshPlanError, mesh_plan
 
@@ -219,7 +220,7 @@ def render(vector: dict[str, Any], origin: str, command: list[str], filename: st
     if semaphores:
         lines.append("        # the traced call; every call gets fresh global semaphores, as in the sweep")
     lines += layout(Call(vector["op"], args), 8, "return ")
-    lines += _timed_and_checked(peer_chip(opdef, vector, plan.shape))
+    lines += _timed_and_checked(*judged_chips(opdef, vector, plan.shape))
     lines += ["", "", "# the vector exactly as sweepctl ran it: host_data makes the inputs and the golden from it"]
     lines += ["VECTOR = " + literal(vector, 0)]
     return "\n".join(lines) + "\n"
@@ -333,7 +334,7 @@ _SEMAPHORE = [
 ]
 
 
-def _timed_and_checked(peer: int | None) -> list[str]:
+def _timed_and_checked(judged: int, peers: list[int]) -> list[str]:
     lines = [
         "",
         "    start = time.perf_counter()",
@@ -347,12 +348,12 @@ def _timed_and_checked(peer: int | None) -> list[str]:
         "    while isinstance(output, (list, tuple)):  # ops returning several tensors are judged on the first",
         "        output = output[0]",
         "",
-        "    chips = ttnn.get_device_tensors(output)",
-        "    result = ttnn.to_torch(chips[0])",
+        "    chips = ttnn.get_device_tensors(output)  # row-major over the mesh",
+        f"    result = ttnn.to_torch(chips[{judged}])",
     ]
-    if peer is not None:
+    for peer in peers:
         lines += [
-            f"    # chip {peer} got the same inputs as chip 0: it must agree exactly",
+            f"    # chip {peer} got the same inputs as chip {judged}: it must agree exactly",
             f"    torch.testing.assert_close(ttnn.to_torch(chips[{peer}]), result, rtol=0, atol=0, equal_nan=True)",
         ]
     lines += [
