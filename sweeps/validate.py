@@ -158,7 +158,7 @@ def ttnn_reason(exc: BaseException) -> str:
             break
         if line and line != "info:":
             body.append(line)
-    return " ".join(body) or lines[0]
+    return " ".join(body) or (lines[0] if lines else "")  # a bare `assert` has no text at all
 
 
 def check_tensor(ttnn: Any, tensor: dict[str, Any], profile: MachineProfile) -> str | None:
