@@ -27,11 +27,19 @@ from workers.executor import Executor, enter_workdir, isolate_stdout, open_backe
 def prepare(machine: str, backend: str) -> BinaryIO:
     """Set this process up as an executor of `machine` on `backend` (before ttnn is imported);
     returns the stream that carries the command's own output (fd 1 then goes to stderr)."""
-    if "ttnn" in sys.modules:
-        raise RuntimeError("ttnn is imported already: its cluster descriptor can no longer be chosen")
-    os.environ.update(Executor(machine, backend, devices_of(machine, backend)).env())
+    global _OUT
+    env = Executor(machine, backend, devices_of(machine, backend)).env()
+    if "ttnn" in sys.modules and any(os.environ.get(k) != env.get(k) for k in _CHOSEN_AT_IMPORT):
+        raise RuntimeError("ttnn is imported already with another cluster: run one vector per process")
+    os.environ.update(env)
     enter_workdir()
-    return isolate_stdout()
+    if _OUT is None:  # a second run in this process (pdb's restart) keeps writing to the real stdout
+        _OUT = isolate_stdout()
+    return _OUT
+
+
+_CHOSEN_AT_IMPORT = ("TT_METAL_MOCK_CLUSTER_DESC_PATH", "TT_VISIBLE_DEVICES")
+_OUT: BinaryIO | None = None
 
 
 def devices_of(machine: str, backend: str) -> list[int]:
