@@ -5,9 +5,12 @@ run in a real redis-server or built from a real store, printing the record a wor
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+from sweeps.profiles import get_profile
 from tests.conftest import DEEPSEEK, ROOT, SAMPLE, cli
 
 # the one Galaxy-sized shard grid of the sample store, traced on n300: host validation rejects it
@@ -16,9 +19,9 @@ SAMPLE_INVALID_ON_N300 = "ef6c6353258e"
 DEEPSEEK_SHARDED_LINEAR = "60af7b2ab4d1"
 
 
-def sweepctl(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+def sweepctl(*args: str, cwd=ROOT, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=180)  # fmt: skip
+                          env=env, timeout=180)  # fmt: skip
 
 
 def test_run_a_vector_of_a_run_in_this_process_writes_nothing(redis_server):
@@ -58,17 +61,24 @@ def test_run_a_vector_of_a_run_in_this_process_writes_nothing(redis_server):
 
 
 def test_run_from_a_store_on_ttnn_says_the_device_could_not_be_opened(tmp_path):
-    """No device here: the ttnn backend fails at the device open, honestly, as the daemon books it."""
+    """No device here: the ttnn backend fails at the device open, honestly, as the daemon books it.
+    With the Galaxy mock cluster in the environment (as a user may have it) ttnn gets as far as
+    writing its fabric files before the open fails: they go to the process's own working directory
+    (removed at exit), not to the directory it was started in."""
     started_in = tmp_path / "here"
     started_in.mkdir()
-    done = sweepctl("run", DEEPSEEK_SHARDED_LINEAR, "--store", str(DEEPSEEK), "--backend", "ttnn", cwd=started_in)
+    env = {**os.environ, "TT_METAL_MOCK_CLUSTER_DESC_PATH": get_profile("galaxy").mock_cluster_path}
+    done = sweepctl("run", DEEPSEEK_SHARDED_LINEAR, "--store", str(DEEPSEEK), "--backend", "ttnn", cwd=started_in,
+                    env=env)  # fmt: skip
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"vector {DEEPSEEK_SHARDED_LINEAR}a7f995f919c281f8af55 of store {DEEPSEEK}"
     assert "ttnn.linear on galaxy, mesh 4x8" in lines[1]
     assert any("DRAM HEIGHT_SHARDED grid [(0,0)-(11,0)] (12 cores) shard [5632, 128]" in line for line in lines)
-    assert "INFRA" in lines and "backend ttnn could not open the device: RuntimeError: No chips detected" in done.stdout
-    assert list(started_in.iterdir()) == []  # nothing left where it was started
+    assert "INFRA" in lines and "backend ttnn could not open the device: RuntimeError: " in done.stdout
+    assert "FabricConfig::DISABLED to FabricConfig::FABRIC_2D" in done.stderr  # fabric set, then the open failed
+    assert list(started_in.iterdir()) == []  # ttnn's generated/fabric/*.yaml are not here
+    assert list((Path(os.environ["SWEEPCTL_CACHE_DIR"]) / "workdirs").iterdir()) == []  # and removed them at exit
 
     ambiguous = sweepctl("run", "1c97ee", "--store", str(DEEPSEEK), "--backend", "ttnn", "--run", "R")
     assert ambiguous.returncode == 2

@@ -207,18 +207,21 @@ class Executor:
         self.kill()
 
 
-def enter_workdir() -> str:
-    """Move into a working directory of this process's own, removed at exit: ttnn writes
-    generated/fabric/*.yaml into the working directory when it opens a mesh, and executors must
-    neither overwrite each other's nor litter the directory the worker was started in."""
+def enter_workdir(owner: int) -> str:
+    """Move into the working directory of `owner` (an executor's daemon, so that the executor
+    respawned after a kill reuses it; or this process), under the cache dir, removed at a clean
+    exit: ttnn writes generated/fabric/*.yaml into the working directory when it opens a mesh, and
+    executors must neither overwrite each other's nor litter the directory a worker started in."""
     import atexit
     import shutil
-    import tempfile
 
-    path = tempfile.mkdtemp(prefix="sweepctl-executor-")
+    from sweeps.index import cache_dir
+
+    path = cache_dir() / "workdirs" / str(owner)
+    path.mkdir(parents=True, exist_ok=True)
     atexit.register(shutil.rmtree, path, True)
     os.chdir(path)
-    return path
+    return str(path)
 
 
 def isolate_stdout() -> BinaryIO:
@@ -264,7 +267,7 @@ def _watch_parent(interval: float = 1.0) -> None:
 def serve(machine: str, backend_name: str) -> int:
     """Executor main loop: one outcome frame per vector frame, until stdin closes."""
     _watch_parent()
-    enter_workdir()
+    enter_workdir(os.getppid())
     proto_out = isolate_stdout()  # ttnn's prints and any stray output go to the log, not the protocol
     proto_in = os.fdopen(os.dup(0), "rb")  # buffered: a frame's header and body in one read
     from sweeps.vector import VectorError, decode

@@ -32,7 +32,7 @@ def prepare(machine: str, backend: str) -> BinaryIO:
     if "ttnn" in sys.modules and any(os.environ.get(k) != env.get(k) for k in _CHOSEN_AT_IMPORT):
         raise RuntimeError("ttnn is imported already with another cluster: run one vector per process")
     os.environ.update(env)
-    enter_workdir()
+    enter_workdir(os.getpid())
     if _OUT is None:  # a second run in this process (pdb's restart) keeps writing to the real stdout
         _OUT = isolate_stdout()
     return _OUT
