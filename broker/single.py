@@ -88,7 +88,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     found = find(args)
     filename = os.path.basename(args.output) if args.output else f"repro_{found.vector['id'][:12]}.py"
     try:
-        text = render(found.vector, found.where, _command(args), filename, found.never_runs)
+        text = render(found.vector, found.where, _command(args, found), filename, found.never_runs)
     except ReproError as exc:
         raise InputError(f"vector {found.vector['id']}", str(exc)) from None
     if args.output:
@@ -101,10 +101,10 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command(args: argparse.Namespace) -> list[str]:
-    """The sweepctl command line that writes this file again."""
+def _command(args: argparse.Namespace, found: Found) -> list[str]:
+    """The sweepctl command line that writes this file again (the run named, not "the latest")."""
     command = ["sweepctl", "repro", args.vector]
-    for flag in ("run", "store", "machine"):
-        if getattr(args, flag):
-            command += [f"--{flag}", getattr(args, flag)]
+    for flag, value in (("run", found.run_id), ("store", args.store), ("machine", args.machine)):
+        if value:
+            command += [f"--{flag}", value]
     return command + (["-o", args.output] if args.output else [])
