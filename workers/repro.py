@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from sweeps import status
 from sweeps.catalogue import OpDef, lookup
 from sweeps.materialize import MeshInput, first_output, golden_function, judged_chips, mesh_inputs, prepare, substitute
 from sweeps.profiles import get_profile
@@ -50,7 +51,7 @@ class HostData:
     ref_kwargs: dict[str, Any]
 
     def judged(self, output: torch.Tensor) -> torch.Tensor:
-        """The part of chip 0's output the golden is compared with (the op's view, if it has one)."""
+        """The part of the judged chip's output the golden is compared with (the op's view, if any)."""
         view = self.opdef.view
         return output if view is None else view(output, self.ref_args, self.ref_kwargs)
 
@@ -192,7 +193,7 @@ def render(vector: dict[str, Any], origin: str, command: list[str], filename: st
     opdef = lookup(vector["op"])
     if opdef is None or opdef.test_only:
         raise ReproError(f"{vector['op']} has no sweep definition: there is no golden to check it against")
-    if never_runs is not None and never_runs["status"] != "INVALID":
+    if never_runs is not None and never_runs["status"] != status.INVALID:
         raise ReproError(f"enqueue books it {never_runs['status']}: {never_runs['message']}")
     profile = get_profile(vector["machine"])
     try:
