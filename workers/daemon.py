@@ -362,7 +362,7 @@ class WorkerDaemon:
                         claimed.extend(self._collect(run_id, crashed, counts))
                         continue
                     item = claimed[0]
-                    if not self.executor.alive:
+                    if not (self.executor.alive if inflight else self.executor.polled_alive()):  # died idle?
                         error = self.open_executor()
                         if error is not None:  # the device set failed: this attempt is INFRA, retried elsewhere
                             claimed.popleft()

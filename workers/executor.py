@@ -115,6 +115,11 @@ class Executor:
         """Started and not known dead (a death shows as EOF on its pipe; no syscall per vector)."""
         return self.proc is not None and self.proc.returncode is None
 
+    def polled_alive(self) -> bool:
+        """Alive, asking the OS (one waitpid): before a vector goes to an idle executor, so one that
+        died between vectors is reopened (after a reset) instead of taking the vector down with it."""
+        return self.proc is not None and self.proc.poll() is None
+
     def _read(self, timeout: float) -> bytes | None:
         """The next frame within `timeout` s, or None (timeout or EOF). Reads whatever the pipe
         holds at once and keeps the rest, so two queued replies cost one read."""
