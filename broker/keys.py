@@ -28,7 +28,7 @@ Global:
                               outcome, merged (JSON: what `store pull` added, per store)
   {p}:trace:U:result   string msgpack result of trace job U (write-once: outcome, configs with counts)
   {p}:trace:U:lease    string the worker running trace job U, with a TTL its heartbeat renews
-  {p}:validation2:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
+  {p}:validation3:T:M  hash   tensor digest (sweeps.validate.tensor_digest) -> reason, "" when valid;
                               per ttnn version T and machine M
 """
 
@@ -110,7 +110,7 @@ class Keys:
         return f"{self.prefix}:trace:{uid}:lease"
 
     def validation(self, ttnn_version: str, machine: str) -> str:
-        return f"{self.prefix}:validation2:{ttnn_version}:{machine}"  # 2: fields are digests
+        return f"{self.prefix}:validation3:{ttnn_version}:{machine}"  # 3: grids per dispatch, L1_SMALL budget
 
     def run_keys(self, run_id: str) -> list[str]:
         """Every key a run owns (for deletion)."""

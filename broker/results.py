@@ -493,9 +493,11 @@ class Results:
 def make_record(
     vector: dict[str, Any], run_id: str, attempt: int, outcome: dict[str, Any], **where: Any
 ) -> dict[str, Any]:
-    """The one record shape (DESIGN.md §3 Result): outcome fields plus who ran it where."""
+    """The one record shape (DESIGN.md §3 Result): outcome fields plus who ran it where.
+    `device_perf` (tt-metal's device profiler figures, workers/deviceperf.py) is there only when the
+    profiler measured the op: absent, never zeros."""
     message = outcome.get("message") or ""
-    return {
+    record = {
         "run": run_id,
         "vector": vector["id"],
         "attempt": attempt,
@@ -509,7 +511,6 @@ def make_record(
         "message": message,
         "signature": signature(message) if message else "",
         "e2e_ms": outcome.get("e2e_ms"),
-        "device_perf": outcome.get("device_perf"),
         "backend": where.get("backend", ""),
         "worker": where.get("worker", ""),
         "host": where.get("host", ""),
@@ -518,6 +519,9 @@ def make_record(
         "start": where.get("start"),
         "end": where.get("end"),
     }
+    if outcome.get("device_perf"):
+        record["device_perf"] = outcome["device_perf"]
+    return record
 
 
 def vector_fields(payload: bytes | None, machine: str) -> tuple[str, str, str | None]:

@@ -7,8 +7,11 @@ data is seeded from what the tensor is (slot, shape, dtype, data kind), so a vec
 inputs on every worker and rerun, and vectors that share a large tensor (the 128 paged_fill_cache
 configs of one cache) share it: an executor keeps recent large inputs and their rounded versions
 (MEMO_BYTES). Goldens never modify their inputs.
-Traced shapes are per-device shapes (what one chip holds); the device backend tiles them to the
-mesh along the placement's shard dims.
+Traced shapes are per-device shapes (what one chip holds). On a mesh (`mesh_inputs`), every chip
+gets exactly the vector's data: a whole-mesh tensor repeated along the traced placement's shard
+dims over its distribution shape, so chips with the same inputs must agree; a collective's input
+is the one global tensor its golden reads (the per-chip inputs concatenated along its dim, sharded
+over the cluster axis).
 """
 
 from __future__ import annotations
@@ -192,6 +195,109 @@ def ring_size(vector: dict[str, Any]) -> int:
 
 
 _SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+Dims = tuple[int | None, ...]  # per distribution axis, the tensor dim it shards (None: replicated)
+
+
+@dataclass(frozen=True)
+class MeshInput:
+    """One input as the device backend sends it: the whole-mesh tensor the mapper splits, the tensor
+    dim each distribution axis shards (None: replicated), and the distribution shape."""
+
+    data: torch.Tensor
+    dims: Dims
+    shape: tuple[int, ...]
+
+
+def shard_dims(placement: dict[str, Any] | None, rank: int) -> Dims:
+    """Per distribution axis, the tensor dim it shards, normalised to [0, rank). A dim already
+    sharded by an earlier axis is replicated instead (ttnn's partition refuses "dims must be
+    unique"; the data is repeated along it once), as is a dim this rank does not have."""
+    dims: list[int | None] = []
+    for item in (placement or {}).get("placements") or []:
+        dim = int(item[6:-1]) if item.startswith("shard(") else None
+        if dim is not None:
+            dim = dim + rank if dim < 0 else dim
+            if not 0 <= dim < rank or dim in dims:
+                dim = None
+        dims.append(dim)
+    return tuple(dims)
+
+
+def distribution(placement: dict[str, Any] | None, rank: int, mesh: tuple[int, int]) -> tuple[Dims, tuple[int, ...]]:
+    """(dims, distribution shape) for one tensor on `mesh`: the traced distribution shape when it
+    spans the mesh's chips (a 1-D `[32]` is what ShardTensorToMesh records; ttnn's distributed_tensor
+    refuses a 1-D placement over a 2-D shape), else the mesh itself (2 axes) or its chips in a row."""
+    dims = shard_dims(placement, rank)
+    chips = mesh[0] * mesh[1]
+    traced = tuple((placement or {}).get("distribution_shape") or ())
+    if dims and len(traced) == len(dims) and math.prod(traced) == chips:
+        return dims, traced
+    if len(dims) == 2:
+        return dims, tuple(mesh)
+    return (dims[0] if len(dims) == 1 else None,), (chips,)
+
+
+def mesh_inputs(
+    opdef: OpDef, vector: dict[str, Any], prepared: Prepared, mesh: tuple[int, int]
+) -> dict[str, MeshInput]:
+    """Every input slot as the device backend sends it to `mesh` (the vector's traced mesh)."""
+    out = {}
+    for slot, tensor in prepared.tensors.items():
+        data = prepared.originals[slot]
+        if opdef.collective and slot == "0" and prepared.device_inputs:
+            out[slot] = collective_input(vector, prepared, mesh)
+            continue
+        dims, shape = distribution(tensor.get("placement"), data.dim(), mesh)
+        repeats = [1] * data.dim()
+        for axis, dim in enumerate(dims):
+            if dim is not None:
+                repeats[dim] *= shape[axis]
+        out[slot] = MeshInput(data.repeat(*repeats) if data.dim() else data, dims, shape)
+    return out
+
+
+def collective_input(vector: dict[str, Any], prepared: Prepared, mesh: tuple[int, int]) -> MeshInput:
+    """A collective's input: the golden's per-chip inputs concatenated along the op's dim, sharded
+    over the cluster axis (replicated over the other), or over every chip in a row without one —
+    chip i of the ring gets exactly `device_inputs[i]` (tt-metal's CCL sweeps shard one global
+    tensor along the gather dim and judge against it)."""
+    data = prepared.originals["0"]
+    raw = vector["kwargs"].get("dim", vector["inputs"][1] if len(vector["inputs"]) > 1 else 0)
+    dim = int(raw) + data.dim() if int(raw) < 0 else int(raw)
+    whole = torch.cat(prepared.device_inputs, dim=dim)
+    axis = vector["kwargs"].get("cluster_axis")
+    if axis in (0, 1):
+        return MeshInput(whole, (dim, None) if axis == 0 else (None, dim), tuple(mesh))
+    return MeshInput(whole, (dim,), (mesh[0] * mesh[1],))
+
+
+def judged_chips(opdef: OpDef, vector: dict[str, Any], mesh: tuple[int, int], every: bool = False) -> tuple[
+        int, list[int]]:  # fmt: skip
+    """(The chip whose output is judged, chips whose output must equal it because they got the same
+    inputs and ran the same program), as row-major indexes on `mesh`. An op given `mesh_coords` runs
+    on those chips only (a Galaxy's paged_fill_cache fills one chip's cache): the first is judged.
+    Else chip 0, and the last chip (`every`: all, for the health check), except for a
+    reduce_scatter, where chip i keeps chunk i of its ring: the chips of chip 0's column (cluster
+    axis 1) or row (0)."""
+    rows, cols = mesh
+    coords = vector["kwargs"].get("mesh_coords")
+    if isinstance(coords, dict) and coords.get("mesh_coordinates"):
+        ran = sorted(r * cols + c for r, c in coords["mesh_coordinates"] if r < rows and c < cols) or [0]
+        first, same = ran[0], ran[1:]
+    elif not (opdef.collective and "reduce_scatter" in opdef.name):
+        first, same = 0, list(range(1, rows * cols))
+    else:
+        axis = vector["kwargs"].get("cluster_axis")
+        first, same = 0, [r * cols for r in range(1, rows)] if axis == 1 else list(range(1, cols)) if axis == 0 else []
+    return first, same if every else same[-1:]
+
+
+def mesh_mapper(ttnn: Any, target: Any, mesh_input: MeshInput) -> Any:
+    """The mapper for one input: `target` is the mesh device, or a ttnn.MeshShape on the host."""
+    placements = [ttnn.PlacementReplicate() if d is None else ttnn.PlacementShard(d) for d in mesh_input.dims]
+    return ttnn.create_mesh_mapper(target, ttnn.MeshMapperConfig(placements, ttnn.MeshShape(list(mesh_input.shape))))
 
 
 def to_ttnn_value(ttnn: Any, value: Any, resolve: Callable[[dict[str, Any]], Any]) -> Any:

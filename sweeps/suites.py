@@ -27,7 +27,7 @@ import orjson
 
 from sweeps import catalogue
 from sweeps.index import MODEL_TRACED, Index, TracedConfig, unreadable
-from sweeps.profiles import MachineProfile, Routing, get_profile
+from sweeps.profiles import Routing, get_profile
 from sweeps.validate import TensorTable
 from sweeps.vector import Encoded, assemble, tensor_keys
 from tracer.errors import InputError
@@ -103,14 +103,14 @@ def _configs(index: Index, selection: Selection) -> Iterator[tuple[TracedConfig,
             yield traced, route
 
 
-def not_run_reason(op: str, profile: MachineProfile | None, traced_on: str, untraced: str | None) -> str | None:
+def not_run_reason(op: str, route: Routing, untraced: str | None) -> str | None:
     """Why a config can never run (None: it can). `untraced`: which argument the trace could not
     read or did not record (sweeps.index.untraced)."""
     if catalogue.lookup(op) is None:
         return catalogue.no_definition_reason(op)
-    if profile is None:
-        return f"traced on {traced_on}: no machine profile matches (choose one with --machine)"
-    return untraced
+    if route.profile is None:
+        return f"traced on {route.traced_on}: no machine profile matches (choose one with --machine)"
+    return route.profile.mesh_misfit(route.mesh_shape) or untraced
 
 
 def _assemble(t: TracedConfig, route: Routing, config_hash: str, sources: list[str]) -> tuple[str, bytes]:
@@ -140,10 +140,10 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
         firsts[vid] = (t, route, len(expansion.vectors))
         key = (t.op, id(route))
         if key not in reasons:
-            reasons[key] = not_run_reason(t.op, route.profile, route.traced_on, None)
+            reasons[key] = not_run_reason(t.op, route, None)
         reason = reasons[key]
         if reason is None and t.untraced is not None:
-            reason = not_run_reason(t.op, route.profile, route.traced_on, t.untraced)
+            reason = not_run_reason(t.op, route, t.untraced)
         expansion.add(Encoded(vid, t.op, route.machine, t.config_hash, wire, t.tensors), reason)
     for vid, configs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
         first, route, position = firsts[vid]
@@ -244,7 +244,7 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
                 continue
             seen.add(vid)
             flat = tuple(x for p in (*args, *(kw[i] for i in present)) for x in p.tensors)
-            reason = not_run_reason(op, route.profile, route.traced_on, _untraced(opdef, args, kw, named, present))
+            reason = not_run_reason(op, route, _untraced(opdef, args, kw, named, present))
             expansion.add(Encoded(vid, op, route.machine, None, wire, flat), reason)
     return expansion
 

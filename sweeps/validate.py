@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from sweeps.profiles import MachineProfile, get_profile
+from sweeps.profiles import L1_SMALL_SIZE, MachineProfile, get_profile
 from tracer.args import is_unparsed
 
 # Bytes per 32x32 tile and per element (ttnn.tile_size / element_size, ttnn_api_facts.md §2).
@@ -131,15 +131,21 @@ def static_problems(tensor: dict[str, Any], profile: MachineProfile) -> str | No
     if spec is None:
         return None
     dram = mc["buffer_type"] == "DRAM"  # DRAM shards live on DRAM banks, a (banks, 1) grid
-    gx, gy = (profile.dram_banks, 1) if dram else profile.grid
-    grid = "DRAM bank grid" if dram else "compute grid"
-    for r in spec["grid"]:
-        if r["end"][0] >= gx or r["end"][1] >= gy:
-            return f"shard grid core ({r['end'][0]},{r['end'][1]}) is outside the {profile.name} {grid} {gx}x{gy}"
-    if mc["buffer_type"] == "L1":
+    # a compute grid per dispatch placement the machine opens with (workers.meshplan picks the
+    # vector's): a tensor is valid when one of them holds its grid
+    grids = [(profile.dram_banks, 1)] if dram else [d.grid for d in profile.dispatch]
+    x = max(r["end"][0] for r in spec["grid"]) if spec["grid"] else -1
+    y = max(r["end"][1] for r in spec["grid"]) if spec["grid"] else -1
+    if not any(x < gx and y < gy for gx, gy in grids):
+        kind = "DRAM bank grid" if dram else "compute grid"
+        names = " or ".join(f"{gx}x{gy}" for gx, gy in grids)
+        return f"shard grid core ({x},{y}) is outside the {profile.name} {kind} {names}"
+    if mc["buffer_type"] in ("L1", "L1_SMALL"):
         need = shard_bytes_per_core(spec["shape"], tensor["dtype"], tensor["layout"])
-        if need > profile.l1_bytes_per_core:
-            return f"shard needs {need} B of L1 per core, {profile.name} has {profile.l1_bytes_per_core} B"
+        # device hosts open with L1_SMALL_SIZE of L1_SMALL, carved from the top of each core's L1
+        have = L1_SMALL_SIZE if mc["buffer_type"] == "L1_SMALL" else profile.l1_bytes_per_core - L1_SMALL_SIZE
+        if need > have:
+            return f"shard needs {need} B of {mc['buffer_type']} per core, {profile.name} has {have} B"
     return None
 
 
@@ -152,7 +158,7 @@ def ttnn_reason(exc: BaseException) -> str:
             break
         if line and line != "info:":
             body.append(line)
-    return " ".join(body) or lines[0]
+    return " ".join(body) or (lines[0] if lines else "")  # a bare `assert` has no text at all
 
 
 def check_tensor(ttnn: Any, tensor: dict[str, Any], profile: MachineProfile) -> str | None:

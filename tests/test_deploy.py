@@ -63,7 +63,7 @@ class Deployment:
     port: int
     tmp: Path
     quiet: str  # default flags: no events, no Celery heartbeats
-    loud: str  # --events, started by --instance n300:0-1
+    loud: str  # --events, started by --instance n300:0
 
     def url(self, user: str) -> str:
         return f"redis://{user}:change-me-{user}@127.0.0.1:{self.port}/0"
@@ -88,13 +88,13 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
     port = free_port()
     server = redis_process(tmp, port, "--aclfile", str(DEPLOY / "users.acl"), "--daemonize", "no",
                            conf_file=DEPLOY / "redis.conf")  # fmt: skip
-    deployment = Deployment(port, tmp, quiet="quiet@test", loud=f"n300:0-1@{socket.gethostname()}")
+    deployment = Deployment(port, tmp, quiet="quiet@test", loud=f"n300:0@{socket.gethostname()}")
     workers: list[subprocess.Popen] = []
     try:
         wait_for_redis(deployment.url("coordinator"))
         env = {**os.environ, "SWEEPCTL_ENABLE_TEST_OPS": "1"}
         for name, flags in (("quiet", ["--machine", "n150", "--name", deployment.quiet]),
-                            ("loud", ["--instance", "n300:0-1", "--events"])):  # fmt: skip
+                            ("loud", ["--instance", "n300:0", "--events"])):  # fmt: skip
             workers.append(start_worker(deployment.url("worker"), tmp / f"{name}.log", *flags, env=env))
         for name, proc in zip(("quiet", "loud"), workers, strict=True):
             log = tmp / f"{name}.log"
@@ -223,9 +223,9 @@ def test_an_instance_names_the_machine_and_its_device_set():
     parse, host = build_parser().parse_args, socket.gethostname()
     galaxy = worker_target(parse(["worker", "--instance", "galaxy:0-31"]))
     assert galaxy == ("galaxy", [*range(32)], f"galaxy:0-31@{host}")
-    assert worker_target(parse(["worker", "--instance", "t3k"])) == ("t3k", [*range(8)], f"t3k@{host}")
-    assert worker_target(parse(["worker", "--machine", "n300", "--devices", "2-3"])) == ("n300", [2, 3], None)
-    assert worker_target(parse(["worker", "--machine", "n150", "--devices", "0-1,4-5,7"]))[1] == [0, 1, 4, 5, 7]
+    assert worker_target(parse(["worker", "--instance", "t3k"])) == ("t3k", [*range(4)], f"t3k@{host}")  # PCIe ids
+    assert worker_target(parse(["worker", "--machine", "n300", "--devices", "1"])) == ("n300", [1], None)
+    assert worker_target(parse(["worker", "--machine", "t3k", "--devices", "0-1,4-5"]))[1] == [0, 1, 4, 5]
 
 
 NOT_A_RANGE = "is not a device id or range (e.g. 0,1 or 0-31)"
@@ -243,6 +243,11 @@ NOT_A_RANGE = "is not a device id or range (e.g. 0,1 or 0-31)"
         (["--instance", "wormhole:0"],
          "--machine wormhole: unknown machine type (known: n150, n300, t3k, galaxy, p150, p300)"),
         ([], "sweepctl worker: --machine (or --instance MACHINE:DEVICES) is required"),
+        (["--machine", "t3k", "--devices", "0-7"],
+         "devices 0-7: a t3k is 4 PCIe devices of 2 chips (TT_VISIBLE_DEVICES selects PCIe devices, not chips): "
+         "give 4 ids, e.g. 0-3"),
+        (["--instance", "n300:0-1"], "devices 0-1: a n300 is 1 PCIe device of 2 chips (TT_VISIBLE_DEVICES selects "
+                                     "PCIe devices, not chips): give 1 id, e.g. 0"),
     ],
 )  # fmt: skip
 def test_a_bad_device_set_or_instance_is_one_line_and_exit_2_before_any_connection(argv, message, capsys):

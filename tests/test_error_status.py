@@ -286,3 +286,12 @@ def test_retry_of_error_is_allowed_and_gives_one_new_attempt(runs):  # last: it 
     for vector in RUN[:2]:  # the same sweepctl fails the same way: one more attempt each, no more
         assert sorted((r["attempt"], r["status"]) for r in records[vector["id"]]) == [(1, "ERROR"), (2, "ERROR")]
     assert not resets.exists()
+
+
+def test_an_exception_without_a_message_is_error_naming_its_type():
+    """An exception with no text (a bare `raise RuntimeError()`, `assert` outside pytest): our_error
+    must still book it ERROR, not raise (in an executor that was a CRASH, twice)."""
+    from workers.outcome import our_error
+
+    out = our_error(RuntimeError())
+    assert out["status"] == status.ERROR and out["message"] == "RuntimeError: "

@@ -12,7 +12,7 @@ from sweeps import catalogue
 from sweeps.catalogue import timeout_for
 from sweeps.index import build, untraced
 from sweeps.nightly import GRIDS
-from sweeps.profiles import get_profile
+from sweeps.profiles import Routing, get_profile
 from sweeps.suites import Selection, all_cases, count_all_cases, expand, model_traced, not_run_reason
 from sweeps.vector import make_vector, payload, tensor_keys
 from tests.conftest import ADD_SWEEP, DEEPSEEK, MINI, REGISTERED_OPS, ROOT, TRACER_EXAMPLES, write_json
@@ -100,7 +100,8 @@ def test_model_traced_turns_every_config_into_a_vector(paths):
         assert vector["inputs"] == expected["inputs"] and vector["kwargs"] == expected["kwargs"]  # exactly as traced
         assert vector["traced_machine"] == hardware_summary(info)  # the hardware it was traced on
         reason = expansion.not_run.get(vector["id"])
-        assert reason == not_run_reason(op, profile, "x", untraced(op, canonical)) or profile is None
+        routed = Routing(profile, "x", tuple(mesh))
+        assert reason == not_run_reason(op, routed, untraced(op, canonical)) or profile is None
 
 
 def test_configs_without_a_machine_or_a_definition_are_not_run_with_a_reason(tmp_path):
@@ -173,8 +174,8 @@ def test_all_cases_is_the_product_of_observed_values_and_respects_its_cap():
         flat = encoded.tensors
         assert [(flat[n], expansion.tensors.keys[flat[n + 1]]) for n in range(0, len(flat), 2)] == tensor_keys(remade)
         canonical = {"args": v["inputs"], "kwargs": v["kwargs"]}
-        assert expansion.not_run.get(encoded.id) == not_run_reason("ttnn.add", get_profile(v["machine"]), "x",
-                                                                   untraced("ttnn.add", canonical))  # fmt: skip
+        routed = Routing(get_profile(v["machine"]), "x", tuple(v["mesh_shape"]))
+        assert expansion.not_run.get(encoded.id) == not_run_reason("ttnn.add", routed, untraced("ttnn.add", canonical))
     traced = {v.id for v in model_traced(index, Selection(ops=["ttnn.add"])).vectors}
     assert traced <= {v.id for v in expansion.vectors}  # the traced configs are points of the product
     with pytest.raises(InputError, match="exceed the cap of 10"):

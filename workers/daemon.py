@@ -115,6 +115,7 @@ class WorkerDaemon:
         self.last_ok = time.monotonic()  # when Redis last answered
         self.beat_ok = self.last_ok  # when a heartbeat last reached Redis
         self.health = Health(redis, keys, name)
+        self.opened = False  # the executor opened once: when it is found dead later, reset first
         self.profile = get_profile(machine)
         self.consumer: Any = None  # Celery's consumer, to stop and resume consuming
         self.app: Any = None  # the Celery app, to queue chunks again
@@ -237,15 +238,24 @@ class WorkerDaemon:
         self.open_executor()
 
     def open_executor(self) -> str | None:
-        """Spawn the executor; None when it opened, else why not (the device set is BAD)."""
-        try:
-            self.executor.start()
-        except ExecutorDied as exc:
-            log.error("executor_open_failed", error=exc.description)
-            self.health.set(recovery.BAD, exc.description)
-            return exc.description
-        self.health.set(recovery.GOOD)
-        return None
+        """Spawn the executor; None when it opened, else why not (the device set is BAD). When the
+        first open fails, or the executor died since (with nothing in flight), the devices are reset
+        and health-checked before it opens again, as after a hang (recovery.recover): a wedged board
+        fails every open without a reset, each only after the executor's READY_TIMEOUT."""
+        if not self.opened:
+            try:
+                self.executor.start()
+            except ExecutorDied as exc:
+                log.error("executor_open_failed", error=exc.description)
+            else:
+                self.opened = True
+                self.health.set(recovery.GOOD)
+                return None
+        result = recovery.recover(self.executor, self.profile, self.backend)
+        log.info("recovery", worker=self.name, health=result.health, why=result.message)
+        self.health.set(result.health, result.message)
+        self.opened = self.opened or result.health == recovery.GOOD
+        return None if result.health == recovery.GOOD else result.message
 
     def stop(self) -> None:
         """Celery shut down: write what is queued (briefly, if Redis is away), stop the executor."""
@@ -337,7 +347,7 @@ class WorkerDaemon:
                         claimed.extend(self._collect(run_id, crashed, counts))
                         continue
                     item = claimed[0]
-                    if not self.executor.alive:
+                    if not (self.executor.alive if inflight else self.executor.polled_alive()):  # died idle?
                         error = self.open_executor()
                         if error is not None:  # the device set failed: this attempt is INFRA, retried elsewhere
                             claimed.popleft()
@@ -679,6 +689,8 @@ def run_worker(
     def _ready(sender: Any = None, **_: Any) -> None:
         daemon.consumer = sender
         log.info("worker_ready", worker=name, machine=profile.name, backend=backend, queue=profile.queue)
+        if daemon.health == recovery.BAD:  # the devices did not open, even after a reset
+            daemon.quarantine()
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_: Any) -> None:

@@ -1,12 +1,22 @@
-"""The ttnn device backend: real hardware. Cannot run here (no Tenstorrent device); it is kept thin
-and shares every step before the device call with the emulated backend (sweeps/materialize.py):
-input data, dtypes, exact memory configs, argument conversion, the golden.
+"""The ttnn device backend: real hardware. Cannot run here (no Tenstorrent device); it is kept thin.
+Every decision before a device call is made by tested, device-free code: how the mesh is opened
+(workers/meshplan.py), and the input data, dtypes, exact memory configs, what each chip gets,
+argument conversion and the golden (sweeps/materialize.py, shared with the emulated backend).
 
-The mesh is opened once with the profile's shape and kept across vectors; a vector on a smaller
-mesh runs on a submesh. Inputs are built at mesh size from the traced per-device shapes along the
-placement's shard dims, sent with `from_torch(..., memory_config=<exact traced>, mesh_mapper=...)`;
-the op runs once to warm the program cache, then timed; the output comes back with a composer.
-Only an exception of the op call itself is FAIL_OP / FAIL_L1_OOM; the rest is ERROR (workers/outcome.py).
+The mesh is opened as the vector's plan says and kept while the next vector's plan has the same
+open key (mesh shape, fabric, dispatch, L1_SMALL); a vector on a smaller mesh runs on a submesh.
+Fabric is set before a multi-chip open (DISABLED first: metal refuses a transition from one live
+config to another) and cleared after the close (SetFabricConfig is refused while devices are
+open): tt-metal tests/sweep_framework/sweep_utils/ccl_common.py `device_context`.
+Inputs go with `from_torch(..., memory_config=<exact traced>, mesh_mapper=...)` (a HOST-storage
+input stays on the host); the op runs once to warm the program cache, then timed, each call with
+fresh global semaphores (a semaphore handle is not reused across op invocations); one chip's output
+is read back (`get_device_tensors(out)[0]`, as tt-metal's mesh_tensor_utils.mesh_tensor_to_torch, or
+the first of the op's `mesh_coords`) and one chip that got the same inputs must agree with it
+exactly (every chip, for the health check: tt-metal's mesh_tensor_utils.device_canary shards over
+the whole mesh and wants exact agreement).
+Only an exception of the op call itself is FAIL_OP / FAIL_L1_OOM; the rest is ERROR
+(workers/outcome.py); a mesh that cannot be (re)opened is INFRA and ends the executor.
 """
 
 from __future__ import annotations
@@ -16,31 +26,35 @@ from typing import Any
 
 import torch
 
+from sweeps import status
 from sweeps.catalogue import OpDef
-from sweeps.materialize import first_output, golden_function, prepare, substitute
+from sweeps.materialize import (
+    MeshInput,
+    first_output,
+    golden_function,
+    judged_chips,
+    mesh_inputs,
+    mesh_mapper,
+    prepare,
+    substitute,
+)
 from sweeps.memconfig import to_ttnn
 from sweeps.profiles import MachineProfile
+from workers import deviceperf
+from workers.meshplan import MeshPlan, MeshPlanError, invalid, mesh_plan
 from workers.outcome import judged, op_call, verdict
+from workers.recovery import HEALTH_CHECK
 
 NAME = "ttnn"
-L1_SMALL_SIZE = 32768  # conv2d / pool / CCL need L1_SMALL (ttnn_api_facts.md §6)
 
 
-def shard_dims(placement: dict[str, Any] | None) -> list[int | None]:
-    """Per mesh axis, the tensor dim it shards (None = replicated)."""
-    dims: list[int | None] = []
-    for item in (placement or {}).get("placements") or []:
-        dims.append(int(item[6:-1]) if item.startswith("shard(") else None)
-    return dims
+class MeshUnavailable(Exception):
+    """The mesh could not be opened: the device set's fault, never the vector's."""
 
 
-def mesh_input(data: torch.Tensor, placement: dict[str, Any] | None, mesh_shape: list[int]) -> torch.Tensor:
-    """The whole-mesh tensor whose per-device pieces are `data`'s shape: repeated along shard dims."""
-    repeats = [1] * data.dim()
-    for axis, dim in enumerate(shard_dims(placement)):
-        if dim is not None and axis < len(mesh_shape):
-            repeats[dim] *= mesh_shape[axis]
-    return data.repeat(*repeats)
+def whole_mesh_plan(profile: MachineProfile) -> MeshPlan:
+    """What the executor opens at start: the machine's mesh with its preferred dispatch."""
+    return mesh_plan(profile, {"op": "", "mesh_shape": list(profile.mesh_shape), "inputs": [], "kwargs": {}})
 
 
 class DeviceBackend:
@@ -49,29 +63,59 @@ class DeviceBackend:
     def __init__(self, ttnn: Any, profile: MachineProfile) -> None:
         self.ttnn = ttnn
         self.profile = profile
-        self.mesh = ttnn.open_mesh_device(ttnn.MeshShape(*profile.mesh_shape), l1_small_size=L1_SMALL_SIZE)
+        self.mesh: Any = None
+        self.key: tuple[Any, ...] | None = None
+        self.fabric_set = False
+        self.broken = False  # a reopen failed: the executor stops after this vector
         self._submeshes: dict[tuple[int, int], Any] = {}
+        self.open(whole_mesh_plan(profile))
+
+    def open(self, plan: MeshPlan) -> None:
+        ttnn = self.ttnn
+        self.close()
+        if plan.fabric is not None:
+            ttnn.set_fabric_config(ttnn.FabricConfig.DISABLED)
+            ttnn.set_fabric_config(ttnn.FabricConfig[plan.fabric])
+            self.fabric_set = True
+        try:
+            self.mesh = ttnn.open_mesh_device(
+                ttnn.MeshShape(*plan.mesh_shape),
+                l1_small_size=plan.l1_small_size,
+                dispatch_core_config=ttnn.DispatchCoreConfig(
+                    ttnn.DispatchCoreType[plan.dispatch_core_type], ttnn.DispatchCoreAxis[plan.dispatch_core_axis]
+                ),
+            )
+        except Exception:
+            self._clear_fabric()
+            raise
+        self.key = plan.open_key
 
     def close(self) -> None:
-        self.ttnn.close_mesh_device(self.mesh)
+        mesh, self.mesh, self.key = self.mesh, None, None
+        self._submeshes.clear()
+        if mesh is not None:
+            self.ttnn.close_mesh_device(mesh)
+        self._clear_fabric()
 
-    def _mesh_for(self, shape: list[int]) -> Any:
-        key = (shape[0], shape[1])
-        if key == tuple(self.profile.mesh_shape):
+    def _clear_fabric(self) -> None:
+        if self.fabric_set:
+            self.fabric_set = False
+            self.ttnn.set_fabric_config(self.ttnn.FabricConfig.DISABLED)
+
+    def _mesh_for(self, plan: MeshPlan) -> Any:
+        if plan.open_key != self.key:
+            try:
+                self.open(plan)
+            except Exception as exc:
+                raise MeshUnavailable(f"could not open the {plan.mesh_shape} mesh: {exc}") from exc
+        if plan.submesh_shape is None:
             return self.mesh
-        if key not in self._submeshes:
-            self._submeshes[key] = self.mesh.create_submesh(self.ttnn.MeshShape(*key))
-        return self._submeshes[key]
-
-    def _mapper(self, mesh: Any, placement: dict[str, Any] | None) -> Any:
-        ttnn = self.ttnn
-        dims = shard_dims(placement)
-        if not any(d is not None for d in dims):
-            return ttnn.replicate_tensor_to_mesh_mapper(mesh)
-        items = [ttnn.PlacementShard(d) if d is not None else ttnn.PlacementReplicate() for d in dims]
-        return ttnn.create_mesh_mapper(mesh, ttnn.MeshMapperConfig(items, mesh.shape))
+        if plan.submesh_shape not in self._submeshes:
+            self._submeshes[plan.submesh_shape] = self.mesh.create_submesh(self.ttnn.MeshShape(*plan.submesh_shape))
+        return self._submeshes[plan.submesh_shape]
 
     def _resolve(self, mesh: Any):
+        """Devices are the vector's mesh; each call gets fresh global semaphores on its whole grid."""
         ttnn = self.ttnn
 
         def resolve(value: dict[str, Any]) -> Any:
@@ -87,46 +131,94 @@ class DeviceBackend:
 
         return resolve
 
+    def send(self, tensor: dict[str, Any], mesh_input: MeshInput, mesh: Any) -> Any:
+        """One input as traced: on the mesh with its exact memory config, or on the host (HOST storage)."""
+        ttnn = self.ttnn
+        host = tensor.get("storage") == "HOST"
+        mc = tensor.get("memory_config")
+        return ttnn.from_torch(
+            mesh_input.data,
+            dtype=ttnn.DataType[tensor["dtype"]],
+            layout=ttnn.Layout[tensor["layout"]],
+            device=None if host else mesh,
+            memory_config=to_ttnn(ttnn, mc) if mc and not host else None,
+            mesh_mapper=mesh_mapper(ttnn, mesh, mesh_input),
+        )
+
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         """Only the op call (warm-up and timed, with their synchronize) can be the op's failure;
         building tensors, the golden, reading the output back and PCC are sweepctl's (ERROR)."""
-        return judged(lambda: self._run(opdef, vector))
+        try:
+            plan = mesh_plan(self.profile, vector)
+        except MeshPlanError as exc:
+            return invalid(exc)
+        try:
+            mesh = self._mesh_for(plan)
+        except MeshUnavailable as exc:
+            self.broken = True
+            return {"status": status.INFRA, "pcc": None, "message": str(exc)[:2000], "e2e_ms": None}
+        return judged(lambda: self._run(opdef, vector, plan, mesh))
 
-    def _run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, opdef: OpDef, vector: dict[str, Any], plan: MeshPlan, mesh: Any) -> dict[str, Any]:
         ttnn = self.ttnn
         golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
         threshold, threshold_dtype = prepared.threshold(opdef)
-        mesh = self._mesh_for(vector["mesh_shape"])
-        resolve = self._resolve(mesh)
-        ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, resolve)
+        ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
         reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
         op = ttnn
         for part in opdef.name.split(".")[1:]:
             op = getattr(op, part)
-        device_tensors = {}
-        for slot, tensor in prepared.tensors.items():
-            mc = tensor.get("memory_config")
-            device_tensors[slot] = ttnn.from_torch(
-                mesh_input(prepared.originals[slot], tensor.get("placement"), vector["mesh_shape"]),
-                dtype=ttnn.DataType[tensor["dtype"]],
-                layout=ttnn.Layout[tensor["layout"]],
-                device=mesh,
-                memory_config=to_ttnn(ttnn, mc) if mc else None,
-                mesh_mapper=self._mapper(mesh, tensor.get("placement")),
-            )
+        inputs = mesh_inputs(opdef, vector, prepared, plan.shape)
+        device_tensors = {slot: self.send(t, inputs[slot], mesh) for slot, t in prepared.tensors.items()}
+        resolve = self._resolve(mesh)
         args, kwargs = substitute(ttnn, vector, device_tensors, resolve)
         with op_call():
             op(*args, **kwargs)  # warm-up: compiles and fills the program cache
             ttnn.synchronize_device(mesh)
+        args, kwargs = substitute(ttnn, vector, device_tensors, resolve)  # fresh semaphores
+        deviceperf.drain(ttnn, mesh)
         start = time.perf_counter()
         with op_call():
             output = first_output(op(*args, **kwargs))
             ttnn.synchronize_device(mesh)
         e2e_ms = (time.perf_counter() - start) * 1000.0
-        composer = ttnn.concat_mesh_to_tensor_composer(mesh, 0)
-        result = ttnn.to_torch(output, mesh_composer=composer)
+        perf = deviceperf.measured(ttnn, mesh)  # {} without the device profiler
+        chips = ttnn.get_device_tensors(output)
+        judged, peers = judged_chips(opdef, vector, plan.shape, every=vector["suite"] == HEALTH_CHECK)
+        result = ttnn.to_torch(chips[judged])
+        for peer in peers:
+            if not _same(result, other := ttnn.to_torch(chips[peer])):
+                return {
+                    "status": status.FAIL_ACCURACY,
+                    "pcc": None,
+                    "threshold": threshold,
+                    "threshold_dtype": threshold_dtype,
+                    "message": f"chip {peer} disagrees with chip {judged} on the same inputs "
+                    f"({_differ(result, other)})",
+                    "e2e_ms": e2e_ms,
+                }
         if opdef.view is not None:  # the golden is judged through the view already (materialize)
             result = opdef.view(result, ref_args, ref_kwargs)
-        per_device = result[: reference.shape[0]] if result.dim() and result.shape != reference.shape else result
-        return {**verdict(reference, per_device, threshold, e2e_ms), "threshold_dtype": threshold_dtype}
+        return {**verdict(reference, result, threshold, e2e_ms), "threshold_dtype": threshold_dtype, **perf}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit agreement, NaN where the other has NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _differ(a: torch.Tensor, b: torch.Tensor) -> str:
+    if a.shape != b.shape:
+        return f"shapes {list(a.shape)} and {list(b.shape)}"
+    diff = (a.double() - b.double()).abs()
+    return f"{int((diff > 0).sum())} of {a.numel()} elements differ, max {float(diff.nan_to_num(0).max()):g}"
+
+
+def _no_device(value: dict[str, Any]) -> None:
+    """The golden runs on the host: no mesh, no semaphores."""
+    return None

@@ -16,6 +16,8 @@ from typing import Any
 
 from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, prepare, quantize, substitute
+from sweeps.profiles import get_profile
+from workers.meshplan import MeshPlanError, invalid, mesh_plan
 from workers.outcome import judged, verdict
 
 NAME = "emulated"
@@ -27,9 +29,15 @@ class EmulatedBackend:
     def __init__(self, ttnn: Any, machine: str) -> None:
         self.ttnn = ttnn
         self.machine = machine
+        self.profile = get_profile(machine)
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
-        """The golden stands in for the op, so nothing here is the op's: any exception is ERROR."""
+        """The golden stands in for the op, so nothing here is the op's: any exception is ERROR. A
+        vector the device backend could not open a mesh for is INVALID here too (workers.meshplan)."""
+        try:
+            mesh_plan(self.profile, vector)
+        except MeshPlanError as exc:
+            return invalid(exc)
         return judged(lambda: self._run(opdef, vector))
 
     def _run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:

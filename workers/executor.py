@@ -115,6 +115,11 @@ class Executor:
         """Started and not known dead (a death shows as EOF on its pipe; no syscall per vector)."""
         return self.proc is not None and self.proc.returncode is None
 
+    def polled_alive(self) -> bool:
+        """Alive, asking the OS (one waitpid): before a vector goes to an idle executor, so one that
+        died between vectors is reopened (after a reset) instead of taking the vector down with it."""
+        return self.proc is not None and self.proc.poll() is None
+
     def _read(self, timeout: float) -> bytes | None:
         """The next frame within `timeout` s, or None (timeout or EOF). Reads whatever the pipe
         holds at once and keeps the rest, so two queued replies cost one read."""
@@ -201,13 +206,40 @@ class Executor:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=get_profile(self.machine).close_timeout)  # closing a 32-chip mesh takes a while
         except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
             pass
         self.kill()
 
 
-def _open_backend(machine: str, backend: str) -> Any:
+def enter_workdir(owner: int) -> str:
+    """Move into the working directory of `owner` (an executor's daemon, so that the executor
+    respawned after a kill reuses it; or this process), under the cache dir, removed at a clean
+    exit: ttnn writes generated/fabric/*.yaml into the working directory when it opens a mesh, and
+    executors must neither overwrite each other's nor litter the directory a worker started in."""
+    import atexit
+    import shutil
+
+    from sweeps.index import cache_dir
+
+    path = cache_dir() / "workdirs" / str(owner)
+    path.mkdir(parents=True, exist_ok=True)
+    atexit.register(shutil.rmtree, path, True)
+    os.chdir(path)
+    return str(path)
+
+
+def isolate_stdout() -> BinaryIO:
+    """Point fd 1 at stderr (ttnn's C++ logger and its import-time prints write to fd 1) and return
+    the original stdout, which then carries only our own output."""
+    ours = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    return ours
+
+
+def open_backend(machine: str, backend: str) -> Any:
+    """Import ttnn (its Config{...} print kept off stdout) and open the backend; raises when the
+    device cannot be opened."""
     import contextlib
 
     with contextlib.redirect_stdout(sys.stderr):
@@ -240,16 +272,13 @@ def _watch_parent(interval: float = 1.0) -> None:
 def serve(machine: str, backend_name: str) -> int:
     """Executor main loop: one outcome frame per vector frame, until stdin closes."""
     _watch_parent()
-    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # ttnn's prints (Config{...}) and any stray output go to the log, not the protocol
+    enter_workdir(os.getppid())
+    proto_out = isolate_stdout()  # ttnn's prints and any stray output go to the log, not the protocol
     proto_in = os.fdopen(os.dup(0), "rb")  # buffered: a frame's header and body in one read
-    from sweeps.catalogue import lookup, no_definition_reason
     from sweeps.vector import VectorError, decode
-    from workers.outcome import our_error
-    from workers.testops import run_test_op
 
     try:
-        backend = _open_backend(machine, backend_name)
+        backend = open_backend(machine, backend_name)
     except Exception as exc:  # device open failed: the daemon books INFRA, never an op failure
         write_frame(proto_out, {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:1000]})
         return 1
@@ -268,17 +297,26 @@ def serve(machine: str, backend_name: str) -> int:
         except VectorError as exc:
             write_frame(proto_out, {"status": status.INFRA, "message": str(exc)})
             continue
-        opdef = lookup(vector["op"])
-        if opdef is None:
-            outcome = {"status": status.NOT_RUN, "message": no_definition_reason(vector["op"])}
-        elif opdef.test_only:
-            outcome = run_test_op(opdef, vector)
-        else:
-            try:
-                outcome = backend.run(opdef, vector)
-            except Exception as exc:  # backends classify their own; whatever escapes is sweepctl's
-                outcome = our_error(exc)
-        write_frame(proto_out, outcome)
+        write_frame(proto_out, run_vector(backend, vector))
+        if getattr(backend, "broken", False):  # the mesh could not be reopened: the daemon resets and respawns
+            return 1
+
+
+def run_vector(backend: Any, vector: dict[str, Any]) -> dict[str, Any]:
+    """One vector's outcome on an open backend (the executor's loop, and `sweepctl run`)."""
+    from sweeps.catalogue import lookup, no_definition_reason
+    from workers.outcome import our_error
+    from workers.testops import run_test_op
+
+    opdef = lookup(vector["op"])
+    if opdef is None:
+        return {"status": status.NOT_RUN, "message": no_definition_reason(vector["op"])}
+    if opdef.test_only:
+        return run_test_op(opdef, vector)
+    try:
+        return backend.run(opdef, vector)
+    except Exception as exc:  # backends classify their own; whatever escapes is sweepctl's
+        return our_error(exc)
 
 
 if __name__ == "__main__":

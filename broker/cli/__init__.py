@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  sweepctl enqueue --op pad --suite model_traced\n"
             "  sweepctl watch; sweepctl report\n"
             "  sweepctl report --compare BASE; sweepctl report --format html -o report.html\n"
+            "  sweepctl run VECTOR --backend emulated   # one failing vector in this process (pdb works)\n"
+            "  sweepctl repro VECTOR -o repro.py        # the same as a pytest file for a device host\n"
             "exit codes: 0 ok, 1 the work found failures, 2 bad input (one line on stderr)"
         ),
     )
@@ -353,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     from broker.cli import tracecmds
 
     tracecmds.add_parsers(sub)
+    _single_vector_parsers(sub)
     return parser
 
 
@@ -446,7 +449,10 @@ def _runtime_parsers(sub: Any) -> None:
     )
     worker.add_argument("--machine", help="machine type: n150, n300, t3k, galaxy, p150, p300")
     worker.add_argument(
-        "--devices", help="device ids this worker owns: 0,1 or 0-31 or 0-3,8-11 (default: all of the machine)"
+        "--devices",
+        help="PCIe device ids this worker owns (TT_VISIBLE_DEVICES: a PCIe device, not a chip: an "
+        "N300 card is 1 with 2 chips, a T3K 4, a Galaxy 32), as many as the machine has: 0 or 0-3 or 4-7 "
+        "(default: 0 up to the machine's count)",
     )
     worker.add_argument(
         "--instance",
@@ -568,6 +574,57 @@ def _runtime_parsers(sub: Any) -> None:
     demo.add_argument("--store", default=c.SAMPLE_STORE, help="master store (default: the shipped sample)")
     demo.add_argument("--keep", action="store_true", help="leave the embedded Redis and workers running")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
+
+
+def _single_vector_parsers(sub: Any) -> None:
+    """One vector outside the fleet (broker/single.py)."""
+    from broker import single
+
+    def one_vector(name: str, help_text: str, description: str, func) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=description)
+        command.add_argument(
+            "vector", help="vector id, or a unique prefix of one (reports print 12 digits); with --store also a "
+            "config hash",
+        )  # fmt: skip
+        command.add_argument("--run", help="the run the vector is in (default: the latest run)")
+        command.add_argument(
+            "--store", help="build the vector from this master store as enqueue would (model_traced), without Redis"
+        )
+        command.add_argument("--machine", help="with --store: the machine type to run it on instead of the traced one")
+        command.add_argument("--redis", help="Redis URL (default $SWEEPCTL_REDIS_URL, else the embedded Redis)")
+        command.add_argument("--prefix", help="key prefix (default $SWEEPCTL_PREFIX or sweepctl)")
+        command.set_defaults(func=func)
+        return command
+
+    run = one_vector(
+        "run",
+        "run one vector in this process (no Celery, no executor: pdb and breakpoints work); print its record",
+        "Run one vector in this process, set up as a worker's executor is (the machine's mock cluster "
+        "descriptor when emulated, the device set on ttnn, a working directory of its own, ttnn's output "
+        "on stderr), and print the record a worker would write. Nothing is written to Redis and nothing "
+        "bounds its time, so a debugger can stop it: python -m pdb -m broker.cli run VECTOR --backend "
+        "emulated. A vector enqueue books NOT_RUN or INVALID is not run: its verdict is printed. On the "
+        "ttnn backend a device that cannot be opened is INFRA, with the reason. Exit 0 PASS, 1 any other "
+        "verdict, 2 bad input.",
+        single.cmd_run,
+    )
+    run.add_argument("--backend", choices=("emulated", "ttnn"), required=True, help="emulated (no device) or ttnn")
+    run.add_argument("--json", action="store_true", help="the record as JSON")
+    repro = one_vector(
+        "repro",
+        "write one vector as a standalone pytest file to run on a machine with the device (for a bug report)",
+        "Write one vector as a standalone pytest file for a host with the device: it opens the mesh as "
+        "sweepctl's device backend does for this vector (mesh and submesh, fabric set before the open and "
+        "cleared after the close, dispatch core type and axis, L1_SMALL), sends each input with its traced "
+        "dtype, layout, exact memory config and mesh mapper, calls the op with the traced arguments (a warm-"
+        "up, then a timed call), reads back the output of the chip the sweep judges, checks its PCC against "
+        "the golden, printing the timings. The device calls are literal ttnn code; the input data and the "
+        "golden come from sweepctl (the same seeded generator and golden as the sweep), so sweepctl must be "
+        "importable where it runs. Refused (exit 2) for a vector that cannot be called as traced (NOT_RUN) or"
+        " that no mesh of its machine holds.",
+        single.cmd_repro,
+    )
+    repro.add_argument("--output", "-o", help="the file to write (default: stdout)")
 
 
 def _report_options(command: argparse.ArgumentParser) -> None:

@@ -222,7 +222,15 @@ def worker_target(args: argparse.Namespace) -> tuple[str, list[int], str | None]
     elif not machine:
         raise InputError("sweepctl worker", "--machine (or --instance MACHINE:DEVICES) is required")
     profile = get_profile(machine)
-    return profile.name, device_ids(device_set) if device_set else list(range(profile.chips)), name
+    if not device_set:
+        return profile.name, list(range(profile.pcie_devices)), name
+    devices = device_ids(device_set)
+    if len(devices) != profile.pcie_devices:  # the executor opens the machine's whole mesh
+        n, each = profile.pcie_devices, profile.chips_per_pcie_device
+        raise InputError(f"devices {device_set}", f"a {profile.name} is {n} PCIe device{'s' * (n > 1)} of {each} "
+                         f"chip{'s' * (each > 1)} (TT_VISIBLE_DEVICES selects PCIe devices, not chips): give {n} "
+                         f"id{'s' * (n > 1)}, e.g. {'0' if n == 1 else f'0-{n - 1}'}")  # fmt: skip
+    return profile.name, devices, name
 
 
 def device_ids(text: str) -> list[int]:
