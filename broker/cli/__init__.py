@@ -577,8 +577,8 @@ def _runtime_parsers(sub: Any) -> None:
 
 
 def _single_vector_parsers(sub: Any) -> None:
-    """One vector outside the fleet (broker/single.py)."""
-    from broker import single
+    """One vector outside the fleet (broker/cli/single.py)."""
+    from broker.cli import single
 
     def one_vector(name: str, help_text: str, description: str, func) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=description)
