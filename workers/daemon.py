@@ -259,7 +259,9 @@ class WorkerDaemon:
 
     def stop(self) -> None:
         """Celery shut down: write what is queued (briefly, if Redis is away), stop the executor."""
-        _exit_later(self.executor, EXIT_GRACE)  # whatever happens below, the process ends
+        # whatever happens below, the process ends; after the executor had its time to close the mesh
+        # (a Galaxy's 32 chips take longer than EXIT_GRACE: profiles.close_timeout)
+        _exit_later(self.executor, max(EXIT_GRACE, self.profile.close_timeout + shutdown.STOP_FLUSH + 10.0))
         failing = self.writer.failing_for() > 0
         wait = max(1.0, self.shutdown.deadline - time.monotonic()) if failing else shutdown.STOP_FLUSH
         if not self.writer.flush(timeout=wait):
