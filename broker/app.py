@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from broker.keys import DEFAULT_PREFIX, Keys
 from sweeps.profiles import PROFILES, get_profile
@@ -38,6 +38,14 @@ DEFAULT_VISIBILITY_TIMEOUT = 6 * 3600
 
 class PickleRefused(RuntimeError):
     """The configuration would accept pickle: arbitrary code execution from the queue."""
+
+
+def machine_queue(name: str) -> Queue:
+    """A machine's queue, bound to an exchange of its own name with its own name as routing key.
+    A bare Queue(name) gets Celery's default exchange and routing key (the first queue's name), so
+    every machine's queue would be bound under `sweeps.n150` and a message published by routing key
+    (Flower, another client) would reach every machine; `inspect active_queues` showed exactly that."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def route_chunk(name: str, args: Any, kwargs: dict[str, Any] | None, options: Any, task: Any = None, **_: Any):
@@ -75,7 +83,7 @@ def make_app(redis_url: str, keys: Keys, visibility_timeout: int | None = None) 
         event_serializer="msgpack",  # events (`--events`, Flower) like everything else on the wire
         task_send_sent_event=False,
         task_create_missing_queues=False,
-        task_queues=[Queue(profile.queue) for profile in PROFILES.values()],
+        task_queues=[machine_queue(profile.queue) for profile in PROFILES.values()],
         task_default_queue=next(iter(PROFILES.values())).queue,
         task_routes=(route_chunk,),
         broker_transport_options={

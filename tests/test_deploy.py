@@ -125,6 +125,10 @@ def test_celery_inspect_reaches_both_workers_through_the_prefix_and_the_monitor_
     queues = _celery(deployment, "inspect", "active_queues")
     names = {name: [q["name"] for q in reply] for name, reply in queues.items()}
     assert names == {deployment.quiet: ["sweeps.n150"], deployment.loud: ["sweeps.n300"]}
+    # each machine's queue is bound under its own exchange and routing key, so a message published by
+    # routing key reaches that machine only (not every queue bound under Celery's default `sweeps.n150`)
+    bindings = {q["name"]: (q["exchange"]["name"], q["routing_key"]) for reply in queues.values() for q in reply}
+    assert bindings == {"sweeps.n150": ("sweeps.n150", "sweeps.n150"), "sweeps.n300": ("sweeps.n300", "sweeps.n300")}
     app = make_app(deployment.url("monitor"), Keys())  # `inspect stats` through the API, without the 1 s wait
     stats = app.control.inspect(destination=[deployment.loud], limit=1, timeout=10).stats()
     assert stats[deployment.loud]["pool"]["max-concurrency"] == 1
