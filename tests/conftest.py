@@ -8,8 +8,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -95,9 +99,9 @@ def redis_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str) -> Iterator[None]:
+def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str) -> Iterator[subprocess.Popen]:
     """A real `sweepctl worker` (emulated n300, test ops on, 0.5 s heartbeat) on `url` under `prefix`,
-    logging to log_dir/worker.log; its process group gets SIGTERM on exit."""
+    logging to log_dir/worker.log; yields its process, whose group gets SIGTERM on exit."""
     import signal
     import subprocess
     import sys
@@ -108,7 +112,7 @@ def emulated_worker(url: str, prefix: str, name: str, log_dir: Path, **env: str)
            "--name", name, "--redis", url, "--prefix", prefix]  # fmt: skip
     worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
-        yield
+        yield worker
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
