@@ -22,14 +22,23 @@ from tracer.entry import argument_text
 def has_legacy_spelling(arguments: dict[str, Any]) -> bool:
     """Cheap pre-check so current stores skip the conversion walk: the graph tracer's spellings sit
     in an argument itself, in a list of them (concat's tensors) or in a memory config argument."""
-    return any(_legacy(value) or (isinstance(value, list) and any(map(_legacy, value))) for value in arguments.values())
+    for value in arguments.values():  # a plain loop: import runs this once per config
+        if isinstance(value, list):
+            if any(map(_legacy, value)):
+                return True
+        elif _legacy(value):
+            return True
+    return False
 
 
 def _legacy(value: Any) -> bool:
     if isinstance(value, str):
         return "::" in value
     if isinstance(value, dict):
-        return "Tensor" in value or "::" in str(value.get("memory_layout", ""))
+        if "Tensor" in value:
+            return True
+        layout = value.get("memory_layout")
+        return layout is not None and "::" in str(layout)
     return False
 
 

@@ -10,7 +10,7 @@ import orjson
 
 from tracer.machine import normalize_machine_info
 
-_EXECUTION_KEYS = ("source", "machine_info", "count", "trace_uid")
+_EXECUTION_KEYS = frozenset({"source", "machine_info", "count", "trace_uid"})
 CONFIG_EXTRAS = ("sweep_source_hash",)  # config-level keys tt-metal writes besides ours, kept as read
 
 
@@ -45,13 +45,15 @@ def normalize_execution(raw: dict[str, Any], default_uid: str | None = None) -> 
     Keys without a value are left out, as tt-metal leaves them out: its loader then applies its
     own defaults (a missing source reads as "unknown")."""
     count = raw.get("count", 1)
-    try:
-        count = max(1, int(count))
-    except (TypeError, ValueError):
-        count = 1
+    if type(count) is not int or count < 1:  # the common case skips the conversion (bools take it)
+        try:
+            count = max(1, int(count))
+        except (TypeError, ValueError):
+            count = 1
     out: dict[str, Any] = {}
-    if raw.get("source") is not None:
-        out["source"] = raw["source"]
+    source = raw.get("source")
+    if source is not None:
+        out["source"] = source
     info = normalize_machine_info(raw.get("machine_info"))
     if info is not None:
         out["machine_info"] = info
@@ -59,5 +61,6 @@ def normalize_execution(raw: dict[str, Any], default_uid: str | None = None) -> 
     uid = raw.get("trace_uid") or default_uid
     if uid:
         out["trace_uid"] = uid
-    out.update({k: v for k, v in raw.items() if k not in _EXECUTION_KEYS})
+    if not _EXECUTION_KEYS.issuperset(raw):
+        out.update({k: v for k, v in raw.items() if k not in _EXECUTION_KEYS})
     return out

@@ -18,12 +18,13 @@ import orjson
 _CONSTANTS = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}
 
 
-def loads(data: bytes, special_floats: bool = False) -> Any:
+def loads(data: bytes | memoryview, special_floats: bool = False) -> Any:
     """`special_floats`: NaN/Infinity literals as floats (a trace file, to hash them as tt-metal
-    does) instead of tt-metal's stored strings."""
+    does) instead of tt-metal's stored strings. `data` may be a mapped file's memoryview."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
+        data = bytes(data)
         # NaN/Infinity literals, >64-bit ints; raises the standard error otherwise
         return json.loads(data) if special_floats else json.loads(data, parse_constant=_CONSTANTS.__getitem__)
 

@@ -141,10 +141,14 @@ class RecordWriter(threading.Thread):
             by_run.setdefault(run_id, []).append(op)
         while True:
             try:
-                pipe = self.results.redis.pipeline(transaction=False)
-                for run_id, ops in by_run.items():
-                    self.results.write(run_id, ops, pipe=pipe)
-                replies = pipe.execute()
+                if len(by_run) == 1:  # the usual batch: one EVALSHA (a pipeline would ask SCRIPT EXISTS first)
+                    ((run_id, ops),) = by_run.items()
+                    replies = [self.results.write(run_id, ops)]
+                else:
+                    pipe = self.results.redis.pipeline(transaction=False)
+                    for run_id, ops in by_run.items():
+                        self.results.write(run_id, ops, pipe=pipe)
+                    replies = pipe.execute()
                 self.failing_since = None
                 now = time.monotonic()
                 self.written.extend((now, run_id, vid) for run_id, vid in finals)
