@@ -32,7 +32,7 @@ from broker.keys import DEFAULT_PREFIX, Keys
 from sweeps.profiles import PROFILES, get_profile
 
 RUN_CHUNK = "sweepctl.run_chunk"
-TRACE_MODEL = "sweepctl.trace_model"  # a model test under the tracer (broker/tracejobs.py, workers/tracejob.py)
+TRACE_MODEL = "sweepctl.trace_model"  # a model test under the tracer (broker/traces/jobs.py, workers/tracejob.py)
 DEFAULT_VISIBILITY_TIMEOUT = 6 * 3600
 
 

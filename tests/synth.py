@@ -96,7 +96,7 @@ def scalar_store(n: int, trace_uid: str = "synthetic") -> dict[str, Any]:
 
 
 def synthetic_trace_result(n: int, uid: str, model: str = "org/model", machine: str = "n300", seed: int = 0):
-    """A finished fleet trace job's result (broker/tracejobs.py) carrying n distinct configs."""
+    """A finished fleet trace job's result (broker/traces/jobs.py) carrying n distinct configs."""
     store = synthetic_store(n, seed, trace_uid=uid)
     configs = [
         [op, f"models/{model}.py::test_model", 1 + c["config_id"] % 4, c["config_hash"], c["arguments"], {}]

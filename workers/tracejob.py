@@ -7,7 +7,7 @@ the devices are reset and health-checked as after a hung vector (a failed check 
 worker, its result already written). The machine info is this host's (tt-smi when present; the
 profile's under the emulated backend, whose mock cluster it is). Only passed tests' configs are
 kept (tracer/capture.py); they go back deduplicated with counts as one msgpack result
-(broker/tracejobs.py), written once whatever redelivers the job.
+(broker/traces/jobs.py), written once whatever redelivers the job.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The commands on one vector, outside the fleet: `sweepctl run` (run it in this process) and
 `sweepctl repro` (write it as a standalone pytest file for a machine with the device). The
-parser that wires them up is in broker/cli.py.
+parser that wires them up is in broker/cli/__init__.py.
 """
 
 from __future__ import annotations

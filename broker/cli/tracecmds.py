@@ -1,6 +1,6 @@
 """The fleet-tracing commands of `sweepctl`: `models list|show|check|discover|status`, `trace --model
 NAME | --all` (trace jobs on the workers) and `store pull` (their results into the master store).
-The parser that wires them up is in broker/cli.py."""
+The parser that wires them up is in broker/cli/__init__.py."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Lua script, so redeliveries and two workers never run or record it twice:
 
 The result carries the deduplicated configs with their counts (never the per-call files): per
 config [op, source, count, config_hash, arguments, extras], plus the outcome, per-test statuses,
-host, machine info, ttnn version and duration. `store pull` merges it (broker/tracepull.py).
+host, machine info, ttnn version and duration. `store pull` merges it (broker/traces/pull.py).
 """
 
 from __future__ import annotations
