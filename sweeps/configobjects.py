@@ -129,9 +129,11 @@ _UNARY_TEXT = re.compile(r"(?:UnaryWithParam\(\s*op_type\s*=\s*)?(?:UnaryOpType(
 
 
 def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{value!r} is not an integer")
-    return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"{value!r} is not an integer")
 
 
 def _bool(value: Any) -> bool:
