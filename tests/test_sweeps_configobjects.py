@@ -3,7 +3,8 @@
 Every config object of every store in tests/data is built by `substitute` (the step both backends
 share) under its vector's machine's mock cluster, one child process per descriptor, and its fields
 read back from the built object equal the traced ones; `sweepctl repro`'s constructor code builds the
-same object. ttnn.linear binds the built objects (it gets as far as "must be on device" with host
+same object. Each class ttnn prints, traced here or not, goes object -> repr -> the tracer's reading
+-> object with its fields intact (linear's golden applies the rebuilt fused activation). ttnn.linear binds the built objects (it gets as far as "must be on device" with host
 tensors) where the plain maps were a TypeError inside the op call. A field that does not convert is
 ERROR naming class and field; a class or field sweepctl does not know is NOT_RUN at expansion.
 """
@@ -64,6 +65,42 @@ if job.get("linear") is not None:  # a traced linear: the built objects bind, th
             ttnn.linear(host, host, **given)
         except Exception as exc:
             out["linear"][name] = [type(exc).__name__, str(exc)]
+if job.get("roundtrip"):  # every class ttnn prints: object -> repr -> the tracer's reading -> object
+    from tracer.args import value_from_repr
+    from sweeps import adapters
+    C, U = ttnn.CoreCoord, ttnn.UnaryWithParam
+    R = ttnn.CoreRangeSet([ttnn.CoreRange(C(1, 0), C(3, 9)), ttnn.CoreRange(C(5, 0), C(6, 9))])
+    samples = [
+        ttnn.MatmulMultiCoreReuseProgramConfig(compute_with_storage_grid_size=C(7, 6), in0_block_w=2,
+            out_subblock_h=1, out_subblock_w=2, per_core_M=3, per_core_N=4),
+        ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(compute_with_storage_grid_size=C(8, 4), in0_block_w=2,
+            out_subblock_h=1, out_subblock_w=2, out_block_h=3, out_block_w=4, per_core_M=3, per_core_N=4,
+            transpose_mcast=True, fused_activation=U(ttnn.UnaryOpType.RELU), fuse_batch=False),
+        ttnn.MatmulMultiCoreReuseMultiCast1DProgramConfig(compute_with_storage_grid_size=C(8, 2), in0_block_w=2,
+            out_subblock_h=1, out_subblock_w=2, per_core_M=1, per_core_N=4, fuse_batch=True,
+            fused_activation=U(ttnn.UnaryOpType.SILU), mcast_in0=True, gather_in0=True, hop_cores=R,
+            untilize_out=True),
+        ttnn.MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig(in0_block_w=1, per_core_M=1, per_core_N=8,
+            fused_activation=U(ttnn.UnaryOpType.GELU, 1.0), num_workers_per_dram_bank=2),
+        ttnn.SoftmaxShardedMultiCoreProgramConfig(compute_with_storage_grid_size=C(8, 8), subblock_w=2, block_h=4,
+            block_w=8),
+        ttnn.SDPAProgramConfig(compute_with_storage_grid_size=C(8, 8), sub_core_grids=R, q_chunk_size=64,
+            k_chunk_size=128, exp_approx_mode=True, max_cores_per_head_batch=8, max_k_splits=2,
+            matmul_math_fidelity=ttnn.MathFidelity.HiFi2, segmented_accumulation=True),
+        ttnn.LayerNormShardedMultiCoreProgramConfig(compute_with_storage_grid_size=C(4, 7), subblock_w=2, block_h=3,
+            block_w=4, inplace=True, use_welford=True),
+    ]
+    out["roundtrip"] = []
+    for obj in samples:
+        name = type(obj).__name__
+        value = value_from_repr(name, repr(obj))
+        built = configobjects.build(ttnn, name, value["fields"])
+        out["roundtrip"].append([name, configobjects.unknown([], {"p": value}), configobjects.read_back(name, obj),
+                                 configobjects.read_back(name, built)])
+        if name == "MatmulMultiCoreReuseMultiCastProgramConfig":  # linear's golden applies its fused RELU
+            a, b = torch.randn(1, 1, 32, 64), torch.randn(1, 1, 64, 96)
+            out["fused_relu"] = torch.equal(adapters.linear(ttnn, [a, b], {"program_config": built}, {}),
+                                            torch.relu(a @ b))
 if job.get("broken") is not None:
     vector = job["broken"]
     out["broken"] = EmulatedBackend(ttnn, vector["machine"]).run(lookup(vector["op"]), vector)
@@ -111,7 +148,7 @@ def test_every_config_object_of_every_store_builds_into_its_ttnn_object(store_ve
     kernel = next(v for v in store_vectors if v["op"] == "ttnn.rms_norm" and "compute_kernel_config" in v["kwargs"])
     counts: Counter[str] = Counter()
     for machine, vectors in sorted(by_machine.items()):
-        extra = {"linear": linear, "broken": _broken(kernel)} if machine == linear["machine"] else {}
+        extra = {"linear": linear, "broken": _broken(kernel), "roundtrip": True} if machine == linear["machine"] else {}
         out = _child(machine, {"vectors": vectors, **extra})
         expected = [(n, slot, name, fields) for n, v in enumerate(vectors)
                     for slot, (name, fields) in configobjects.objects(v["inputs"], v["kwargs"]).items()]  # fmt: skip
@@ -130,6 +167,9 @@ def test_every_config_object_of_every_store_builds_into_its_ttnn_object(store_ve
             assert broken["status"] == status.ERROR, broken
             assert broken["message"].startswith("ConfigObjectError: WormholeComputeKernelConfig.math_fidelity: ")
             assert "'HiFi9'" in broken["message"] and "[sweeps/configobjects.py:" in broken["message"]
+            assert len(out["roundtrip"]) == 7 and out["fused_relu"] is True
+            for name, unknown, made, rebuilt in out["roundtrip"]:  # classes no store here traces, too
+                assert unknown is None and rebuilt == made, name
     # what the stores in tests/data hold (DeepSeek-V3's linears, norms and reductions; the extra store's SDPA)
     assert counts["WormholeComputeKernelConfig"] >= 30 and counts["SDPAProgramConfig"] >= 4
     assert counts["MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig"] > 0
