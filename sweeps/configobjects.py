@@ -92,7 +92,7 @@ def name_of(value: Any, args: list[Any], kwargs: dict[str, Any]) -> str | None:
     return ""
 
 
-def fields_of(value: dict[str, Any]) -> dict[str, Any]:
+def _fields(value: dict[str, Any]) -> dict[str, Any]:
     return value["fields"] if "object" in value and "fields" in value else value
 
 
@@ -102,7 +102,7 @@ def objects(args: list[Any], kwargs: dict[str, Any]) -> dict[str, tuple[str, dic
     for slot, value in [*((str(i), v) for i, v in enumerate(args)), *kwargs.items()]:
         name = name_of(value, args, kwargs)
         if name is not None:
-            found[slot] = (name, fields_of(value))
+            found[slot] = (name, _fields(value))
     return found
 
 
@@ -246,10 +246,17 @@ def _to_ttnn(ttnn: Any, kind: str, value: Any) -> Any:
     if base == "ranges":
         return ttnn.CoreRangeSet([ttnn.CoreRange(ttnn.CoreCoord(*s), ttnn.CoreCoord(*e)) for s, e in value])
     if base.startswith("enum:"):
-        return getattr(ttnn, base[5:])[value]
+        return _enum_member(ttnn, base[5:], value)
     if base == "unary":
-        return ttnn.UnaryWithParam(ttnn.UnaryOpType[value[0]], *value[1])
+        return ttnn.UnaryWithParam(_enum_member(ttnn, "UnaryOpType", value[0]), *value[1])
     return value
+
+
+def _enum_member(ttnn: Any, enum: str, member: str) -> Any:
+    members = getattr(ttnn, enum).__members__
+    if member not in members:
+        raise ValueError(f"ttnn.{enum} has no member {member}")
+    return members[member]
 
 
 def build(ttnn: Any, name: str, fields: dict[str, Any]) -> Any:
@@ -260,8 +267,8 @@ def build(ttnn: Any, name: str, fields: dict[str, Any]) -> Any:
     for field, value in values.items():
         try:
             kwargs[field] = _to_ttnn(ttnn, FIELDS[name][field], value)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ConfigObjectError(f"{name}.{field}: {value!r} is not one ttnn takes ({exc})") from None
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigObjectError(f"{name}.{field}: {exc}") from None
     try:
         if name == "CoreCoord":  # positional only
             return ttnn.CoreCoord(kwargs["x"], kwargs["y"])
