@@ -228,11 +228,7 @@ def linear(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx: dict[str, An
     bias = kwargs.get("bias")
     if bias is not None:
         out = out + bias.reshape(-1, bias.shape[-1])[0]
-    config = kwargs.get("program_config")  # a ttnn object, a traced map, or one read from its repr
-    if isinstance(config, dict):
-        fused = config.get("fields", config).get("fused_activation")
-    else:
-        fused = getattr(config, "fused_activation", None)
+    fused = getattr(kwargs.get("program_config"), "fused_activation", None)  # built by sweeps.configobjects
     for activation in (fused, kwargs.get("activation")):
         if activation is not None:
             out = _activation(activation)(out)

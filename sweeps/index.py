@@ -27,6 +27,7 @@ import msgpack
 import orjson
 import structlog
 
+from sweeps import configobjects
 from sweeps.catalogue import lookup, test_ops_enabled, timeout_for
 from sweeps.profiles import Routing, routing
 from sweeps.validate import TensorTable
@@ -196,11 +197,15 @@ def _row(op: str, entry: dict[str, Any], runs: list[dict[str, Any]], slot: int, 
 
 def untraced(op: str, canonical: dict[str, Any]) -> str | None:
     """Why the trace cannot make this call (its vector's NOT_RUN reason), or None: the first argument
-    it could not read (traced as an unsupported type, an unrepairable fragment), else the first one
-    the op's golden needs that it did not record. Decided here, never a TypeError at run time."""
+    it could not read (traced as an unsupported type, an unrepairable fragment), else a config object
+    sweepctl cannot build (sweeps.configobjects), else the first argument the op's golden needs that
+    it did not record. Decided here, never a TypeError at run time."""
     where = unreadable_argument(canonical)
     if where is not None:
         return f"argument {where} could not be read from the trace"
+    unbuildable = configobjects.unknown(canonical["args"], canonical["kwargs"])
+    if unbuildable is not None:
+        return unbuildable
     opdef = lookup(op)
     missing = opdef.missing(len(canonical["args"]), canonical["kwargs"]) if opdef is not None else None
     return f"argument {missing} was not traced" if missing is not None else None

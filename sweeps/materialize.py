@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sweeps import configobjects
 from sweeps.catalogue import OpDef
 from sweeps.memconfig import to_ttnn
 from sweeps.vector import tensor_slots
@@ -304,7 +305,7 @@ def to_ttnn_value(ttnn: Any, value: Any, resolve: Callable[[dict[str, Any]], Any
     """A canonical non-tensor value as the ttnn call takes it: enums by name, memory configs rebuilt
     exactly, special floats from the vector's strings ("-inf"), mesh coordinates as a set of
     ttnn.MeshCoordinate, tiles as ttnn.Tile; devices and run-time objects (semaphores) come from
-    `resolve` (None when emulated). Config objects read from their repr stay plain maps."""
+    `resolve` (None when emulated). Config objects are built by `substitute` (sweeps.configobjects)."""
     if isinstance(value, str):
         return _SPECIAL_FLOATS.get(value, value)
     if isinstance(value, dict):
@@ -329,9 +330,15 @@ def to_ttnn_value(ttnn: Any, value: Any, resolve: Callable[[dict[str, Any]], Any
 
 
 def substitute(ttnn: Any, vector: dict[str, Any], tensor_values: dict[str, Any], resolve) -> tuple[list, dict]:
-    """The call's args and kwargs with each tensor slot replaced by `tensor_values[slot]`."""
-    args = [_fill(ttnn, str(i), v, tensor_values, resolve) for i, v in enumerate(vector["inputs"])]
-    kwargs = {k: _fill(ttnn, k, v, tensor_values, resolve) for k, v in vector["kwargs"].items()}
+    """The call's args and kwargs with each tensor slot replaced by `tensor_values[slot]` and each
+    config object built into its ttnn object (ConfigObjectError, before any op call, when one
+    cannot be: sweepctl's ERROR, never the op's)."""
+    built = {slot: configobjects.build(ttnn, name, fields)
+             for slot, (name, fields) in configobjects.objects(vector["inputs"], vector["kwargs"]).items()}  # fmt: skip
+    args = [built[str(i)] if str(i) in built else _fill(ttnn, str(i), v, tensor_values, resolve)
+            for i, v in enumerate(vector["inputs"])]  # fmt: skip
+    kwargs = {k: built[k] if k in built else _fill(ttnn, k, v, tensor_values, resolve)
+              for k, v in vector["kwargs"].items()}  # fmt: skip
     return args, kwargs
 
 

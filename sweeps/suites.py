@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from sweeps import catalogue
+from sweeps import catalogue, configobjects
 from sweeps.index import MODEL_TRACED, Index, TracedConfig, unreadable
 from sweeps.profiles import Routing, get_profile
 from sweeps.validate import TensorTable
@@ -257,6 +257,9 @@ def _untraced(opdef: catalogue.OpDef | None, args: list[_Piece], kw: tuple[_Piec
     )
     if unread is not None:
         return f"argument {unread} could not be read from the trace"
+    unbuildable = next((p.unknown_object for p in (*args, *kw) if p is not None and p.unknown_object), None)
+    if unbuildable is not None:
+        return unbuildable
     missing = opdef.missing(len(args), {named[i] for i in present}) if opdef is not None else None
     return f"argument {missing} was not traced" if missing is not None else None
 
@@ -264,18 +267,20 @@ def _untraced(opdef: catalogue.OpDef | None, args: list[_Piece], kw: tuple[_Piec
 @dataclass(slots=True)
 class _Piece:
     """One observed value of an argument slot, packed, with its tensors (flat [slot, table
-    position, ...]) and whether it holds something the trace could not read."""
+    position, ...]), whether it holds something the trace could not read, and why it is a config
+    object sweepctl cannot build (sweeps.configobjects), if it is one."""
 
     packed: bytes
     tensors: tuple[Any, ...]
     unreadable: bool
+    unknown_object: str | None
 
 
 def _piece(slot: str, value: Any, table: TensorTable, packer: msgpack.Packer) -> _Piece | None:
     if value is _ABSENT:
         return None
     tensors = table.flat(tensor_keys({"inputs": [], "kwargs": {slot: value}}))
-    return _Piece(packer.pack(value), tensors, unreadable(value))
+    return _Piece(packer.pack(value), tensors, unreadable(value), configobjects.unknown([], {slot: value}))
 
 
 def expand(index: Index, selection: Selection) -> Expansion:

@@ -1,16 +1,16 @@
 """A vector as a standalone pytest file for a machine with the device (`sweepctl repro`): what a
 person pastes into a bug report.
 
-The device part is literal ttnn code, rendered from the decisions the device backend makes:
-the mesh, fabric, dispatch and L1_SMALL of the vector's plan (workers/meshplan.py), each input's
+The device part is literal ttnn code, rendered from the decisions the device backend makes: the
+mesh, fabric, dispatch and L1_SMALL of the vector's plan (workers/meshplan.py), each input's
 `from_torch` with its dtype, layout, exact memory config and mesh mapper (sweeps.materialize
 `mesh_inputs`: what each chip gets), the op called with the traced arguments (canonical values
-rendered as `sweeps.materialize.to_ttnn_value` builds them), a warm-up then a timed call with
-fresh global semaphores, the judged chip's output read back (sweeps.materialize `judged_chips`),
-a chip that got the same inputs required to agree, PCC against the golden at the vector's
-threshold. The data is not inlined: the file calls `host_data` below, i.e. sweepctl's own seeded
-generator and golden, so the inputs are bit for bit what the sweep used; sweepctl must be
-importable where it runs, and the file says so.
+rendered as `sweeps.materialize.to_ttnn_value` builds them, config objects as their ttnn
+constructors), a warm-up then a timed call with fresh global semaphores, the judged chip's output
+read back (sweeps.materialize `judged_chips`), a chip that got the same inputs required to agree,
+PCC against the golden at the vector's threshold. The data is not inlined: the file calls
+`host_data` below, i.e. sweepctl's own seeded generator and golden, so the inputs are bit for bit
+what the sweep used; sweepctl must be importable where it runs, and the file says so.
 Rendering needs torch (to know each input's whole-mesh shape), never ttnn or a device.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sweeps import status
+from sweeps import configobjects, status
 from sweeps.catalogue import OpDef, lookup
 from sweeps.materialize import MeshInput, first_output, golden_function, judged_chips, mesh_inputs, prepare, substitute
 from sweeps.profiles import get_profile
@@ -160,6 +160,18 @@ def value_code(value: Any, names: dict[str, str], slot: str) -> Any:
     return repr(value)
 
 
+def config_objects(vector: dict[str, Any]) -> dict[str, Call]:
+    """Each config object argument as its ttnn constructor (`sweeps.configobjects.build`, written out)."""
+    calls = {}
+    for slot, (name, fields) in configobjects.objects(vector["inputs"], vector["kwargs"]).items():
+        try:
+            func, args = configobjects.code(name, fields)
+        except configobjects.ConfigObjectError as exc:
+            raise ReproError(f"argument {slot}: {exc}") from None
+        calls[slot] = Call(func, [(k or None, v) for k, v in args])
+    return calls
+
+
 def variable(slot: str) -> str:
     name = "input_" + slot.replace(".", "_") if slot[0].isdigit() else slot.replace(".", "_")
     return f"{name}_tensor" if name in _TAKEN else name
@@ -215,8 +227,9 @@ def render(vector: dict[str, Any], origin: str, command: list[str], filename: st
     lines += [f"def test_{short}(data, mesh):"]
     for slot, tensor in prepared.tensors.items():
         lines += layout(send(slot, tensor, inputs[slot]), 4, f"{names[slot]} = ")
-    args = [(None, value_code(v, names, str(i))) for i, v in enumerate(vector["inputs"])]
-    args += [(k, value_code(v, names, k)) for k, v in vector["kwargs"].items()]
+    objects = config_objects(vector)
+    args = [(None, objects.get(str(i)) or value_code(v, names, str(i))) for i, v in enumerate(vector["inputs"])]
+    args += [(k, objects.get(k) or value_code(v, names, k)) for k, v in vector["kwargs"].items()]
     lines += ["", "    def call():"]
     if semaphores:
         lines.append("        # the traced call; every call gets fresh global semaphores, as in the sweep")
