@@ -23,7 +23,7 @@ from broker.results import parse_final
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, redis_process, start_worker, stop_processes, wait_for_redis
+from tests.conftest import ROOT, Worker, executors_of, redis_process, start_worker, stop_processes, wait_for_redis
 
 PREFIX = "faults"
 pytestmark = pytest.mark.slow
@@ -40,11 +40,11 @@ class Cluster:
         self.url, self.tmp = url, tmp
         self.client = redis.Redis.from_url(url)
         self.keys = Keys(PREFIX)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[Worker] = []
         self.reset_log = tmp / "resets.log"
         self.starts_log = tmp / "starts.log"  # one line per test op started by any executor (workers/testops.py)
 
-    def worker(self, name: str, reset: str | None = None, defaults: bool = False, **extra: str) -> subprocess.Popen:
+    def worker(self, name: str, reset: str | None = None, defaults: bool = False, **extra: str) -> Worker:
         """A worker; `defaults`: the heartbeat a user runs with (5 s), not the tests' 0.5 s."""
         env = {
             **os.environ,
@@ -111,24 +111,9 @@ def cluster(redis_server, tmp_path):
     found.stop()
 
 
-def executors() -> list[int]:
-    """Pids of every live executor process on this machine."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                state = (entry / "stat").read_text().split()[2]
-            except OSError:
-                continue
-            if b"workers.executor" in cmdline and state != "Z":
-                pids.append(int(entry.name))
-    return pids
-
-
 def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(cluster):
-    cluster.worker("w-hang")
-    before = executors()
+    worker = cluster.worker("w-hang")
+    before = executors_of(worker)
     vectors = [
         vector("noop", 0),
         vector("hang", 1),
@@ -145,7 +130,7 @@ def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(cluster):
     assert "no result after 3 s" in records[vectors[1]["id"]][0]["message"]
     assert cluster.resets() == ["w-hang", "w-hang"]  # the machine's reset ran after each hang
     assert cluster.health("w-hang") == "GOOD"
-    assert len(executors()) == len(before)  # killed groups leave no orphan, SIGTERM ignored or not
+    assert len(executors_of(worker)) == len(before)  # killed groups leave no orphan, SIGTERM ignored or not
 
 
 def test_a_poison_vector_crashes_twice_ends_crash_and_the_executor_respawns(cluster):
@@ -322,7 +307,6 @@ def test_warm_shutdown_finishes_the_running_vector_and_gives_the_rest_back(clust
 
 
 def test_cold_shutdown_redelivers_and_leaves_no_orphan_executor(cluster):
-    before = executors()
     worker = cluster.worker("w-cold", **_worker_env(4))
     vectors = [vector("hang", 0, timeout=8), vector("noop", 1)]
     cluster.enqueue("cold", vectors)
@@ -330,7 +314,7 @@ def test_cold_shutdown_redelivers_and_leaves_no_orphan_executor(cluster):
     cluster.wait(lambda: cluster.client.exists(lease), 30, "the vector did not start")
     os.killpg(worker.pid, signal.SIGQUIT)  # cold: the worker goes now; the hung executor must follow
     worker.wait(timeout=30)
-    cluster.wait(lambda: len(executors()) == len(before), 10, "the hung executor outlived its worker")
+    cluster.wait(lambda: executors_of(worker) == [], 10, "the hung executor outlived its worker")
     cluster.worker("w-after", **_worker_env(4))
     cluster.wait(lambda: len(cluster.finals("cold")) == 2, 90, "the chunk was not redelivered")
     hung = sorted(cluster.records("cold")[vectors[0]["id"]], key=lambda r: r["attempt"])

@@ -19,7 +19,7 @@ import redis
 
 from broker.embedded import free_port
 from sweeps import status
-from tests.conftest import ROOT, redis_process, wait_for_redis
+from tests.conftest import ROOT, executors_of, redis_process, wait_for_redis
 from tests.test_faults import PREFIX, Cluster, vector
 
 pytestmark = pytest.mark.slow
@@ -30,25 +30,7 @@ def cluster(redis_server, tmp_path):
     found = Cluster(redis_server, tmp_path)
     yield found
     found.stop()
-    assert our_executors(found) == []  # no worker left an executor behind
-
-
-def our_executors(cluster: Cluster) -> list[int]:
-    """Live executor processes started by this test's workers (other tests on the machine aside)."""
-    mark = f"SWEEPCTL_TEST_OP_LOG={cluster.starts_log}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"workers.executor" in cmdline and state != "Z" and mark in environ:
-            found.append(int(entry.name))
-    return found
+    assert executors_of(*found.procs) == []  # no worker left an executor behind
 
 
 def check_run(cluster: Cluster, run_id: str, ids: list[str]) -> dict:
@@ -262,7 +244,7 @@ def test_a_worker_whose_redis_is_gone_exits_and_sigterm_always_stops_it(tmp_path
             f"\nRedis gone: SIGTERM stopped a worker in {stopped_in:.1f} s; the other exited by itself in "
             f"{exited_in:.1f} s (bound 5 s)"
         )
-        cluster.wait(lambda: our_executors(cluster) == [], 10, "an executor outlived its worker")
+        cluster.wait(lambda: executors_of(*cluster.procs) == [], 10, "an executor outlived its worker")
     finally:
         cluster.stop()
         if server.poll() is None:
@@ -325,4 +307,4 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
         cluster.stop()
         server.kill()
         server.wait(timeout=10)
-    assert our_executors(cluster) == []
+    assert executors_of(*cluster.procs) == []
