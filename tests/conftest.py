@@ -51,6 +51,14 @@ def _no_user_store(monkeypatch, tmp_path):
     os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
+@pytest.fixture(autouse=True)
+def _child_pytest_loads_no_plugins(monkeypatch):
+    """A pytest a test starts (the tracer's runs, collection checks, repro files) loads only the
+    plugins named on its command line: the model fixtures need none, and hypothesis's alone costs
+    about a second per process on a loaded 2-core machine."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 def wait_for_redis(url: str, timeout: float = 10.0) -> None:
     """Until a redis-server just started answers PING (fails the test if it never does)."""
     import time

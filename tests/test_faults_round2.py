@@ -74,7 +74,7 @@ def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
 def test_a_killed_worker_is_recovered_within_a_minute_at_the_default_timeouts(cluster):
     """D1: no shortened visibility timeout (6 h), lease (30 s) or heartbeat (5 s)."""
     names = ["w-one", "w-two"]
-    procs = {name: cluster.worker(name, defaults=True) for name in names}
+    procs = cluster.workers(*names, defaults=True)
     vectors = [vector("sleep", i, timeout=30, seconds=0.5) for i in range(20)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("lost", vectors)  # one message: one worker holds the whole chunk
@@ -106,8 +106,7 @@ def test_a_killed_worker_is_recovered_within_a_minute_at_the_default_timeouts(cl
 def test_a_chunk_outliving_the_visibility_timeout_starts_each_vector_once(cluster):
     """D4: the chunk runs 10 s; its message comes back after 2 s and a second worker takes the copy."""
     short = {"SWEEPCTL_VISIBILITY_TIMEOUT": "2"}  # shorter than the chunk: what this test is about
-    for name in ("w-a", "w-b"):
-        cluster.worker(name, defaults=True, **short)
+    cluster.workers("w-a", "w-b", defaults=True, **short)
     vectors = [vector("sleep", i, timeout=30, seconds=0.4) for i in range(25)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("short-vt", vectors)
@@ -123,7 +122,7 @@ def test_a_worker_stopped_past_the_visibility_timeout_and_resumed_starts_nothing
     """D4: SIGSTOP the worker holding the chunk for longer than the visibility timeout, then SIGCONT."""
     short = {"SWEEPCTL_VISIBILITY_TIMEOUT": "2"}  # what this test is about
     names = ["w-a", "w-b"]
-    procs = {name: cluster.worker(name, defaults=True, **short) for name in names}
+    procs = cluster.workers(*names, defaults=True, **short)
     vectors = [vector("sleep", i, timeout=30, seconds=0.5) for i in range(12)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("stopped", vectors)
@@ -141,8 +140,7 @@ def test_a_worker_stopped_past_the_visibility_timeout_and_resumed_starts_nothing
 
 def test_cancel_under_load_starts_nothing_canceled_and_every_record_agrees_with_its_final(cluster):
     """D5: two workers on 150 short vectors in 15 chunks; cancel mid-run."""
-    for name in ("w-a", "w-b"):
-        cluster.worker(name, defaults=True)
+    cluster.workers("w-a", "w-b", defaults=True)
     vectors = [vector("sleep", i, timeout=30, seconds=0.03) for i in range(150)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("busy", vectors, chunk=10)
@@ -199,8 +197,7 @@ def test_an_unreadable_vector_and_a_failing_chunk_end_infra_and_their_runs_compl
 
 def test_a_crash_is_retried_on_another_worker_of_the_machine(cluster):
     """Item 8: the first crash may be the device's fault: the retry goes to another device set."""
-    for name in ("w-a", "w-b"):
-        cluster.worker(name, defaults=True)
+    cluster.workers("w-a", "w-b", defaults=True)
     poison = vector("segv", 0)
     cluster.enqueue("elsewhere", [poison])
     cluster.wait(lambda: len(cluster.finals("elsewhere")) == 1, 90, "the crashing vector did not settle")
@@ -264,7 +261,7 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
     cluster = Cluster(f"redis://127.0.0.1:{port}/0", tmp_path)
     sizes: list[tuple[float, int]] = []  # (time, size of the AOF being appended)
     try:
-        procs = {name: cluster.worker(name, defaults=True) for name in ("w-a", "w-b")}
+        procs = cluster.workers("w-a", "w-b", defaults=True)
         vectors = [vector("sleep", i, timeout=30, seconds=0.1) for i in range(60)]
         ids = [v["id"] for v in vectors]
         cluster.enqueue("kill9", vectors, chunk=6)
