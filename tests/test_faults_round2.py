@@ -5,6 +5,8 @@ log, workers/testops.py) against the attempts and records in Redis, and the proc
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 import redis
 
 from broker.embedded import free_port
+from broker.keys import Keys
 from sweeps import status
 from tests.conftest import ROOT, executors_of, redis_process, wait_for_redis
 from tests.test_faults import PREFIX, Cluster, vector
@@ -305,3 +308,39 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
         server.kill()
         server.wait(timeout=10)
     assert executors_of(*cluster.procs) == []
+
+
+def test_a_redis_restart_before_a_workers_first_heartbeat_still_queues_its_lost_finals_again(tmp_path):
+    """A worker younger than its first heartbeat (5 s) whose Redis restarts without the worker's
+    last writes (kill -9 under everysec; here a Redis without persistence) queues the finals that
+    are gone again at that first beat. It used to take the new server for the first it saw, so
+    those vectors never became final: the kill -9 test above stalled when its workers were young."""
+    from broker.app import make_app
+    from workers.daemon import WorkerDaemon
+
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+    server = _redis_server(port, data, "--appendonly", "no")
+    url = f"redis://127.0.0.1:{port}/0"
+    client, keys = redis.Redis.from_url(url), Keys(PREFIX)
+    daemon = WorkerDaemon(client, keys, "n300", [], "emulated", "w-young")
+    daemon.app = make_app(url, keys)
+    try:
+        daemon.register()
+        daemon.writer.start()
+        record = {"run": "young", "vector": "v1", "attempt": 1, "status": status.PASS, "op": "sweepctl.test.noop",
+                  "machine": "n300", "backend": "emulated", "pcc": 1.0, "e2e_ms": 0.0, "message": ""}  # fmt: skip
+        daemon.writer.attempt_finished(record)
+        assert daemon.writer.flush(timeout=10) and client.hget(keys.final("young"), "v1")
+        server.kill()
+        server.wait(timeout=10)
+        server = _redis_server(port, data, "--appendonly", "no")  # back, empty: the final is gone
+        daemon.beat()  # its first
+        queued = [json.loads(m) for m in client.lrange(f"{keys.celery_prefix}sweeps.n300", 0, -1)]
+        assert [(m["headers"]["task"], msgpack.unpackb(base64.b64decode(m["body"]))[1]["ids"]) for m in queued] == [
+            ("sweepctl.run_chunk", ["v1"])
+        ]
+    finally:
+        daemon.writer.stop()
+        server.kill()
+        server.wait(timeout=10)
