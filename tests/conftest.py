@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def _no_user_store(monkeypatch, tmp_path):
     monkeypatch.setenv("SWEEPCTL_CACHE_DIR", str(tmp_path / ".sweepctl-cache"))
     monkeypatch.chdir(tmp_path)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(autouse=True)
+def _child_pytest_loads_no_plugins(monkeypatch):
+    """A pytest a test starts (the tracer's runs, collection checks, repro files) loads only the
+    plugins named on its command line: the model fixtures need none, and hypothesis's alone costs
+    about a second per process on a loaded 2-core machine."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
 def wait_for_redis(url: str, timeout: float = 10.0) -> None:
@@ -105,13 +114,48 @@ def redis_server(tmp_path_factory):
         yield url
 
 
-def start_worker(url: str, log: Path, *flags: str, env: dict[str, str] | None = None, append: bool = False):
+WORKER_MARK = "SWEEPCTL_TEST_WORKER"  # in each test worker's environment: a value of its own
+
+
+class Worker(subprocess.Popen):
+    """A worker started by start_worker, with the `mark` its environment carries (WORKER_MARK) and
+    every process it starts inherits: how a test finds its own executors among everyone's."""
+
+    def __init__(self, cmd: list[str], mark: str, **kwargs) -> None:
+        self.mark = mark
+        super().__init__(cmd, **kwargs)
+
+
+def start_worker(url: str, log: Path, *flags: str, env: dict[str, str] | None = None, append: bool = False) -> Worker:
     """The one way tests start a worker: a real `sweepctl worker --backend emulated FLAGS --redis URL`
     from the repository root, in its own process group (its executor gets the signals too), stdout
-    and stderr to `log` (truncated unless `append`). Stop it with stop_processes."""
+    and stderr to `log` (truncated unless `append`), marked for executors_of. Stop it with
+    stop_processes."""
     cmd = [sys.executable, "-m", "broker.cli", "worker", "--backend", "emulated", *flags, "--redis", url]
+    mark = uuid.uuid4().hex
+    env = {**(os.environ if env is None else env), WORKER_MARK: mark}
     with open(log, "ab" if append else "wb") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
+        return Worker(cmd, mark, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
+
+
+def executors_of(*workers: Worker) -> list[int]:
+    """Pids of the live (not zombie) executor processes these workers started, found by the mark in
+    their environment: a count of them ignores every other test run on the machine, and still sees
+    an executor its worker left behind (an orphan keeps the environment it was started with)."""
+    marks = {f"{WORKER_MARK}={worker.mark}".encode() for worker in workers}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):  # gone meanwhile, or someone else's process
+            continue
+        if b"workers.executor" in cmdline and state != "Z" and marks.intersection(environ):
+            found.append(int(entry.name))
+    return found
 
 
 def stop_processes(*procs: subprocess.Popen, timeout: float = 60.0, force: bool = False) -> None:

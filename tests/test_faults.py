@@ -23,7 +23,16 @@ from broker.results import parse_final
 from sweeps import status
 from sweeps.suites import Expansion, Selection
 from sweeps.vector import make_vector
-from tests.conftest import ROOT, redis_process, start_worker, stop_processes, wait_for_redis
+from tests.conftest import (
+    ROOT,
+    Worker,
+    executors_of,
+    redis_process,
+    running_redis,
+    start_worker,
+    stop_processes,
+    wait_for_redis,
+)
 
 PREFIX = "faults"
 pytestmark = pytest.mark.slow
@@ -40,27 +49,36 @@ class Cluster:
         self.url, self.tmp = url, tmp
         self.client = redis.Redis.from_url(url)
         self.keys = Keys(PREFIX)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[Worker] = []
         self.reset_log = tmp / "resets.log"
         self.starts_log = tmp / "starts.log"  # one line per test op started by any executor (workers/testops.py)
 
-    def worker(self, name: str, reset: str | None = None, defaults: bool = False, **extra: str) -> subprocess.Popen:
-        """A worker; `defaults`: the heartbeat a user runs with (5 s), not the tests' 0.5 s."""
-        env = {
-            **os.environ,
-            "SWEEPCTL_ENABLE_TEST_OPS": "1",
-            "SWEEPCTL_HEARTBEAT": "0.5",
-            "SWEEPCTL_RESET_COMMAND": reset or f"sh -c 'echo {name} >> {self.reset_log}'",
-            "SWEEPCTL_TEST_OP_LOG": str(self.starts_log),
-            **extra,
-        }
-        if defaults:
-            del env["SWEEPCTL_HEARTBEAT"]
-        flags = ("--machine", "n300", "--name", name, "--prefix", PREFIX)
-        proc = start_worker(self.url, self.tmp / f"{name}.log", *flags, env=env)
-        self.procs.append(proc)
-        self.wait(lambda: self.health(name) == "GOOD", 120, f"{name} did not open its executor")
-        return proc
+    def worker(self, name: str, reset: str | None = None, defaults: bool = False, **extra: str) -> Worker:
+        """A worker, once its executor is open; `defaults`: the heartbeat a user runs with (5 s), not
+        the tests' 0.5 s."""
+        return self.workers(name, reset=reset, defaults=defaults, **extra)[name]
+
+    def workers(self, *names: str, reset: str | None = None, defaults: bool = False, **extra: str) -> dict[str, Worker]:
+        """Workers alike but for their names, started at once (their imports and executors' opens
+        overlap), returned once every executor is open."""
+        started = {}
+        for name in names:
+            env = {
+                **os.environ,
+                "SWEEPCTL_ENABLE_TEST_OPS": "1",
+                "SWEEPCTL_HEARTBEAT": "0.5",
+                "SWEEPCTL_RESET_COMMAND": reset or f"sh -c 'echo {name} >> {self.reset_log}'",
+                "SWEEPCTL_TEST_OP_LOG": str(self.starts_log),
+                **extra,
+            }
+            if defaults:
+                del env["SWEEPCTL_HEARTBEAT"]
+            flags = ("--machine", "n300", "--name", name, "--prefix", PREFIX)
+            started[name] = start_worker(self.url, self.tmp / f"{name}.log", *flags, env=env)
+            self.procs.append(started[name])
+        for name in names:
+            self.wait(lambda name=name: self.health(name) == "GOOD", 120, f"{name} did not open its executor")
+        return started
 
     def health(self, name: str) -> str:
         value = self.client.hget(self.keys.worker(name), "health")
@@ -111,24 +129,26 @@ def cluster(redis_server, tmp_path):
     found.stop()
 
 
-def executors() -> list[int]:
-    """Pids of every live executor process on this machine."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                state = (entry / "stat").read_text().split()[2]
-            except OSError:
-                continue
-            if b"workers.executor" in cmdline and state != "Z":
-                pids.append(int(entry.name))
-    return pids
+SHARED = "w-shared"
 
 
-def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(cluster):
-    cluster.worker("w-hang")
-    before = executors()
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One worker (SHARED) on its own redis-server for the tests that leave it running and GOOD, so
+    its start and stop are paid once: each test counts only what it caused (its own run ids, the
+    resets since it began). The executors it started are all gone once it stopped."""
+    tmp = tmp_path_factory.mktemp("shared")
+    with running_redis(tmp) as url:
+        found = Cluster(url, tmp)
+        found.worker(SHARED, SWEEPCTL_CACHE_DIR=str(tmp / ".sweepctl-cache"))  # not the developer's cache
+        yield found
+        found.stop()
+    assert executors_of(*found.procs) == []
+
+
+def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(shared):
+    cluster, [worker] = shared, shared.procs
+    before, resets = executors_of(worker), len(shared.resets())
     vectors = [
         vector("noop", 0),
         vector("hang", 1),
@@ -143,13 +163,13 @@ def test_hangs_are_killed_reset_and_the_next_vector_runs_clean(cluster):
     records = cluster.records("hang")
     assert all(len(r) == 1 for r in records.values())  # one record per attempt, one attempt each
     assert "no result after 3 s" in records[vectors[1]["id"]][0]["message"]
-    assert cluster.resets() == ["w-hang", "w-hang"]  # the machine's reset ran after each hang
-    assert cluster.health("w-hang") == "GOOD"
-    assert len(executors()) == len(before)  # killed groups leave no orphan, SIGTERM ignored or not
+    assert cluster.resets()[resets:] == [SHARED, SHARED]  # the machine's reset ran after each hang
+    assert cluster.health(SHARED) == "GOOD"
+    assert len(executors_of(worker)) == len(before)  # killed groups leave no orphan, SIGTERM ignored or not
 
 
-def test_a_poison_vector_crashes_twice_ends_crash_and_the_executor_respawns(cluster):
-    cluster.worker("w-crash")
+def test_a_poison_vector_crashes_twice_ends_crash_and_the_executor_respawns(shared):
+    cluster, resets = shared, len(shared.resets())
     vectors = [vector("segv", 0), vector("noop", 1), vector("exit", 2), vector("noop", 3)]
     cluster.enqueue("crash", vectors)
     cluster.wait(lambda: len(cluster.finals("crash")) == 4, 120, "the crash run did not finish")
@@ -161,17 +181,17 @@ def test_a_poison_vector_crashes_twice_ends_crash_and_the_executor_respawns(clus
         assert [(r["attempt"], r["status"]) for r in records[poison["id"]]] == [(1, status.CRASH), (2, status.CRASH)]
         assert all(how in r["message"] for r in records[poison["id"]])
     assert [len(records[v["id"]]) for v in (vectors[1], vectors[3])] == [1, 1]
-    assert len(cluster.resets()) == 4  # every crash: reset, respawn, health check
+    assert len(cluster.resets()) - resets == 4  # every crash: reset, respawn, health check
 
 
-def test_exceptions_and_memory_exhaustion_are_op_failures_not_infra(cluster):
-    cluster.worker("w-raise")
+def test_exceptions_and_memory_exhaustion_are_op_failures_not_infra(shared):
+    cluster, resets = shared, len(shared.resets())
     vectors = [vector("raise", 0), vector("oom", 1, timeout=60), vector("noop", 2)]
     cluster.enqueue("raise", vectors)
     cluster.wait(lambda: len(cluster.finals("raise")) == 3, 120, "the raise run did not finish")
     finals = cluster.finals("raise")
     assert [finals[v["id"]] for v in vectors] == [status.FAIL_OP, status.FAIL_OP, status.PASS]
-    assert cluster.resets() == []  # an op's own failure is not a device fault
+    assert len(cluster.resets()) == resets  # an op's own failure is not a device fault
 
 
 def test_a_failed_reset_quarantines_the_worker_and_gives_its_chunk_back(cluster):
@@ -194,8 +214,8 @@ def test_a_failed_reset_quarantines_the_worker_and_gives_its_chunk_back(cluster)
     assert "exited 1" in cluster.client.hget(cluster.keys.worker("w-bad"), "health_reason").decode()
 
 
-def test_cancel_before_and_while_running(cluster):
-    cluster.worker("w-cancel")
+def test_cancel_before_and_while_running(shared):
+    cluster = shared
     vectors = [vector("sleep", 0, timeout=60, seconds=30), vector("noop", 1), vector("noop", 2)]
     cluster.enqueue("cancel", vectors)
     running = cluster.keys.lease("cancel", vectors[0]["id"])
@@ -213,7 +233,7 @@ def test_cancel_before_and_while_running(cluster):
     assert "killed while running" in records[vectors[0]["id"]]["message"]
     # the next vector waited in the executor's pipe (started, never ran): its worker booked it;
     # the last was still in the chunk: `sweepctl cancel` booked it, attempt 0
-    assert (records[vectors[1]["id"]]["status"], records[vectors[1]["id"]]["worker"]) == (status.CANCELED, "w-cancel")
+    assert (records[vectors[1]["id"]]["status"], records[vectors[1]["id"]]["worker"]) == (status.CANCELED, SHARED)
     assert (records[vectors[2]["id"]]["status"], records[vectors[2]["id"]]["attempt"]) == (status.CANCELED, 0)
 
 
@@ -249,8 +269,7 @@ def test_sigkill_of_a_worker_mid_vector_redelivers_and_books_the_lost_attempt(cl
 
 
 def test_a_vector_outliving_the_visibility_timeout_never_runs_twice(cluster):
-    cluster.worker("w-slow", **_worker_env(2))
-    cluster.worker("w-idle", **_worker_env(2))
+    cluster.workers("w-slow", "w-idle", **_worker_env(2))
     slow = vector("sleep", 0, timeout=60, seconds=14)  # outlives the visibility timeout and a restore cycle
     cluster.enqueue("visibility", [slow])
     cluster.wait(lambda: len(cluster.finals("visibility")) == 1, 90, "the slow vector did not finish")
@@ -322,15 +341,14 @@ def test_warm_shutdown_finishes_the_running_vector_and_gives_the_rest_back(clust
 
 
 def test_cold_shutdown_redelivers_and_leaves_no_orphan_executor(cluster):
-    before = executors()
     worker = cluster.worker("w-cold", **_worker_env(4))
-    vectors = [vector("hang", 0, timeout=8), vector("noop", 1)]
+    vectors = [vector("hang", 0, timeout=4), vector("noop", 1)]  # attempt 2 hangs this long: keep it short
     cluster.enqueue("cold", vectors)
     lease = cluster.keys.lease("cold", vectors[0]["id"])
     cluster.wait(lambda: cluster.client.exists(lease), 30, "the vector did not start")
     os.killpg(worker.pid, signal.SIGQUIT)  # cold: the worker goes now; the hung executor must follow
     worker.wait(timeout=30)
-    cluster.wait(lambda: len(executors()) == len(before), 10, "the hung executor outlived its worker")
+    cluster.wait(lambda: executors_of(worker) == [], 10, "the hung executor outlived its worker")
     cluster.worker("w-after", **_worker_env(4))
     cluster.wait(lambda: len(cluster.finals("cold")) == 2, 90, "the chunk was not redelivered")
     hung = sorted(cluster.records("cold")[vectors[0]["id"]], key=lambda r: r["attempt"])
@@ -348,17 +366,16 @@ def test_a_pickled_message_is_refused_and_the_worker_keeps_working(cluster):
         broker_transport_options={"global_keyprefix": cluster.keys.celery_prefix},
     )
     hostile.send_task("sweepctl.run_chunk", kwargs={"run_id": "x", "machine": "n300", "ids": []}, queue="sweeps.n300")
-    time.sleep(2)
+    log = cluster.tmp / "w-strict.log"
+    cluster.wait(lambda: "disallowed" in log.read_text().lower(), 30, "the pickled message was not refused")
     vectors = [vector("noop", 0)]
     cluster.enqueue("after-pickle", vectors)
     cluster.wait(lambda: len(cluster.finals("after-pickle")) == 1, 60, "the worker stopped working")
     assert worker.poll() is None
-    log = (cluster.tmp / "w-strict.log").read_text()
-    assert "ContentDisallowed" in log or "disallowed" in log.lower()
 
 
-def test_retry_gives_chosen_statuses_a_new_attempt_and_keeps_the_old_records(cluster):
-    cluster.worker("w-retry")
+def test_retry_gives_chosen_statuses_a_new_attempt_and_keeps_the_old_records(shared):
+    cluster = shared
     vectors = [vector("hang", 0, timeout=2), vector("raise", 1), vector("noop", 2)]
     cluster.enqueue("retry", vectors)
     cluster.wait(lambda: len(cluster.finals("retry")) == 3, 60, "the first attempt did not finish")

@@ -5,6 +5,8 @@ log, workers/testops.py) against the attempts and records in Redis, and the proc
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -18,8 +20,9 @@ import pytest
 import redis
 
 from broker.embedded import free_port
+from broker.keys import Keys
 from sweeps import status
-from tests.conftest import ROOT, redis_process, wait_for_redis
+from tests.conftest import ROOT, executors_of, redis_process, wait_for_redis
 from tests.test_faults import PREFIX, Cluster, vector
 
 pytestmark = pytest.mark.slow
@@ -30,25 +33,7 @@ def cluster(redis_server, tmp_path):
     found = Cluster(redis_server, tmp_path)
     yield found
     found.stop()
-    assert our_executors(found) == []  # no worker left an executor behind
-
-
-def our_executors(cluster: Cluster) -> list[int]:
-    """Live executor processes started by this test's workers (other tests on the machine aside)."""
-    mark = f"SWEEPCTL_TEST_OP_LOG={cluster.starts_log}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"workers.executor" in cmdline and state != "Z" and mark in environ:
-            found.append(int(entry.name))
-    return found
+    assert executors_of(*found.procs) == []  # no worker left an executor behind
 
 
 def check_run(cluster: Cluster, run_id: str, ids: list[str]) -> dict:
@@ -92,7 +77,7 @@ def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
 def test_a_killed_worker_is_recovered_within_a_minute_at_the_default_timeouts(cluster):
     """D1: no shortened visibility timeout (6 h), lease (30 s) or heartbeat (5 s)."""
     names = ["w-one", "w-two"]
-    procs = {name: cluster.worker(name, defaults=True) for name in names}
+    procs = cluster.workers(*names, defaults=True)
     vectors = [vector("sleep", i, timeout=30, seconds=0.5) for i in range(20)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("lost", vectors)  # one message: one worker holds the whole chunk
@@ -124,8 +109,7 @@ def test_a_killed_worker_is_recovered_within_a_minute_at_the_default_timeouts(cl
 def test_a_chunk_outliving_the_visibility_timeout_starts_each_vector_once(cluster):
     """D4: the chunk runs 10 s; its message comes back after 2 s and a second worker takes the copy."""
     short = {"SWEEPCTL_VISIBILITY_TIMEOUT": "2"}  # shorter than the chunk: what this test is about
-    for name in ("w-a", "w-b"):
-        cluster.worker(name, defaults=True, **short)
+    cluster.workers("w-a", "w-b", defaults=True, **short)
     vectors = [vector("sleep", i, timeout=30, seconds=0.4) for i in range(25)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("short-vt", vectors)
@@ -141,7 +125,7 @@ def test_a_worker_stopped_past_the_visibility_timeout_and_resumed_starts_nothing
     """D4: SIGSTOP the worker holding the chunk for longer than the visibility timeout, then SIGCONT."""
     short = {"SWEEPCTL_VISIBILITY_TIMEOUT": "2"}  # what this test is about
     names = ["w-a", "w-b"]
-    procs = {name: cluster.worker(name, defaults=True, **short) for name in names}
+    procs = cluster.workers(*names, defaults=True, **short)
     vectors = [vector("sleep", i, timeout=30, seconds=0.5) for i in range(12)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("stopped", vectors)
@@ -159,8 +143,7 @@ def test_a_worker_stopped_past_the_visibility_timeout_and_resumed_starts_nothing
 
 def test_cancel_under_load_starts_nothing_canceled_and_every_record_agrees_with_its_final(cluster):
     """D5: two workers on 150 short vectors in 15 chunks; cancel mid-run."""
-    for name in ("w-a", "w-b"):
-        cluster.worker(name, defaults=True)
+    cluster.workers("w-a", "w-b", defaults=True)
     vectors = [vector("sleep", i, timeout=30, seconds=0.03) for i in range(150)]
     ids = [v["id"] for v in vectors]
     cluster.enqueue("busy", vectors, chunk=10)
@@ -217,8 +200,7 @@ def test_an_unreadable_vector_and_a_failing_chunk_end_infra_and_their_runs_compl
 
 def test_a_crash_is_retried_on_another_worker_of_the_machine(cluster):
     """Item 8: the first crash may be the device's fault: the retry goes to another device set."""
-    for name in ("w-a", "w-b"):
-        cluster.worker(name, defaults=True)
+    cluster.workers("w-a", "w-b", defaults=True)
     poison = vector("segv", 0)
     cluster.enqueue("elsewhere", [poison])
     cluster.wait(lambda: len(cluster.finals("elsewhere")) == 1, 90, "the crashing vector did not settle")
@@ -262,7 +244,7 @@ def test_a_worker_whose_redis_is_gone_exits_and_sigterm_always_stops_it(tmp_path
             f"\nRedis gone: SIGTERM stopped a worker in {stopped_in:.1f} s; the other exited by itself in "
             f"{exited_in:.1f} s (bound 5 s)"
         )
-        cluster.wait(lambda: our_executors(cluster) == [], 10, "an executor outlived its worker")
+        cluster.wait(lambda: executors_of(*cluster.procs) == [], 10, "an executor outlived its worker")
     finally:
         cluster.stop()
         if server.poll() is None:
@@ -282,7 +264,7 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
     cluster = Cluster(f"redis://127.0.0.1:{port}/0", tmp_path)
     sizes: list[tuple[float, int]] = []  # (time, size of the AOF being appended)
     try:
-        procs = {name: cluster.worker(name, defaults=True) for name in ("w-a", "w-b")}
+        procs = cluster.workers("w-a", "w-b", defaults=True)
         vectors = [vector("sleep", i, timeout=30, seconds=0.1) for i in range(60)]
         ids = [v["id"] for v in vectors]
         cluster.enqueue("kill9", vectors, chunk=6)
@@ -325,4 +307,40 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
         cluster.stop()
         server.kill()
         server.wait(timeout=10)
-    assert our_executors(cluster) == []
+    assert executors_of(*cluster.procs) == []
+
+
+def test_a_redis_restart_before_a_workers_first_heartbeat_still_queues_its_lost_finals_again(tmp_path):
+    """A worker younger than its first heartbeat (5 s) whose Redis restarts without the worker's
+    last writes (kill -9 under everysec; here a Redis without persistence) queues the finals that
+    are gone again at that first beat. It used to take the new server for the first it saw, so
+    those vectors never became final: the kill -9 test above stalled when its workers were young."""
+    from broker.app import make_app
+    from workers.daemon import WorkerDaemon
+
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+    server = _redis_server(port, data, "--appendonly", "no")
+    url = f"redis://127.0.0.1:{port}/0"
+    client, keys = redis.Redis.from_url(url), Keys(PREFIX)
+    daemon = WorkerDaemon(client, keys, "n300", [], "emulated", "w-young")
+    daemon.app = make_app(url, keys)
+    try:
+        daemon.register()
+        daemon.writer.start()
+        record = {"run": "young", "vector": "v1", "attempt": 1, "status": status.PASS, "op": "sweepctl.test.noop",
+                  "machine": "n300", "backend": "emulated", "pcc": 1.0, "e2e_ms": 0.0, "message": ""}  # fmt: skip
+        daemon.writer.attempt_finished(record)
+        assert daemon.writer.flush(timeout=10) and client.hget(keys.final("young"), "v1")
+        server.kill()
+        server.wait(timeout=10)
+        server = _redis_server(port, data, "--appendonly", "no")  # back, empty: the final is gone
+        daemon.beat()  # its first
+        queued = [json.loads(m) for m in client.lrange(f"{keys.celery_prefix}sweeps.n300", 0, -1)]
+        assert [(m["headers"]["task"], msgpack.unpackb(base64.b64decode(m["body"]))[1]["ids"]) for m in queued] == [
+            ("sweepctl.run_chunk", ["v1"])
+        ]
+    finally:
+        daemon.writer.stop()
+        server.kill()
+        server.wait(timeout=10)

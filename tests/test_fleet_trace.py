@@ -71,10 +71,8 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_server, tmp_path, monkeypatch):
-    # every pytest here (the collection check, each traced test on the workers) loads only the plugins it
-    # is given: the model fixtures need none, and hypothesis's alone costs seconds per process
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+def test_trace_all_on_two_machine_types_merges_the_passing_model_once(redis_server, tmp_path):
+    # every pytest here (the collection check, each traced test on the workers) loads no plugin: conftest
     models = write_registry(tmp_path / "models.yaml")
     store = tmp_path / "master.json"
     client, keys = redis.Redis.from_url(redis_server), Keys(PREFIX)

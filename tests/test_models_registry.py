@@ -4,7 +4,6 @@ own collection in a child process, `models discover` proposing (and --write addi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -16,11 +15,9 @@ from tracer.errors import InputError
 
 
 def sweepctl(*args: str, cwd) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process; the pytest it starts loads no third-party plugin (hypothesis's alone
-    takes seconds to import, and the tiny model repo here needs none)."""
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    """The CLI in a fresh process (the pytest it starts loads no plugin: conftest)."""
     return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=120)  # fmt: skip
+                          timeout=120)  # fmt: skip
 
 
 @pytest.fixture

@@ -9,20 +9,8 @@ import signal
 from pathlib import Path
 
 from sweeps import status
+from tests.conftest import executors_of
 from tests.test_faults import cluster, vector  # noqa: F401 - the cluster fixture
-
-
-def _executor_of(worker_pid: int) -> int:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if b"workers.executor" in cmdline and parent == worker_pid:
-                return int(entry.name)
-    raise AssertionError(f"worker {worker_pid} has no executor")
 
 
 def _gone(pid: int) -> bool:
@@ -39,7 +27,7 @@ def test_an_executor_that_died_idle_is_reset_and_checked_before_it_reopens(clust
     first = [vector("noop", 0)]
     cluster.enqueue("before", first)
     cluster.wait(lambda: len(cluster.finals("before")) == 1, 60, "the first run did not finish")
-    executor = _executor_of(worker.pid)
+    [executor] = executors_of(worker)
     os.killpg(executor, signal.SIGKILL)  # dies with nothing in flight
     cluster.wait(lambda: _gone(executor), 30, "the killed executor did not exit")
     second = [vector("noop", 1)]

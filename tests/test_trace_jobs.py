@@ -120,8 +120,7 @@ def test_two_pulls_at_once_into_one_store_lose_neither(redis_server, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown model", "unknown machine", "uncollectable"])
-def test_bad_trace_input_is_one_line_and_queues_nothing(redis_server, tmp_path, case, monkeypatch):
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # the collection check's pytest: no plugin imports
+def test_bad_trace_input_is_one_line_and_queues_nothing(redis_server, tmp_path, case):
     (tmp_path / "test_m.py").write_text("def test_ok():\n    pass\n", encoding="utf-8")
     test = "test_m.py::test_missing" if case == "uncollectable" else "test_m.py::test_ok"
     machine = "n301" if case == "unknown machine" else "n300"

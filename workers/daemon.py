@@ -142,6 +142,8 @@ class WorkerDaemon:
             "started": time.time(),
         }
         self.instance = registry.register(self.redis, self.keys, self.name, row)
+        # the Redis server seen from the start: one restarted before the first beat is noticed too
+        self.redis_run_id = self.redis.info("server")["run_id"]
 
     def beat(self) -> None:
         now = time.time()
