@@ -277,14 +277,17 @@ def _golden_rejects_call(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx
 # exit, an exception, memory exhaustion, a sleep of `seconds`. The last two run through the real
 # backend like any op and fail in sweepctl's own code (ERROR): `prepare_error` in building its
 # inputs (a data kind naming a tensor the vector lacks), `golden_error` in its golden.
-_TEST_OPS: dict[str, OpDef] = {op.name: op for op in (
-    *(
-        OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True, requires=())
-        for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
-    ),
-    OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}, requires=()),
-    OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call, requires=()),
-)}  # by name: the executor looks one up per vector
+_TEST_OPS: dict[str, OpDef] = {
+    op.name: op
+    for op in (
+        *(
+            OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True, requires=())
+            for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
+        ),
+        OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}, requires=()),
+        OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call, requires=()),
+    )
+}  # by name: the executor looks one up per vector
 
 CATALOGUE: dict[str, OpDef] = {op.name: op for op in _OPS}
 
