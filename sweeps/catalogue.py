@@ -277,14 +277,17 @@ def _golden_rejects_call(ttnn: Any, args: list[Any], kwargs: dict[str, Any], ctx
 # exit, an exception, memory exhaustion, a sleep of `seconds`. The last two run through the real
 # backend like any op and fail in sweepctl's own code (ERROR): `prepare_error` in building its
 # inputs (a data kind naming a tensor the vector lacks), `golden_error` in its golden.
-_TEST_OPS: tuple[OpDef, ...] = (
-    *(
-        OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True, requires=())
-        for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
-    ),
-    OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}, requires=()),
-    OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call, requires=()),
-)
+_TEST_OPS: dict[str, OpDef] = {
+    op.name: op
+    for op in (
+        *(
+            OpDef(f"sweepctl.test.{name}", "test", golden=_noop, test_only=True, requires=())
+            for name in ("noop", "hang", "hang_ignore_sigterm", "segv", "exit", "raise", "oom", "sleep")
+        ),
+        OpDef("sweepctl.test.prepare_error", "test", golden=_noop, data={"0": "index:weight"}, requires=()),
+        OpDef("sweepctl.test.golden_error", "test", golden=_golden_rejects_call, requires=()),
+    )
+}  # by name: the executor looks one up per vector
 
 CATALOGUE: dict[str, OpDef] = {op.name: op for op in _OPS}
 
@@ -297,7 +300,7 @@ def lookup(op: str) -> OpDef | None:
     """The definition of a canonical op name, or None (its vectors end NOT_RUN)."""
     found = CATALOGUE.get(op)
     if found is None and test_ops_enabled():
-        found = next((t for t in _TEST_OPS if t.name == op), None)
+        found = _TEST_OPS.get(op)
     return found
 
 
