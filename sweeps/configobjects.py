@@ -106,8 +106,27 @@ def objects(args: list[Any], kwargs: dict[str, Any]) -> dict[str, tuple[str, dic
     return found
 
 
+# Run-time handles the backends create afresh for each call (workers/device.py); any other object the
+# trace holds only as `<X object at 0x...>` has no value to rebuild it from.
+RUNTIME_OBJECTS = frozenset({"global_semaphore"})
+
+
+def _runtime_kinds(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["runtime_object"]] if "runtime_object" in value else []
+        return own + [k for v in value.values() for k in _runtime_kinds(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in _runtime_kinds(v)]
+    return []
+
+
 def unknown(args: list[Any], kwargs: dict[str, Any]) -> str | None:
-    """Why sweepctl cannot rebuild a config object of this call (its NOT_RUN reason), or None."""
+    """Why sweepctl cannot rebuild a config object of this call (its NOT_RUN reason), or None. An
+    object traced only by its address is one: passing None in its place would change the call."""
+    for slot, value in [*((str(i), v) for i, v in enumerate(args)), *kwargs.items()]:
+        kind = next((k for k in _runtime_kinds(value) if k not in RUNTIME_OBJECTS), None)
+        if kind is not None:
+            return f"argument {slot} was traced only as a {kind} object address: sweepctl cannot rebuild it"
     for slot, (name, fields) in objects(args, kwargs).items():
         if not name:
             return f"argument {slot} is a config object whose class sweepctl cannot name (fields {', '.join(fields)})"

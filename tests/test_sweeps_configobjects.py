@@ -235,3 +235,21 @@ def test_a_class_or_field_sweepctl_does_not_know_is_not_run_at_expansion(tmp_pat
         assert "argument compute_kernel_config: WormholeComputeKernelConfig field math_fidelity_boost is not known " \
                "to sweepctl" in reasons, suite  # fmt: skip
         assert len(reasons) == 2 and len(expansion.not_run) < len(expansion.vectors)
+
+
+def test_an_object_traced_only_by_its_address_is_not_run_unless_sweepctl_creates_it(tmp_path):
+    """`<X object at 0x...>` carries nothing to rebuild X from: passing None in its place would change
+    the call, so the vector is NOT_RUN naming it; a global semaphore is made afresh per call instead."""
+    store = json.loads(EXTRA.read_text(encoding="utf-8"))
+    configs = store["operations"]["ttnn.transformer.scaled_dot_product_attention"]["configurations"]
+    configs[0]["arguments"]["program_config"] = {
+        "type": "SDPAProgramConfig", "value": "<ttnn._ttnn.operations.transformer.SDPAProgramConfig object at 0x7f3a>"
+    }  # fmt: skip
+    index = load(str(write_json(tmp_path / "store.json", store)))
+    ops = ["ttnn.transformer.scaled_dot_product_attention"]
+    for suite in ("model_traced", "all_cases"):
+        reasons = set(expand(index, Selection(ops=ops, suite=suite)).not_run.values())
+        assert reasons == {"argument program_config was traced only as a SDPAProgramConfig object address: "
+                           "sweepctl cannot rebuild it"}, suite  # fmt: skip
+    assert configobjects.unknown([], {"barrier_semaphore": {"runtime_object": "global_semaphore"},
+                                      "multi": [{"runtime_object": "global_semaphore"}]}) is None  # fmt: skip
