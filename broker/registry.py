@@ -5,8 +5,9 @@ heartbeat is fresh. A name is taken in one atomic step (a Lua script): refused w
 worker holds it (heartbeat within LIVE_WITHIN and not STOPPED), so two workers started with one
 name at once cannot both get it. A row whose heartbeat lapsed shows LOST with its last heartbeat;
 its name is free again, and the next registration anywhere forgets rows lapsed for FORGET_AFTER.
-A worker marks only its own row STOPPED (compare-and-set on the instance id it registered with),
-so a worker that lost its name while suspended can never stop the one that took it over.
+A worker beats and marks STOPPED only its own row (compare-and-set on the instance id it registered
+with), so a worker that lost its name while suspended can never write into, or stop, the one that
+took it over: its next heartbeat finds the name gone and it exits.
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ return 1
 """
 
 
+# KEYS: worker hash, workers zset. ARGV: instance id, name, now, then the row's field/value pairs.
+# Writes the heartbeat only while the row is still this instance's: 0 when another worker took the
+# name over, -1 when the row is gone (a Redis that restarted without it), 1 when written.
+_BEAT = """
+local holder = redis.call('HGET', KEYS[1], 'instance')
+if not holder then return -1 end
+if holder ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+
 class NameTaken(InputError):
     """A live worker already has this name."""
 
@@ -76,6 +90,13 @@ def register(redis: Any, keys: Keys, name: str, row: dict[str, Any]) -> str:
             "or stop that worker first",
         )
     return instance
+
+
+def beat(pipe: Any, keys: Keys, name: str, instance: str, now: float, fields: dict[str, Any]) -> None:
+    """Queue this worker's heartbeat on `pipe`; its reply is 1 when written, 0 when another worker
+    holds the name now, -1 when Redis lost the row (register again)."""
+    flat = [str(v) for pair in {**fields, "heartbeat": now}.items() for v in pair]
+    pipe.eval(_BEAT, 2, keys.worker(name), keys.workers(), instance, name, now, *flat)
 
 
 def mark_stopped(redis: Any, keys: Keys, name: str, instance: str) -> bool:

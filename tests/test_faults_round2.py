@@ -336,6 +336,8 @@ def test_a_redis_restart_before_a_workers_first_heartbeat_still_queues_its_lost_
         server.wait(timeout=10)
         server = _redis_server(port, data, "--appendonly", "no")  # back, empty: the final is gone
         daemon.beat()  # its first
+        row = {k.decode(): v.decode() for k, v in client.hgetall(keys.worker("w-young")).items()}
+        assert (row["instance"], row["machine"], row["pid"]) == (daemon.instance, "n300", str(os.getpid()))  # re-taken
         queued = [json.loads(m) for m in client.lrange(f"{keys.celery_prefix}sweeps.n300", 0, -1)]
         assert [(m["headers"]["task"], msgpack.unpackb(base64.b64decode(m["body"]))[1]["ids"]) for m in queued] == [
             ("sweepctl.run_chunk", ["v1"])

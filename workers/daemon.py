@@ -131,6 +131,12 @@ class WorkerDaemon:
 
     def register(self) -> None:
         """Take this worker's name (refused while a live worker holds it: broker/registry.py)."""
+        self.take_name()
+        # the Redis server seen from the start: one restarted before the first beat is noticed too
+        self.redis_run_id = self.redis.info("server")["run_id"]
+
+    def take_name(self) -> None:
+        """Write this worker's row under its name, as a new instance."""
         row = {
             "machine": self.machine,
             "devices": ",".join(map(str, self.devices)),
@@ -142,16 +148,12 @@ class WorkerDaemon:
             "started": time.time(),
         }
         self.instance = registry.register(self.redis, self.keys, self.name, row)
-        # the Redis server seen from the start: one restarted before the first beat is noticed too
-        self.redis_run_id = self.redis.info("server")["run_id"]
 
     def beat(self) -> None:
         now = time.time()
         current, held = list(self.current), self.held
         pipe = self.redis.pipeline(transaction=False)
-        worker = {"heartbeat": now, "current": current[0][1] if current else ""}
-        pipe.hset(self.keys.worker(self.name), mapping=worker)
-        pipe.zadd(self.keys.workers(), {self.name: now})
+        registry.beat(pipe, self.keys, self.name, self.instance, now, {"current": current[0][1] if current else ""})
         if held is not None:  # put back if a live worker took it while this one was stopped (SIGSTOP)
             pipe.set(self.keys.held(self.name), held, nx=True)
         runs = sorted({run_id for run_id, _ in current})
@@ -159,7 +161,13 @@ class WorkerDaemon:
             pipe.hget(self.keys.run(run_id), "state")
         pipe.hget(self.keys.worker(self.name), "release")
         pipe.info("server")
-        *replies, server = pipe.execute()
+        ours, *replies, server = pipe.execute()
+        if ours == 0:  # suspended past LIVE_WITHIN, and another worker took the name meanwhile
+            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            return
+        if ours == -1:  # a Redis that restarted without this worker's row: take the name again
+            self.take_name()
+            self.health.set(self.health.state)
         previous, self.last_ok = self.beat_ok, time.monotonic()
         self.beat_ok = self.last_ok
         if self.redis_run_id not in (None, server["run_id"]):  # the writes lost are from before the last beat
