@@ -26,6 +26,7 @@ from sweeps import status
 from tracer.capture import CaptureResult, capture
 from tracer.errors import InputError
 from tracer.machine import detect_machine_info
+from workers.policies import lost
 
 log = structlog.get_logger("sweepctl.worker")
 TAIL_LINES = 30  # lines of the test's output kept in a failed result's message
@@ -53,7 +54,7 @@ def run(daemon: Any, kwargs: dict[str, Any], lease_ttl: int) -> bool:
         log.info("trace_job_skipped", worker=daemon.name, uid=job.uid, why=got.action)
         return False
     if got.action == "dead":
-        why = f"attempt {got.attempt}: its worker died while running it, the second time: not run again"
+        why = lost.dead(got)[1]["message"]
         tracejobs.finish(daemon.redis, daemon.keys, job.uid, _result(daemon, job, status.TRACE_INFRA, why), got.lease)
         return False
     lease_key = daemon.keys.trace_lease(job.uid)

@@ -11,8 +11,6 @@ import argparse
 import json
 import os
 import sys
-import time
-import uuid
 from typing import Any
 
 from tracer.errors import InputError
@@ -61,7 +59,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
         env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = os.environ.get(
             "TT_METAL_MOCK_CLUSTER_DESC_PATH", profile.mock_cluster_path
         )
-    trace_uid = args.trace_uid or f"trace-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    from broker.traces.jobs import new_uid
+
+    trace_uid = args.trace_uid or new_uid()
     result = capture(args.target, machine_info, args.with_values, env, trace_uid=trace_uid)
     passed = sorted(n for n, s in result.tests.items() if s == "passed")
     others = {n: s for n, s in result.tests.items() if s != "passed"}

@@ -5,19 +5,14 @@ The parser that wires them up is in broker/cli/__init__.py."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any
 
+from broker.cli.commands import _connect, _print_json
 from tracer import registry as reg
 from tracer.errors import InputError
-
-
-def _print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
 
 
 def models_path(args: argparse.Namespace) -> str:
@@ -317,7 +312,7 @@ def _print_merge(pulled: Any, store: str, seconds: float | None = None) -> None:
 def cmd_store_pull(args: argparse.Namespace) -> int:
     from broker.traces.pull import pull
 
-    client, keys = _connect(args)
+    client, keys, _ = _connect(args)
     pulled = pull(client, keys, args.store)
     if args.json:
         _print_json(pulled.as_dict())
@@ -331,14 +326,6 @@ def cmd_store_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
-    from broker import embedded
-    from broker.keys import Keys, default_prefix
-
-    client = embedded.connect(embedded.resolve_url(args.redis))
-    return client, Keys(args.prefix or (embedded.read_state() or {}).get("prefix") or default_prefix())
-
-
 def cmd_models_status(args: argparse.Namespace) -> int:
     from broker.cli import default_store
     from broker.traces.status import model_status
@@ -347,7 +334,7 @@ def cmd_models_status(args: argparse.Namespace) -> int:
     registry = reg.load(models_path(args), missing_ok=True)
     store_path = args.store or default_store()
     store = MasterStore.load(store_path) if os.path.exists(store_path) else None
-    client, keys = _connect(args)
+    client, keys, _ = _connect(args)
     rows = model_status(client, keys, registry, store)
     if args.json:
         _print_json(rows)
