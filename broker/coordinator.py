@@ -26,13 +26,13 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import orjson
 import redis.exceptions as redis_errors
 from kombu.exceptions import OperationalError
 
+from broker import embedded
 from broker.app import RUN_CHUNK
 from broker.keys import Keys
 from broker.results import Results, decode_record, make_record, parse_final, signature
@@ -221,20 +221,6 @@ def plan(
 # --- the enqueue lock ---------------------------------------------------------------------------
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether this host runs `pid` (a zombie, killed and not yet reaped, is gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def lock_owner(redis: Any, key: str) -> tuple[bytes | None, dict[str, Any] | None, bool]:
     """The lock's raw value, its owner (pid, host, started, beat; None when absent or not ours to
     read) and whether that owner is gone: a process of this host that no longer runs, or a heartbeat
@@ -251,7 +237,7 @@ def lock_owner(redis: Any, key: str) -> tuple[bytes | None, dict[str, Any] | Non
     except (ValueError, TypeError, KeyError):
         return held, None, False  # an older sweepctl's lock: its TTL frees it
     lapsed = 0 <= ttl_ms < (LOCK_TTL - LOCK_MISSED * LOCK_BEAT) * 1000
-    return held, owner, lapsed or (host == socket.gethostname() and not _process_alive(pid))
+    return held, owner, lapsed or (host == socket.gethostname() and embedded.identify(pid) is None)
 
 
 class EnqueueLock:
