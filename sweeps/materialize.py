@@ -435,6 +435,18 @@ def _the_golden(ttnn: Any, opdef: OpDef) -> Callable[..., Any]:
     return lambda args, kwargs, ctx: golden(*args, **{k: v for k, v in kwargs.items() if k in names})
 
 
+def no_device(value: dict[str, Any]) -> None:
+    """Devices and run-time objects (semaphores) where the call runs on the host: there are none."""
+    return None
+
+
+def reference(ttnn: Any, golden: Callable[..., Any], vector: dict[str, Any], prepared: Prepared) -> tuple:
+    """The golden on the fp32 inputs, which every backend (and a repro file) judges against: its args
+    and kwargs (an op's view reads them) and its first output."""
+    ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, no_device)
+    return ref_args, ref_kwargs, first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
+
+
 def first_output(value: Any) -> torch.Tensor:
     """Ops returning several tensors (topk: values, indices) are judged on the first."""
     while isinstance(value, (tuple, list)):

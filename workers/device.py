@@ -36,6 +36,7 @@ from sweeps.materialize import (
     mesh_inputs,
     mesh_mapper,
     prepare,
+    reference,
     substitute,
 )
 from sweeps.memconfig import to_ttnn
@@ -164,8 +165,7 @@ class DeviceBackend:
         golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
         threshold, threshold_dtype = prepared.threshold(opdef)
-        ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
-        reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
+        ref_args, ref_kwargs, expected = reference(ttnn, golden, vector, prepared)
         op = ttnn
         for part in opdef.name.split(".")[1:]:
             op = getattr(op, part)
@@ -200,7 +200,7 @@ class DeviceBackend:
                 }
         if opdef.view is not None:  # the golden is judged through the view already (materialize)
             result = opdef.view(result, ref_args, ref_kwargs)
-        return {**verdict(reference, result, threshold, e2e_ms), "threshold_dtype": threshold_dtype, **perf}
+        return {**verdict(expected, result, threshold, e2e_ms), "threshold_dtype": threshold_dtype, **perf}
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -217,8 +217,3 @@ def _differ(a: torch.Tensor, b: torch.Tensor) -> str:
         return f"shapes {list(a.shape)} and {list(b.shape)}"
     diff = (a.double() - b.double()).abs()
     return f"{int((diff > 0).sum())} of {a.numel()} elements differ, max {float(diff.nan_to_num(0).max()):g}"
-
-
-def _no_device(value: dict[str, Any]) -> None:
-    """The golden runs on the host: no mesh, no semaphores."""
-    return None

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from sweeps.catalogue import OpDef
-from sweeps.materialize import first_output, golden_function, prepare, quantize, substitute
+from sweeps.materialize import first_output, golden_function, no_device, prepare, quantize, reference, substitute
 from sweeps.profiles import get_profile
 from workers.meshplan import MeshPlanError, invalid, mesh_plan
 from workers.outcome import judged, verdict
@@ -45,17 +45,12 @@ class EmulatedBackend:
         golden = golden_function(ttnn, opdef)
         prepared = prepare(ttnn, opdef, vector)
         threshold, threshold_dtype = prepared.threshold(opdef)
-        ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, _no_device)
-        reference = first_output(golden(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs}))
+        expected = reference(ttnn, golden, vector, prepared)[2]
         rounded = prepared.rounded(ttnn)
         ring = prepared.rounded_ring(ttnn)
         start = time.perf_counter()
-        args, kwargs = substitute(ttnn, vector, rounded, _no_device)
+        args, kwargs = substitute(ttnn, vector, rounded, no_device)
         output = first_output(golden(args, kwargs, {"device_inputs": ring}))
         output = quantize(ttnn, output.float() if output.is_floating_point() else output, prepared.output_dtype)
         e2e_ms = (time.perf_counter() - start) * 1000.0
-        return {**verdict(reference, output, threshold, e2e_ms), "threshold_dtype": threshold_dtype}
-
-
-def _no_device(value: dict[str, Any]) -> None:
-    return None
+        return {**verdict(expected, output, threshold, e2e_ms), "threshold_dtype": threshold_dtype}

@@ -24,7 +24,14 @@ import torch
 
 from sweeps import configobjects, status
 from sweeps.catalogue import OpDef, lookup
-from sweeps.materialize import MeshInput, first_output, golden_function, judged_chips, mesh_inputs, prepare, substitute
+from sweeps.materialize import (
+    MeshInput,
+    golden_function,
+    judged_chips,
+    mesh_inputs,
+    prepare,
+    reference,
+)
 from sweeps.profiles import get_profile
 from workers.meshplan import MeshPlan, MeshPlanError, mesh_plan
 
@@ -60,10 +67,9 @@ def host_data(ttnn: Any, vector: dict[str, Any], mesh_shape: tuple[int, int]) ->
     """The vector's inputs and golden, from sweepctl's own seeded generator and golden."""
     opdef = lookup(vector["op"])
     prepared = prepare(ttnn, opdef, vector)
-    ref_args, ref_kwargs = substitute(ttnn, vector, prepared.originals, lambda value: None)
-    golden = golden_function(ttnn, opdef)(ref_args, ref_kwargs, {"device_inputs": prepared.device_inputs})
+    ref_args, ref_kwargs, golden = reference(ttnn, golden_function(ttnn, opdef), vector, prepared)
     inputs = {slot: m.data for slot, m in mesh_inputs(opdef, vector, prepared, mesh_shape).items()}
-    return HostData(inputs, first_output(golden), opdef, ref_args, ref_kwargs)
+    return HostData(inputs, golden, opdef, ref_args, ref_kwargs)
 
 
 # --- rendering -----------------------------------------------------------------------------------
