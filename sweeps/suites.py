@@ -141,9 +141,7 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
         key = (t.op, id(route))
         if key not in reasons:
             reasons[key] = not_run_reason(t.op, route, None)
-        reason = reasons[key]
-        if reason is None and t.untraced is not None:
-            reason = not_run_reason(t.op, route, t.untraced)
+        reason = reasons[key] or t.untraced
         expansion.add(Encoded(vid, t.op, route.machine, t.config_hash, wire, t.tensors), reason)
     for vid, configs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
         first, route, position = firsts[vid]
@@ -226,25 +224,25 @@ def all_cases(index: Index, selection: Selection) -> Expansion:
         opdef = catalogue.lookup(op)
         sources = sorted({s for t, _ in cfgs for s in t.sources})
         timeout = catalogue.timeout_for(op, route.profile)
+        base = not_run_reason(op, route, None)  # the group's: op, profile, mesh
         # every observed value of a slot packed once: a vector is joined from its values' bytes, as
         # model_traced's are (sweeps.vector.assemble), and equals make_vector's (tested)
         pieces = {slot: [_piece(slot, v, expansion.tensors, packer) for v in slots[slot]] for slot in slots}
         by_name = sorted(range(len(named)), key=named.__getitem__)  # kwargs are packed in name order
         names = [packer.pack(name) for name in named]
-        seen: set[str] = set()
+        firsts = [pieces[s][0] for s in positional]
         for combo in itertools.product(*(pieces[s] for s in positional), *(pieces[s] for s in named)):
             args = list(itertools.takewhile(lambda p: p is not None, combo[: len(positional)]))
+            if any(combo[j] is not firsts[j] for j in range(len(args) + 1, len(positional))):
+                continue  # an absent positional ends the args: the same call as with the rest at their first values
             kw = combo[len(positional) :]
             present = [i for i in by_name if kw[i] is not None]
             inputs = packer.pack_array_header(len(args)) + b"".join(p.packed for p in args)
             kwargs = packer.pack_map_header(len(present)) + b"".join(names[i] + kw[i].packed for i in present)
             vid, wire, _ = assemble(op, "all_cases", route.machine, route.mesh_shape, inputs, kwargs, timeout, None,
                                     sources)  # fmt: skip
-            if vid in seen:  # an absent positional truncates the args: the same call twice
-                continue
-            seen.add(vid)
             flat = tuple(x for p in (*args, *(kw[i] for i in present)) for x in p.tensors)
-            reason = not_run_reason(op, route, _untraced(opdef, args, kw, named, present))
+            reason = base or _untraced(opdef, args, kw, named, present)
             expansion.add(Encoded(vid, op, route.machine, None, wire, flat), reason)
     return expansion
 
