@@ -63,6 +63,13 @@ def is_master(data: Any) -> bool:
     return isinstance(data, dict) and "operations" in data
 
 
+def metadata_uid(data: Any) -> str | None:
+    """A parsed store's `metadata.trace_uid`, when it names one."""
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    uid = meta.get("trace_uid") if isinstance(meta, dict) else None
+    return uid if isinstance(uid, str) and uid else None
+
+
 def read_master(data: Any, path: str, default_uid: str | None = None) -> Iterator[TracedEntry]:
     """Entries of a master JSON document already parsed from `path` (used in error positions).
     Executions without a trace_uid get the document's `metadata.trace_uid`, else `default_uid`."""
@@ -75,8 +82,7 @@ def read_master(data: Any, path: str, default_uid: str | None = None) -> Iterato
             f"{path}: metadata.sweepctl_schema",
             f"store schema {schema!r} is newer than this sweepctl understands ({STORE_SCHEMA}); upgrade sweepctl",
         )
-    if isinstance(meta, dict) and isinstance(meta.get("trace_uid"), str) and meta["trace_uid"]:
-        default_uid = meta["trace_uid"]
+    default_uid = metadata_uid(data) or default_uid
     operations = data["operations"]
     if not isinstance(operations, dict):
         raise InputError(f"{path}: operations", "expected an object keyed by op name")

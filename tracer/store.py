@@ -36,7 +36,7 @@ from tracer.confighash import CURRENT, LEGACY, config_hash, hash_version
 from tracer.entry import TracedEntry, argument_key, argument_text
 from tracer.errors import InputError
 from tracer.machine import machine_label
-from tracer.master import STORE_SCHEMA, is_master, load_json, read_master
+from tracer.master import STORE_SCHEMA, is_master, load_json, metadata_uid, read_master
 from tracer.optrace import is_call_record, read_trace_dir, trace_dir_metadata
 
 MERGED_TRACES = "sweepctl_merged_traces"  # metadata key: trace uids `store pull` merged (each once)
@@ -139,9 +139,7 @@ def _read_input(path: str) -> tuple[list[TracedEntry], str | None]:
             uid = "file-" + _file_digest(path)[:16]
             for run in anonymous:
                 run["trace_uid"] = uid
-        meta = data.get("metadata")
-        uid = meta.get("trace_uid") if isinstance(meta, dict) else None
-        return entries, uid if isinstance(uid, str) and uid else None
+        return entries, metadata_uid(data)
     if is_call_record(data):
         raise InputError(path, "an operation_tracer call file: import its directory instead")
     raise InputError(path, 'unknown dialect: neither a master store ("operations") nor a trace directory')
@@ -167,9 +165,7 @@ class MasterStore:
         store = cls()
         with bulk():
             store.merge(read_master(data, path))
-        meta = data.get("metadata") if isinstance(data, dict) else None
-        uid = meta.get("trace_uid") if isinstance(meta, dict) else None
-        store.trace_uid = uid if isinstance(uid, str) and uid else None
+        store.trace_uid = metadata_uid(data)
         store.merged_traces = merged_traces(data)
         return store
 
