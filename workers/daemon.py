@@ -321,9 +321,8 @@ class WorkerDaemon:
         if extra["tries"] + 1 < MAX_CHUNK_TRIES:
             send_chunk(self.app, run_id, machine, ids, **{**extra, "tries": extra["tries"] + 1})
             return
-        payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids))
         message = f"the chunk failed {MAX_CHUNK_TRIES} times, last on {self.name}: {type(exc).__name__}: {exc}"
-        self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.INFRA, message)
+        self._book_unrun(run_id, self._payloads(run_id, ids), status.INFRA, message)
         self._flush()
 
     def run_chunk(self, run_id: str, ids: list[str], crashed: frozenset[str] = frozenset()) -> dict[str, int]:
@@ -341,8 +340,7 @@ class WorkerDaemon:
         self.cancel.start_chunk()
         self.ahead = None
         if expiry.due(self._redis(lambda: self.redis.hget(self.keys.run(run_id), "expires")), time.time()):
-            payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids))
-            self._book_unrun(run_id, list(zip(ids, payloads, strict=True)), status.EXPIRED, expiry.MESSAGE)
+            self._book_unrun(run_id, self._payloads(run_id, ids), status.EXPIRED, expiry.MESSAGE)
             self._flush()
             return counts
         pending: deque[str] = deque(ids)
@@ -501,8 +499,7 @@ class WorkerDaemon:
         inflight.clear()
         claimed.clear()
         if pending:
-            payloads = self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), list(pending)))
-            self._book_unrun(run_id, list(zip(pending, payloads, strict=True)), status.CANCELED, cancel.UNRUN)
+            self._book_unrun(run_id, self._payloads(run_id, list(pending)), status.CANCELED, cancel.UNRUN)
             pending.clear()
 
     def _abandon(self, run_id: str, exc: Exception, inflight: deque[_Item], claimed: deque[_Item]) -> None:
@@ -557,6 +554,10 @@ class WorkerDaemon:
         if item.lease:
             self.leases.pop(self.keys.lease(run_id, vector["id"]), None)
         self.writer.attempt_finished(record, final, item.lease)
+
+    def _payloads(self, run_id: str, ids: list[str]) -> list[tuple[str, bytes | None]]:
+        """(id, stored vector) of each of `ids`, for booking them unrun."""
+        return list(zip(ids, self._redis(lambda: self.redis.hmget(self.keys.vectors(run_id), ids)), strict=True))
 
     def _book_unrun(self, run_id: str, vectors: list[tuple[str, bytes | None]], state: str, message: str) -> None:
         """Vectors that never ran here, booked `state` unless final or held by another worker."""
