@@ -223,9 +223,13 @@ class WorkerDaemon:
         """After a hang or crash: reset, respawn, health check; quarantine when that fails
         (workers/policies/quarantine.py)."""
         self.health.set(recovery.UNKNOWN, cause)
+        self.health.settle(self._reset())
+
+    def _reset(self) -> recovery.RecoveryResult:
+        """Reset the devices, respawn the executor, health-check it; the result is logged."""
         result = recovery.recover(self.executor, self.profile, self.backend)
         log.info("recovery", worker=self.name, health=result.health, why=result.message)
-        self.health.settle(result)
+        return result
 
     def quarantine(self) -> None:
         """Stop taking chunks of this machine's queue; the worker stays up and shows BAD."""
@@ -261,8 +265,7 @@ class WorkerDaemon:
                 self.opened = True
                 self.health.set(recovery.GOOD)
                 return None
-        result = recovery.recover(self.executor, self.profile, self.backend)
-        log.info("recovery", worker=self.name, health=result.health, why=result.message)
+        result = self._reset()
         self.health.set(result.health, result.message)
         self.opened = self.opened or result.health == recovery.GOOD
         return None if result.health == recovery.GOOD else result.message
