@@ -131,7 +131,7 @@ def static_problems(tensor: dict[str, Any], profile: MachineProfile) -> str | No
     if spec is None:
         return None
     dram = mc["buffer_type"] == "DRAM"  # DRAM shards live on DRAM banks, a (banks, 1) grid
-    # a compute grid per dispatch placement the machine opens with (workers.meshplan picks the
+    # a compute grid per dispatch placement the machine opens with (sweeps.meshplan picks the
     # vector's): a tensor is valid when one of them holds its grid
     grids = [(profile.dram_banks, 1)] if dram else [d.grid for d in profile.dispatch]
     x = max(r["end"][0] for r in spec["grid"]) if spec["grid"] else -1

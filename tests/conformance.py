@@ -148,9 +148,9 @@ def main() -> None:
         import ttnn
     from sweeps.catalogue import lookup
     from sweeps.materialize import mesh_inputs, prepare
+    from sweeps.meshplan import MeshPlanError, core_bounds, mesh_plan
     from sweeps.profiles import L1_SMALL_SIZE, get_profile
     from workers.device import DeviceBackend, whole_mesh_plan
-    from workers.meshplan import MeshPlanError, core_bounds, mesh_plan
 
     profile = get_profile(job["machine"])
     problems: list[str] = []

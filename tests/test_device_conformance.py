@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,8 +113,9 @@ def real_vectors(workdir: Path) -> dict[str, dict[str, dict]]:
 def run_child(machine: str, job: dict, env: dict[str, str] | None = None) -> dict:
     env = {**os.environ, "TT_METAL_MOCK_CLUSTER_DESC_PATH": PROFILES[machine].mock_cluster_path, **(env or {}),
            "PYTHONPATH": str(ROOT)}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "tests.conformance"], input=msgpack.packb(job, use_bin_type=True),
-                          capture_output=True, env=env, cwd=ROOT, timeout=600)  # fmt: skip
+    with tempfile.TemporaryDirectory() as cwd:  # ttnn.set_fabric_config writes generated/fabric/ into it
+        done = subprocess.run([sys.executable, "-m", "tests.conformance"], input=msgpack.packb(job, use_bin_type=True),
+                              capture_output=True, env=env, cwd=cwd, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     line = next(line for line in done.stdout.decode().splitlines() if line.startswith(conformance.MARK))
     return json.loads(line[len(conformance.MARK) :])
@@ -246,7 +248,7 @@ def _sharded(machine: str, mesh: tuple[int, int], end: tuple[int, int]) -> dict:
 
 
 def test_the_plan_picks_the_dispatch_whose_grid_holds_every_core_and_refuses_a_vector_needing_two():
-    from workers.meshplan import MeshPlanError, mesh_plan
+    from sweeps.meshplan import MeshPlanError, mesh_plan
 
     galaxy = PROFILES["galaxy"]
     assert mesh_plan(galaxy, _sharded("galaxy", (4, 8), (6, 9))).dispatch_core_axis == "COL"  # y = 9: 7x10
@@ -261,7 +263,7 @@ def test_the_plan_picks_the_dispatch_whose_grid_holds_every_core_and_refuses_a_v
 
 
 def test_the_plan_opens_the_whole_machine_with_the_topologys_fabric():
-    from workers.meshplan import mesh_plan
+    from sweeps.meshplan import mesh_plan
 
     galaxy, t3k, n150 = PROFILES["galaxy"], PROFILES["t3k"], PROFILES["n150"]
     plan = mesh_plan(galaxy, _add("galaxy", (1, 8)))

@@ -14,10 +14,10 @@ import sys
 from sweeps.catalogue import lookup
 from sweeps.index import load
 from sweeps.materialize import mesh_inputs, prepare
+from sweeps.meshplan import mesh_plan
 from sweeps.profiles import get_profile
 from sweeps.suites import Selection, expand
 from tests.conftest import DEEPSEEK, ROOT
-from workers.meshplan import mesh_plan
 from workers.repro import render, variable
 
 SHARDED = "6174ae5e9a91"  # rms_norm_post_all_gather: two L1 width-sharded inputs, a program config grid

@@ -1,6 +1,6 @@
 """The ttnn device backend: real hardware. Cannot run here (no Tenstorrent device); it is kept thin.
 Every decision before a device call is made by tested, device-free code: how the mesh is opened
-(workers/meshplan.py), and the input data, dtypes, exact memory configs, what each chip gets,
+(sweeps/meshplan.py), and the input data, dtypes, exact memory configs, what each chip gets,
 argument conversion and the golden (sweeps/materialize.py, shared with the emulated backend).
 
 The mesh is opened as the vector's plan says and kept while the next vector's plan has the same
@@ -40,9 +40,9 @@ from sweeps.materialize import (
     substitute,
 )
 from sweeps.memconfig import to_ttnn
+from sweeps.meshplan import MeshPlan, MeshPlanError, invalid, mesh_plan
 from sweeps.profiles import MachineProfile
 from workers import deviceperf
-from workers.meshplan import MeshPlan, MeshPlanError, invalid, mesh_plan
 from workers.outcome import judged, op_call, verdict
 from workers.recovery import HEALTH_CHECK
 

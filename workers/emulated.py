@@ -16,8 +16,8 @@ from typing import Any
 
 from sweeps.catalogue import OpDef
 from sweeps.materialize import first_output, golden_function, no_device, prepare, quantize, reference, substitute
+from sweeps.meshplan import MeshPlanError, invalid, mesh_plan
 from sweeps.profiles import get_profile
-from workers.meshplan import MeshPlanError, invalid, mesh_plan
 from workers.outcome import judged, verdict
 
 NAME = "emulated"
@@ -33,7 +33,7 @@ class EmulatedBackend:
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         """The golden stands in for the op, so nothing here is the op's: any exception is ERROR. A
-        vector the device backend could not open a mesh for is INVALID here too (workers.meshplan)."""
+        vector the device backend could not open a mesh for is INVALID here too (sweeps.meshplan)."""
         try:
             mesh_plan(self.profile, vector)
         except MeshPlanError as exc:

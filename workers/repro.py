@@ -2,7 +2,7 @@
 person pastes into a bug report.
 
 The device part is literal ttnn code, rendered from the decisions the device backend makes: the
-mesh, fabric, dispatch and L1_SMALL of the vector's plan (workers/meshplan.py), each input's
+mesh, fabric, dispatch and L1_SMALL of the vector's plan (sweeps/meshplan.py), each input's
 `from_torch` with its dtype, layout, exact memory config and mesh mapper (sweeps.materialize
 `mesh_inputs`: what each chip gets), the op called with the traced arguments (canonical values
 rendered as `sweeps.materialize.to_ttnn_value` builds them, config objects as their ttnn
@@ -32,8 +32,8 @@ from sweeps.materialize import (
     prepare,
     reference,
 )
+from sweeps.meshplan import MeshPlan, MeshPlanError, mesh_plan
 from sweeps.profiles import get_profile
-from workers.meshplan import MeshPlan, MeshPlanError, mesh_plan
 
 WIDTH = 100  # the file's line length
 _SPECIAL_FLOATS = {"nan": 'float("nan")', "inf": 'float("inf")', "-inf": 'float("-inf")'}
