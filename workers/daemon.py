@@ -2,8 +2,9 @@
 pinned to a device set, with one executor process that owns the devices.
 
 A chunk message names vector ids. The worker first records that it holds the chunk (so a live
-worker can queue it again if this one dies: broker/reclaim.py), then claims its vectors a few at a
-time, right before they run: one atomic step per claim that refuses a vector that is final, held
+worker can queue it again if this one dies: broker/reclaim.py) and orders them by the mesh each
+opens (a device host reopens once per group: sweeps.meshplan.open_order), then claims its vectors
+a few at a time, right before they run: one atomic step per claim that refuses a vector that is final, held
 by another worker, or of a canceled run, and otherwise starts its next attempt under a lease
 (broker/results.py). So no copy of a chunk, redelivered or re-published, starts a vector twice.
 Each vector goes to the executor with its timeout; its record (written once, with the run's
@@ -43,6 +44,7 @@ from broker.reclaim import Held, drop_leases, lost_after, reclaim, send_chunk
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from broker.traces import jobs as tracejobs
 from sweeps import status
+from sweeps.meshplan import open_order
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
 from workers import recovery, tracejob
@@ -126,6 +128,7 @@ class WorkerDaemon:
         self.redis_run_id: str | None = None  # the Redis server process last seen: a new one restarted
         self.heartbeat = Heartbeat(self)
         self.instance = ""  # the registry's id of this worker's row, once registered
+        self.open_key: tuple[Any, ...] | None = None  # the mesh the last chunk ended on (sweeps.meshplan)
 
     # --- liveness ---------------------------------------------------------------------------
 
@@ -346,7 +349,7 @@ class WorkerDaemon:
             self._book_unrun(run_id, self._payloads(run_id, ids), status.EXPIRED, expiry.MESSAGE)
             self._flush()
             return counts
-        pending: deque[str] = deque(ids)
+        pending: deque[str] = deque(self._in_open_order(run_id, ids))
         claimed: deque[_Item] = deque()  # leased, not yet in the executor
         inflight: deque[_Item] = deque()
         try:
@@ -417,6 +420,12 @@ class WorkerDaemon:
         self._flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
+
+    def _in_open_order(self, run_id: str, ids: list[str]) -> list[str]:
+        """The chunk's vectors grouped by the mesh each opens, the one open now first
+        (sweeps.meshplan.open_order): a device host reopens its mesh once per group, not per switch."""
+        order, self.open_key = open_order(self.profile, self._payloads(run_id, ids), self.open_key)
+        return order
 
     def _batch(self) -> int:
         """Vectors to claim in one step: about CLAIM_AHEAD_S of work (one for slow ops)."""
