@@ -487,18 +487,20 @@ def _machines_of(redis: Any, keys: Keys, run_id: str, ids: list[str]) -> dict[st
 def _sort(
     plan_: Plan, vectors: list[Encoded]
 ) -> tuple[dict[str, list[str]], dict[tuple[str, str, str, str], list[tuple[Encoded, str]]]]:
-    """The vectors this enqueue handles: ids to queue per machine, and the ones that never run
-    grouped by (status, signature, op, machine) for the bulk record op."""
-    queued: dict[str, list[str]] = {}  # machine -> vector ids (messages carry ids, Redis holds vectors)
+    """The vectors this enqueue handles: ids to queue per machine, grouped by the mesh they open
+    (a device host reopens its mesh at every switch: tens of seconds on a Galaxy), and the ones that
+    never run grouped by (status, signature, op, machine) for the bulk record op."""
+    meshes: dict[str, dict[Any, list[str]]] = {}  # machine -> open key -> vector ids, each in store order
     unrun: dict[tuple[str, str, str, str], list[tuple[Encoded, str]]] = {}
     not_run, invalid, never = plan_.expansion.not_run, plan_.invalid, plan_.never_run()
     for vector in vectors:
         if vector.id not in never:
-            queued.setdefault(vector.machine, []).append(vector.id)
+            meshes.setdefault(vector.machine, {}).setdefault(vector.opens, []).append(vector.id)
             continue
         reason = not_run.get(vector.id) or invalid[vector.id]
         state = status.NOT_RUN if vector.id in not_run else status.INVALID
         unrun.setdefault((state, signature(reason), vector.op, vector.machine), []).append((vector, reason))
+    queued = {machine: [vid for ids in groups.values() for vid in ids] for machine, groups in meshes.items()}
     return queued, unrun
 
 

@@ -29,6 +29,7 @@ import structlog
 
 from sweeps import configobjects
 from sweeps.catalogue import lookup, test_ops_enabled, timeout_for
+from sweeps.meshplan import core_bounds, topology
 from sweeps.profiles import Routing, routing
 from sweeps.validate import TensorTable
 from sweeps.vector import assemble, packed_args, tensor_keys
@@ -36,7 +37,7 @@ from tracer.args import canonical_arguments, count_unparsed
 from tracer.machine import hardware_summary
 from tracer.store import MasterStore, atomic_write, bulk
 
-INDEX_SCHEMA = 3
+INDEX_SCHEMA = 4
 UNKNOWN_SOURCE = "unknown"  # tt-metal's loader's default for an execution without a source
 _HEADER = struct.Struct(">Q")
 _KEYS = ""  # the section of tensor keys (no op is named "")
@@ -63,6 +64,7 @@ class TracedConfig:
     args_at: Sequence[int]  # [where the inputs start in wire, inputs length, kwargs length]
     tensors: Sequence[Any]  # flat [slot, table position, ...]
     untraced: str | None
+    reach: Sequence[Any]  # [x, y, topology]: its highest core and ttnn.Topology (sweeps.meshplan.plan_of)
     traced_bin: bytes  # the packed hardware summary of the traced machine (the vector's traced_machine)
 
     def packed_args(self) -> tuple[bytes, bytes]:
@@ -77,7 +79,7 @@ class TracedConfig:
 class Index:
     """op -> its configs in store order; an op's rows are unpacked on first use, so `--op pad`
     reads pad's configs only. Rows: [config_hash, sources slot, machine slot, vid, wire, args_at,
-    tensors, untraced]; equal source lists and machine infos are stored once."""
+    tensors, untraced, reach]; equal source lists and machine infos are stored once."""
 
     def __init__(
         self, rows: dict[str, list[list[Any]] | Callable[[], bytes]], machines: list[Any], sources: list[list[str]],
@@ -106,8 +108,8 @@ class Index:
                 if callable(rows):  # a section of the index file
                     rows = msgpack.unpackb(rows(), raw=False, use_list=False)
                 found = self._configs[op] = [
-                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, untraced, traced[m])
-                    for h, s, m, vid, wire, at, tensors, untraced in rows
+                    TracedConfig(op, h, sources[s], routes[m], vid, wire, at, tensors, untraced, reach, traced[m])
+                    for h, s, m, vid, wire, at, tensors, untraced, reach in rows
                 ]  # fmt: skip
         return found
 
@@ -191,8 +193,9 @@ def _row(op: str, entry: dict[str, Any], runs: list[dict[str, Any]], slot: int, 
     timeout = timeout_for(op, route.profile)
     vid, wire, at = assemble(op, MODEL_TRACED, route.machine, route.mesh_shape, inputs, kwargs, timeout,
                              entry["config_hash"], sources, traced_bin)  # fmt: skip
+    call = {"inputs": canonical["args"], "kwargs": canonical["kwargs"]}
     return [entry["config_hash"], sources_slot, slot, vid, wire, (at, len(inputs), len(kwargs)), table.flat(tensors),
-            untraced(op, canonical)]  # fmt: skip
+            untraced(op, canonical), (*core_bounds(call), topology(call))]  # fmt: skip
 
 
 def untraced(op: str, canonical: dict[str, Any]) -> str | None:

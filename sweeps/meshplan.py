@@ -62,13 +62,20 @@ class MeshPlan:
 def mesh_plan(profile: MachineProfile, vector: dict[str, Any]) -> MeshPlan:
     """The mesh, fabric and dispatch a device host opens for `vector`; MeshPlanError when no
     mesh shape or dispatch of the machine can hold it."""
-    traced = traced_shape(vector)
+    return plan_of(profile, traced_shape(vector), vector["op"], core_bounds(vector), topology(vector))
+
+
+def plan_of(
+    profile: MachineProfile, traced: tuple[int, int], op: str, bounds: tuple[int, int], topo: str | None
+) -> MeshPlan:
+    """mesh_plan from what it reads of a vector (the store index keeps `bounds` and `topo` per config,
+    so expansion knows each vector's mesh without decoding it)."""
     opened = opened_mesh(profile, traced)
-    dispatch = choose_dispatch(profile, core_bounds(vector))
+    dispatch = choose_dispatch(profile, bounds)
     return MeshPlan(
         mesh_shape=opened,
         submesh_shape=None if traced == opened else traced,
-        fabric=fabric_for(opened, vector),
+        fabric=fabric_for(opened, op, topo),
         dispatch_core_type=dispatch.type,
         dispatch_core_axis=dispatch.axis,
         l1_small_size=L1_SMALL_SIZE,
@@ -76,8 +83,25 @@ def mesh_plan(profile: MachineProfile, vector: dict[str, Any]) -> MeshPlan:
     )
 
 
+def open_key(
+    profile: MachineProfile | None, mesh_shape: Any, op: str, bounds: tuple[int, int], topo: str | None
+) -> tuple[Any, ...] | None:
+    """The mesh a vector opens (MeshPlan.open_key) from what the store index keeps of it; None when
+    no plan holds it (or no machine runs it): its own run says why."""
+    if profile is None:
+        return None
+    try:
+        return plan_of(profile, shape_2d(mesh_shape), op, bounds, topo).open_key
+    except MeshPlanError:
+        return None
+
+
 def traced_shape(vector: dict[str, Any]) -> tuple[int, int]:
-    shape = [int(d) for d in vector["mesh_shape"]]
+    return shape_2d(vector["mesh_shape"])
+
+
+def shape_2d(mesh_shape: Any) -> tuple[int, int]:
+    shape = [int(d) for d in mesh_shape]
     if len(shape) == 2:
         return shape[0], shape[1]
     count = 1
@@ -102,11 +126,11 @@ def topology(vector: dict[str, Any]) -> str | None:
     return None
 
 
-def fabric_for(opened: tuple[int, int], vector: dict[str, Any]) -> str | None:
+def fabric_for(opened: tuple[int, int], op: str, topo: str | None) -> str | None:
     if opened[0] * opened[1] <= 1:
         return None
-    opdef = lookup(vector["op"])
-    if opdef is not None and opdef.collective and topology(vector) == "Ring":
+    opdef = lookup(op)
+    if opdef is not None and opdef.collective and topo == "Ring":
         return "FABRIC_1D_RING"
     return "FABRIC_1D" if 1 in opened else "FABRIC_2D"
 

@@ -27,6 +27,7 @@ import orjson
 
 from sweeps import catalogue, configobjects
 from sweeps.index import MODEL_TRACED, Index, TracedConfig, unreadable
+from sweeps.meshplan import open_key
 from sweeps.profiles import Routing, get_profile
 from sweeps.validate import TensorTable
 from sweeps.vector import Encoded, assemble, tensor_keys
@@ -129,6 +130,7 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
     firsts: dict[str, tuple[TracedConfig, Routing, int]] = {}  # vector id -> its first config, position
     twins: dict[str, list[TracedConfig]] = {}
     reasons: dict[tuple[str, int], str | None] = {}  # (op, id(routing)) -> NOT_RUN reason
+    opens: dict[Any, Any] = {}  # ((op, id(routing)), reach) -> the mesh it opens
     for t, route in _configs(index, selection):
         if route is t.routing:
             vid, wire = t.vid, t.wire
@@ -142,13 +144,18 @@ def model_traced(index: Index, selection: Selection) -> Expansion:
         if key not in reasons:
             reasons[key] = not_run_reason(t.op, route, None)
         reason = reasons[key] or t.untraced
-        expansion.add(Encoded(vid, t.op, route.machine, t.config_hash, wire, t.tensors), reason)
+        mesh = (key, t.reach)
+        opened = opens.get(mesh, opens)
+        if opened is opens:
+            opened = opens[mesh] = open_key(route.profile, route.mesh_shape, t.op, t.reach[:2], t.reach[2])
+        expansion.add(Encoded(vid, t.op, route.machine, t.config_hash, wire, t.tensors, opened), reason)
     for vid, configs in twins.items():  # same inputs traced twice (e.g. two dialect spellings): one vector
         first, route, position = firsts[vid]
         config_hash = min(c.config_hash for c in configs)
         sources = sorted({s for c in configs for s in c.sources})
         _, wire = _assemble(first, route, config_hash, sources)
-        expansion.vectors[position] = Encoded(vid, first.op, route.machine, config_hash, wire, first.tensors)
+        opened = expansion.vectors[position].opens
+        expansion.vectors[position] = Encoded(vid, first.op, route.machine, config_hash, wire, first.tensors, opened)
     return expansion
 
 

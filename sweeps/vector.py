@@ -183,6 +183,7 @@ class Encoded:
     config_hash: str | None
     payload: bytes
     tensors: Sequence[Any]  # flat [slot, position in the expansion's TensorTable, slot, position, ...]
+    opens: Any = None  # the mesh it opens (sweeps.meshplan.open_key), when expansion knows it: enqueue groups by it
 
     @classmethod
     def of(cls, vector: dict[str, Any], table: TensorTable) -> Encoded:

@@ -559,3 +559,22 @@ def test_the_enqueue_that_finishes_a_dead_one_books_its_never_run_vectors_instea
     assert sorted(finals.values()) == [status.INVALID]
     queued = _queued_ids(client, keys, "half")
     assert len(queued) == len(set(queued)) == 32 and not set(queued) & set(finals)
+
+
+def test_a_machines_vectors_are_queued_grouped_by_the_mesh_they_open(capsys, shared_redis):
+    """DeepSeek-V3's Galaxy configs in store order switch dispatch axis 32 times; the chunks, in the
+    order workers take them, switch once (a Galaxy mesh reopen each), with every vector queued once."""
+    from sweeps.meshplan import mesh_plan
+    from sweeps.profiles import get_profile
+
+    client, keys = redis.Redis.from_url(shared_redis), Keys("meshes")
+    store = str(ROOT / "tests" / "data" / "ttnn_master_deepseek_v3_galaxy.json")
+    argv = ["enqueue", "--store", store, "--run-id", "meshes", "--redis", shared_redis, "--prefix", "meshes"]
+    assert main(argv) == 0
+    taken = []  # kombu LPUSHes and workers BRPOP: oldest message last in the list
+    for raw in reversed(client.lrange(keys.celery_prefix + "sweeps.galaxy", 0, -1)):
+        taken += msgpack.unpackb(base64.b64decode(json.loads(raw)["body"]))[1]["ids"]
+    payloads = dict(zip(taken, client.hmget(keys.vectors("meshes"), taken), strict=True))
+    opens = [mesh_plan(get_profile("galaxy"), msgpack.unpackb(payloads[vid])).open_key for vid in taken]
+    assert len(taken) == len(set(taken)) == 323 and len(set(opens)) == 2
+    assert sum(a != b for a, b in zip(opens, opens[1:], strict=False)) == 1
