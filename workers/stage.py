@@ -58,8 +58,8 @@ class Cell:
 
     def __init__(self, fd: int | None = None) -> None:
         self.fd = fd
-        self._map = mmap.mmap(fd, SIZE) if fd is not None else None
-        self._word = ctypes.c_uint64.from_buffer(self._map) if self._map is not None else ctypes.c_uint64()
+        # from_buffer keeps the mapping alive as long as the word
+        self.word = ctypes.c_uint64.from_buffer(mmap.mmap(fd, SIZE)) if fd is not None else ctypes.c_uint64()
 
     @classmethod
     def create(cls) -> Cell:
@@ -69,38 +69,39 @@ class Cell:
         return cls(fd)
 
     def write(self, seq: int, stage: int) -> None:
-        self._word.value = seq << _STAGE_BITS | stage
+        self.word.value = seq << _STAGE_BITS | stage
 
     def read(self) -> Where:
-        word = self._word.value
+        word = self.word.value
         return Where(word >> _STAGE_BITS, word & _STAGE_MASK)
 
 
 # --- the executor's side: its one cell, attached at start --------------------------------------
+# (the word is stored to directly, not through Cell.write: this runs a few times per vector)
 
-_here = Cell()
+_word = Cell().word
 _seq = 0
 _stage = IDLE
 
 
 def attach(fd: int) -> None:
     """Write to the daemon's cell from now on (the executor, at start)."""
-    global _here
-    _here = Cell(fd)
+    global _word
+    _word = Cell(fd).word
 
 
 def begin(seq: int) -> None:
     """Vector `seq` arrived: the executor works on it, in sweepctl's host work until told otherwise."""
     global _seq, _stage
     _seq, _stage = seq, HOST
-    _here.write(seq, HOST)
+    _word.value = seq << _STAGE_BITS | HOST
 
 
 def mark(stage: int) -> int:
     """The current vector is now in `stage`; returns the stage it was in, for the caller to go back to."""
     global _stage
     previous, _stage = _stage, stage
-    _here.write(_seq, stage)
+    _word.value = _seq << _STAGE_BITS | stage
     return previous
 
 
