@@ -184,6 +184,42 @@ def test_a_poison_vector_crashes_twice_ends_crash_and_the_executor_respawns(shar
     assert len(cluster.resets()) - resets == 4  # every crash: reset, respawn, health check
 
 
+def test_a_death_or_hang_outside_the_op_is_error_or_infra_never_crash_or_hang(shared):
+    """The test ops misbehave in sweepctl's host work (`stage: host`: a ttnn host call that SIGSEGVs
+    building inputs, a golden that never returns) or moving tensors (`stage: device_io`)."""
+    cluster, [worker] = shared, shared.procs
+    before, resets, since = executors_of(worker), len(shared.resets()), time.time()
+    vectors = [
+        vector("segv", 0, stage="host"),
+        vector("noop", 1),
+        vector("hang", 2, stage="host"),
+        vector("noop", 3),
+        vector("exit", 4, stage="device_io"),
+        vector("noop", 5),
+    ]
+    cluster.enqueue("outside", vectors)
+    cluster.wait(lambda: len(cluster.finals("outside")) == 6, 120, "the outside-the-op run did not finish")
+    finals = cluster.finals("outside")
+    assert [finals[v["id"]] for v in vectors] == [status.ERROR, status.PASS, status.ERROR, status.PASS, status.INFRA,
+                                                  status.PASS]  # fmt: skip
+    records = {vid: sorted(r, key=lambda x: x["attempt"]) for vid, r in cluster.records("outside").items()}
+    segv, hang, exit_ = (records[vectors[i]["id"]] for i in (0, 2, 4))
+    assert [(r["attempt"], r["status"]) for r in segv] == [(1, status.ERROR)]  # not retried
+    assert "killed by signal SIGSEGV while building inputs" in segv[0]["message"]
+    assert "outside the op" in segv[0]["message"]
+    assert [(r["attempt"], r["status"]) for r in hang] == [(1, status.ERROR)]
+    assert hang[0]["message"].startswith("no result after 3 s, still building inputs")
+    # the device's fault: retried once like a crash (here: no other worker), then final
+    assert [(r["attempt"], r["status"]) for r in exit_] == [(1, status.INFRA), (2, status.INFRA)]
+    assert all("exited with code 3 while moving tensors" in r["message"] for r in exit_)
+    started = [vid for t, vid, _ in cluster.starts() if t >= since]  # the module's other tests run noops too
+    assert [started.count(v["id"]) for v in vectors] == [1, 1, 1, 1, 2, 1]
+    # the retry ran last: its recovery may still be under way when its final is written
+    cluster.wait(lambda: cluster.health(SHARED) == "GOOD", 60, "the worker did not recover")
+    assert len(cluster.resets()) - resets == 4  # every death and the hang: reset, respawn, health check
+    assert len(executors_of(worker)) == len(before)
+
+
 def test_exceptions_and_memory_exhaustion_are_op_failures_not_infra(shared):
     cluster, resets = shared, len(shared.resets())
     vectors = [vector("raise", 0), vector("oom", 1, timeout=60), vector("noop", 2)]

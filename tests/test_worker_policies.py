@@ -11,7 +11,7 @@ import redis
 from broker.keys import Keys
 from broker.results import DEAD, RUN, Claim
 from sweeps import status
-from workers import recovery
+from workers import recovery, stage
 from workers.policies import crash, expiry, lost, shutdown
 from workers.policies.cancel import Cancel
 from workers.policies.quarantine import Health, Quarantined
@@ -38,6 +38,10 @@ def test_a_crash_is_retried_once_and_a_chunk_handed_back_only_while_another_work
     crashed = {"status": status.CRASH, "message": "executor died"}
     assert crash.retries(crashed, crashed_before=False) and not crash.retries(crashed, crashed_before=True)
     assert not crash.retries({"status": status.HANG}, crashed_before=False)
+    gone = stage.died(stage.Where(3, stage.DEVICE_IO), 3, "killed by signal SIGBUS")  # the device's, outside the op
+    assert crash.retries(gone, crashed_before=False) and not crash.retries(gone, crashed_before=True)
+    assert not crash.retries(stage.died(stage.Where(3, stage.HOST), 3, "killed by signal SIGSEGV"), False)  # ERROR
+    assert not crash.retries({"status": status.INFRA, "message": "could not open the mesh"}, False)  # executor's own
     asked: list[str] = []
 
     def another() -> bool:

@@ -223,7 +223,7 @@ class WorkerDaemon:
         self.shutdown.begin()
 
     def recover(self, cause: str) -> None:
-        """After a hang or crash: reset, respawn, health check; quarantine when that fails
+        """After the executor died or timed out: reset, respawn, health check; quarantine when that fails
         (workers/policies/quarantine.py)."""
         self.health.set(recovery.UNKNOWN, cause)
         self.health.settle(self._reset())
@@ -336,12 +336,15 @@ class WorkerDaemon:
 
         The executor is kept one vector ahead: the next vector waits in its pipe while the daemon
         books the previous one and claims the ones after. A vector's timeout counts from when it
-        reaches the head (the executor starts it the moment the one before ends). After a hang or
-        crash the devices are reset and health-checked before the next vector; the vector behind
-        never started and is sent again, same attempt. A vector that crashed the executor runs once
-        more, on another worker of the machine when one is live (a poison vector crashes twice and
-        ends CRASH); `crashed` names vectors that crashed one already. When recovery fails the
-        chunk goes back to the queue (Quarantined)."""
+        reaches the head (the executor starts it the moment the one before ends). When the executor
+        dies or times out, its stage cell says whose fault that was (Executor.receive,
+        workers/stage.py: CRASH / HANG only inside the op call, ERROR in sweepctl's host work, INFRA
+        on device I/O or before the vector started); whatever it was, the devices are reset and
+        health-checked before the next vector, and the vector behind never started and is sent
+        again, same attempt. A vector that took the executor down as CRASH or INFRA runs once more,
+        on another worker of the machine when one is live (a poison vector crashes twice and ends
+        CRASH; workers/policies/crash.py); `crashed` names vectors that did so once already. When
+        recovery fails the chunk goes back to the queue (Quarantined)."""
         counts = {"ran": 0, "skipped": 0}
         self.cancel.start_chunk()
         self.ahead = None

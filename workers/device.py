@@ -16,7 +16,10 @@ the first of the op's `mesh_coords`) and one chip that got the same inputs must 
 exactly (every chip, for the health check: tt-metal's mesh_tensor_utils.device_canary shards over
 the whole mesh and wants exact agreement).
 Only an exception of the op call itself is FAIL_OP / FAIL_L1_OOM; the rest is ERROR
-(workers/outcome.py); a mesh that cannot be (re)opened is INFRA and ends the executor.
+(workers/outcome.py); a mesh that cannot be (re)opened is INFRA and ends the executor. Opening the
+mesh, sending inputs, semaphores, the profiler's readout and reading the output back run in stage
+DEVICE_IO (workers/stage.py): an executor that dies or hangs there is INFRA, not the op's CRASH /
+HANG nor sweepctl's ERROR.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from sweeps.profiles import MachineProfile
 from workers import deviceperf
 from workers.outcome import judged, op_call, verdict
 from workers.recovery import HEALTH_CHECK
+from workers.stage import DEVICE_IO, HOST, at
 
 NAME = "ttnn"
 
@@ -127,7 +131,8 @@ class DeviceBackend:
                 cores = ttnn.CoreRangeSet(
                     [ttnn.CoreRange(ttnn.CoreCoord(0, 0), ttnn.CoreCoord(grid.x - 1, grid.y - 1))]
                 )
-                return ttnn.create_global_semaphore(mesh, cores, 0)
+                with at(DEVICE_IO):
+                    return ttnn.create_global_semaphore(mesh, cores, 0)
             return None
 
         return resolve
@@ -137,14 +142,12 @@ class DeviceBackend:
         ttnn = self.ttnn
         host = tensor.get("storage") == "HOST"
         mc = tensor.get("memory_config")
-        return ttnn.from_torch(
-            mesh_input.data,
-            dtype=ttnn.DataType[tensor["dtype"]],
-            layout=ttnn.Layout[tensor["layout"]],
-            device=None if host else mesh,
-            memory_config=to_ttnn(ttnn, mc) if mc and not host else None,
-            mesh_mapper=mesh_mapper(ttnn, mesh, mesh_input),
-        )
+        dtype, layout = ttnn.DataType[tensor["dtype"]], ttnn.Layout[tensor["layout"]]
+        memory_config = to_ttnn(ttnn, mc) if mc and not host else None
+        mapper = mesh_mapper(ttnn, mesh, mesh_input)
+        with at(HOST if host else DEVICE_IO):  # to the device, its host conversion included (one call)
+            return ttnn.from_torch(mesh_input.data, dtype=dtype, layout=layout, device=None if host else mesh,
+                                   memory_config=memory_config, mesh_mapper=mapper)  # fmt: skip
 
     def run(self, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         """Only the op call (warm-up and timed, with their synchronize) can be the op's failure;
@@ -154,7 +157,8 @@ class DeviceBackend:
         except MeshPlanError as exc:
             return invalid(exc)
         try:
-            mesh = self._mesh_for(plan)
+            with at(DEVICE_IO):
+                mesh = self._mesh_for(plan)
         except MeshUnavailable as exc:
             self.broken = True
             return {"status": status.INFRA, "pcc": None, "message": str(exc)[:2000], "e2e_ms": None}
@@ -177,18 +181,21 @@ class DeviceBackend:
             op(*args, **kwargs)  # warm-up: compiles and fills the program cache
             ttnn.synchronize_device(mesh)
         args, kwargs = substitute(ttnn, vector, device_tensors, resolve)  # fresh semaphores
-        deviceperf.drain(ttnn, mesh)
+        with at(DEVICE_IO):
+            deviceperf.drain(ttnn, mesh)
         start = time.perf_counter()
         with op_call():
             output = first_output(op(*args, **kwargs))
             ttnn.synchronize_device(mesh)
         e2e_ms = (time.perf_counter() - start) * 1000.0
-        perf = deviceperf.measured(ttnn, mesh)  # {} without the device profiler
-        chips = ttnn.get_device_tensors(output)
         judged, peers = judged_chips(opdef, vector, plan.shape, every=vector["suite"] == HEALTH_CHECK)
-        result = ttnn.to_torch(chips[judged])
-        for peer in peers:
-            if not _same(result, other := ttnn.to_torch(chips[peer])):
+        with at(DEVICE_IO):  # the profiler's readout and the output read back: the device's, not the op's
+            perf = deviceperf.measured(ttnn, mesh)  # {} without the device profiler
+            chips = ttnn.get_device_tensors(output)
+            result = ttnn.to_torch(chips[judged])
+            others = {peer: ttnn.to_torch(chips[peer]) for peer in peers}
+        for peer, other in others.items():
+            if not _same(result, other):
                 return {
                     "status": status.FAIL_ACCURACY,
                     "pcc": None,

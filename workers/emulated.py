@@ -6,7 +6,8 @@ rounded through ttnn's host `from_torch`/`to_torch` to their traced dtypes (real
 bfloat4_b rounding), the golden runs on the rounded inputs, its output is rounded to the output
 dtype, and that is compared by PCC with the golden on the unrounded fp32 inputs. The golden stands
 in for the op, so an exception anywhere (a golden that cannot take the traced call included) is
-sweepctl's own ERROR, never the op's FAIL_OP (workers/outcome.py).
+sweepctl's own ERROR, never the op's FAIL_OP (workers/outcome.py); and since there is no op call, an
+executor that dies or hangs here is never in stage OP either: ERROR, not CRASH / HANG (workers/stage.py).
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ executor moves its stdout out of the way first, because ttnn prints to fd 1 at i
   executor -> {"ready": true, "ttnn_version": ...} | {"ready": false, "error": ...}
   daemon   -> vector payload (the msgpack vector itself)
   executor -> outcome {"status", "pcc", "threshold", "message", "e2e_ms"}
+
+Besides the pipes, the executor keeps a shared-memory cell (workers/stage.py) saying which vector it
+works on and whether it is in the op call, in sweepctl's host work or moving tensors to or from the
+device: when it dies or times out, that decides whether the vector is CRASH / HANG (the op), ERROR
+(sweepctl) or INFRA (the device, or a vector it had not started).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import msgpack
 
 from sweeps import status
 from sweeps.profiles import get_profile
+from workers import stage
 
 _HEADER = struct.Struct(">I")
 READY_TIMEOUT = 300.0
@@ -80,6 +86,9 @@ class Executor:
         self.proc: subprocess.Popen | None = None
         self.ttnn_version = ""
         self._buf = bytearray()  # bytes read from the executor, not yet a whole frame
+        self.cell = stage.Cell.create()  # where the executor is (workers/stage.py); one for every respawn
+        self.answered = 0  # outcomes read from this executor: the head vector is answered + 1
+        self.ended = "not started"  # how the last executor ended
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -91,14 +100,17 @@ class Executor:
 
     def start(self) -> None:
         """Spawn and wait until the backend is open; raises ExecutorDied when it cannot open."""
+        self.cell.write(0, stage.IDLE)
+        self.answered = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.executor", self.machine, self.backend],
+            [sys.executable, "-m", "workers.executor", self.machine, self.backend, str(self.cell.fd)],
             bufsize=0,  # select() must see every frame: no Python buffer may hide one
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log if self.log is not None else subprocess.DEVNULL,
             env=self.env(),
             start_new_session=True,
+            pass_fds=(self.cell.fd,),
         )
         reply = self._read(READY_TIMEOUT)
         if reply is None:
@@ -152,17 +164,19 @@ class Executor:
         return True
 
     def receive(self, timeout: float, limit: float | None = None) -> dict[str, Any]:
-        """The outcome of the oldest vector sent; HANG when none comes within `timeout` s (the
-        executor's group is killed), CRASH when the executor dies. Either way it is gone after.
-        `limit` is the vector's whole timeout, for the message (`timeout` may be what is left)."""
+        """The outcome of the oldest vector sent. When none comes within `timeout` s the executor's
+        group is killed; when the executor dies, it is gone too. Then its cell says whose fault that
+        was (workers/stage.py): HANG / CRASH inside the op call only, ERROR in sweepctl's host work,
+        INFRA moving tensors to or from the device or before it started the vector. `limit` is the
+        vector's whole timeout, for the message (`timeout` may be what is left)."""
         deadline = time.monotonic() + timeout
         reply = self._read(max(0.0, timeout)) if self.alive else None
         if reply is None:
             if self.proc is not None and self.proc.poll() is None and time.monotonic() >= deadline - 0.01:
                 self.kill()
-                limit = timeout if limit is None else limit
-                return {"status": status.HANG, "message": f"no result after {limit:g} s; executor group killed"}
+                return stage.timed_out(self.cell.read(), self.answered + 1, timeout if limit is None else limit)
             return self._died()
+        self.answered += 1
         return msgpack.unpackb(reply, raw=False)
 
     def run(self, payload: bytes, timeout: float) -> dict[str, Any]:
@@ -170,8 +184,9 @@ class Executor:
         return self.receive(timeout) if self.send(payload) else self._died()
 
     def _died(self) -> dict[str, Any]:
-        died = self.kill()
-        return {"status": status.CRASH, "message": f"executor {died} while running the op"}
+        """The head vector's outcome when the executor is dead (killed now, or found dead before)."""
+        how = self.kill()
+        return stage.died(self.cell.read(), self.answered + 1, how)
 
     def kill_group(self) -> None:
         """Kill the executor's process group from another thread; the daemon sees EOF and books it."""
@@ -183,9 +198,9 @@ class Executor:
                 pass
 
     def kill(self) -> str:
-        """Kill the executor's whole process group; returns how it ended."""
+        """Kill the executor's whole process group; returns how it ended (the last one's, when none runs)."""
         if self.proc is None:
-            return "not started"
+            return self.ended
         proc, self.proc = self.proc, None
         self._buf = bytearray()
         if proc.poll() is None:
@@ -197,7 +212,8 @@ class Executor:
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 stream.close()
-        return describe_exit(proc.returncode)
+        self.ended = describe_exit(proc.returncode)
+        return self.ended
 
     def stop(self) -> None:
         """Close stdin so the executor exits cleanly, then make sure its group is gone."""
@@ -269,8 +285,11 @@ def _watch_parent(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def serve(machine: str, backend_name: str) -> int:
-    """Executor main loop: one outcome frame per vector frame, until stdin closes."""
+def serve(machine: str, backend_name: str, cell_fd: int | None = None) -> int:
+    """Executor main loop: one outcome frame per vector frame, until stdin closes. `cell_fd` is the
+    daemon's stage cell (workers/stage.py), told which vector runs and in which stage."""
+    if cell_fd is not None:
+        stage.attach(cell_fd)
     _watch_parent()
     enter_workdir(os.getppid())
     proto_out = isolate_stdout()  # ttnn's prints and any stray output go to the log, not the protocol
@@ -287,11 +306,14 @@ def serve(machine: str, backend_name: str) -> int:
 
     gc.freeze()  # ttnn, torch and the backend are long-lived: keep the collector off them
     write_frame(proto_out, {"ready": True, "ttnn_version": importlib.metadata.version("ttnn")})
+    seq = 0
     while True:
         payload = read_frame(proto_in)
         if payload is None:
             getattr(backend, "close", lambda: None)()
             return 0
+        seq += 1
+        stage.begin(seq)
         try:
             vector = decode(payload)
         except VectorError as exc:
@@ -320,4 +342,4 @@ def run_vector(backend: Any, vector: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], sys.argv[2]))
+    sys.exit(serve(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None))

@@ -6,7 +6,9 @@ nothing else), and runs the whole vector under `judged`. Anything raised anywher
 an argument, building inputs, converting values, the golden, reading the output back, comparing —
 is ERROR, with the exception and the innermost frame of sweepctl's own code, so the report says
 whose bug it is and where. The emulated backend has no op call: its golden stands in for the op,
-so a golden that cannot take the traced call is an ERROR too.
+so a golden that cannot take the traced call is an ERROR too. The same line holds when the executor
+dies or hangs instead of raising: `op_call()` marks the executor's stage cell OP (workers/stage.py),
+and only a death or timeout there is CRASH / HANG.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from sweeps import status
 from sweeps.pcc import passes
 from sweeps.validate import ttnn_reason
+from workers import stage
 
 _OOM_MARKERS = (
     "Out of Memory",
@@ -42,11 +45,15 @@ class OpRaised(Exception):
 
 @contextlib.contextmanager
 def op_call() -> Iterator[None]:
-    """Around the ttnn op call (its warm-up and its device synchronize too): what it raises is the op's."""
+    """Around the ttnn op call (its warm-up and its device synchronize too): what it raises is the op's,
+    and so is a death or a hang in it (the executor's stage is OP meanwhile)."""
+    previous = stage.mark(stage.OP)
     try:
         yield
     except Exception as exc:
         raise OpRaised(exc) from exc
+    finally:
+        stage.mark(previous)
 
 
 def judged(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -6,6 +6,10 @@ the ways device ops do: `hang` (forever), `hang_ignore_sigterm`, `segv` (a signa
 (`os._exit(3)`), `raise` (FAIL_OP, with kwargs `message` if given), `oom` (allocates until
 refused), `sleep` (kwargs `seconds`, then PASS with the time slept as e2e).
 
+Each stands for an op call, so the executor's stage cell says OP while it runs (workers/stage.py)
+and a hang or a death in it is HANG / CRASH. Kwarg `stage` ("host", "device_io", "op") makes it
+misbehave elsewhere instead: in sweepctl's host work (ERROR) or moving tensors (INFRA).
+
 With SWEEPCTL_TEST_OP_LOG set, every test op appends "<unix time> <vector id> <worker pid>" to that
 file as it starts: the fault tests count what really started, not only what was recorded.
 """
@@ -19,6 +23,7 @@ from typing import Any
 
 from sweeps import status
 from sweeps.catalogue import OpDef
+from workers import stage
 
 _PASS = {"status": status.PASS, "pcc": 1.0, "threshold": 1.0, "message": "", "e2e_ms": 0.0}
 
@@ -30,6 +35,17 @@ def run_test_op(opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
         fd = os.open(started_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, f"{time.time():.6f} {vector['id']} {os.getppid()}\n".encode())
         os.close(fd)
+    where = stage.BY_NAME.get(vector["kwargs"].get("stage", "op"))
+    if where is None:
+        return {"status": status.NOT_RUN, "message": f"unknown stage {vector['kwargs']['stage']!r} of a test op"}
+    previous = stage.mark(where)
+    try:
+        return _run(name, opdef, vector)
+    finally:
+        stage.mark(previous)
+
+
+def _run(name: str, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
     if name == "noop":
         return _PASS
     if name == "sleep":
