@@ -363,6 +363,7 @@ def _runtime_parsers(sub: Any) -> None:
     """Queues, workers and results (broker/cli/commands.py)."""
     from broker.cli import commands as c
     from broker.coordinator import CHUNK_LIMIT, MAX_CHUNK
+    from broker.registry import LIVE_WITHIN
 
     def connected(name: str, help_text: str, func, description: str | None = None) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=description or help_text)
@@ -505,7 +506,7 @@ def _runtime_parsers(sub: Any) -> None:
     workers = connected(
         "workers",
         "workers: machine, devices, backend, health, current vector, last heartbeat (--json: also host, pid); "
-        "a worker whose heartbeat lapsed 30 s ago shows LOST for a day",
+        f"a worker whose heartbeat lapsed {LIVE_WITHIN:g} s ago shows LOST for a day",
         c.cmd_workers,
     )
     workers.add_argument("--release", metavar="NAME", help="return a quarantined (BAD) worker to service")
