@@ -43,7 +43,7 @@ from sweeps.memconfig import to_ttnn
 from sweeps.profiles import MachineProfile
 from workers import deviceperf
 from workers.meshplan import MeshPlan, MeshPlanError, invalid, mesh_plan
-from workers.outcome import judged, op_call, verdict
+from workers.outcome import judged, op_call, raise_if_debugger_quit, verdict
 from workers.recovery import HEALTH_CHECK
 
 NAME = "ttnn"
@@ -108,6 +108,7 @@ class DeviceBackend:
             try:
                 self.open(plan)
             except Exception as exc:
+                raise_if_debugger_quit(exc)
                 raise MeshUnavailable(f"could not open the {plan.mesh_shape} mesh: {exc}") from exc
         if plan.submesh_shape is None:
             return self.mesh

@@ -606,7 +606,7 @@ def _single_vector_parsers(sub: Any) -> None:
         "bounds its time, so a debugger can stop it: python -m pdb -m broker.cli run VECTOR --backend "
         "emulated. A vector enqueue books NOT_RUN or INVALID is not run: its verdict is printed. On the "
         "ttnn backend a device that cannot be opened is INFRA, with the reason. Exit 0 PASS, 1 any other "
-        "verdict, 2 bad input.",
+        "verdict, 2 bad input, 130 stopped in the debugger (q at a breakpoint: no verdict).",
         single.cmd_run,
     )
     run.add_argument("--backend", choices=("emulated", "ttnn"), required=True, help="emulated (no device) or ttnn")
