@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from tracer.errors import InputError
 
@@ -713,3 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         print("sweepctl: interrupted", file=sys.stderr)
         return 130
 
+
+def run() -> NoReturn:
+    """The `sweepctl` program: main(), then exit with its status. The heap is frozen first (gc.freeze),
+    so the interpreter's last collection at exit does not traverse it: the process ends, nothing leaks.
+    Only here, never in main(), which tests and other programs call in their own long-lived process."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    sys.exit(code)
