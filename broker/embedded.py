@@ -315,7 +315,12 @@ def _redis_process(state: dict[str, Any]) -> dict[str, Any] | None:
     with its data dir (adopted: recorded in the state). None when neither runs."""
     if is_running(state["redis"]):
         return state["redis"]
-    found = _answering(state["port"])
+    return _adopt(state, _answering(state["port"]))
+
+
+def _adopt(state: dict[str, Any], found: tuple[int, str] | None) -> dict[str, Any] | None:
+    """The process of `found` (what answered on the state's port) when it is a redis-server of the
+    state's data dir, recorded in the state; else None."""
     if found is None or not _same_dir(found[1], state):
         return None
     proc = identify(found[0])  # None when that pid is not visible here (another pid namespace)
@@ -324,10 +329,11 @@ def _redis_process(state: dict[str, Any]) -> dict[str, Any] | None:
     return proc
 
 
-def up(machines: list[str], per_machine: int, prefix: str, events: bool = False) -> dict[str, Any]:
+def up(machines: list[str], per_machine: int, prefix: str, events: bool = False) -> tuple[dict[str, Any], Any]:
     """Start (or reuse, or restart on its own port and data dir) the embedded Redis, then the
     workers asked for that are not running yet, each under a name no live worker holds (with
-    `events`, those new workers send task events and heartbeats for Flower)."""
+    `events`, those new workers send task events and heartbeats for Flower). Returns what runs and
+    the client that found the Redis answering (the caller asks it no second time)."""
     from broker.keys import Keys
     from broker.registry import live_names
 
@@ -339,18 +345,20 @@ def up(machines: list[str], per_machine: int, prefix: str, events: bool = False)
             state = {"url": f"redis://127.0.0.1:{port}/0", "port": port, "dir": str(home() / "redis"),
                      "prefix": prefix, "redis": None, "workers": []}  # fmt: skip
         restarted = False
-        if _redis_process(state) is None:
-            found = _answering(state["port"])
-            if found is None and _port_free(state["port"]):
-                proc, _ = start_redis(Path(state["dir"]), state["port"])
-                state["redis"] = identify(proc.pid)
-                restarted = not new
-            elif found is None or not _same_dir(found[1], state):
-                raise InputError(
-                    f"sweepctl up: 127.0.0.1:{state['port']}",
-                    f"the embedded Redis's port is taken by another process (not the redis-server of "
-                    f"{state['dir']}): free it, or `sweepctl down` and `sweepctl up` for a new one",
-                )
+        if not is_running(state["redis"]):
+            found = _answering(state["port"])  # asked once: a port that does not answer costs its timeout
+            if _adopt(state, found) is None:
+                if found is None and _port_free(state["port"]):
+                    proc, _ = start_redis(Path(state["dir"]), state["port"])
+                    state["redis"] = identify(proc.pid)
+                    restarted = not new
+                elif found is None or not _same_dir(found[1], state):
+                    what = "does not answer as Redis" if found is None else f"is not the redis-server of {state['dir']}"
+                    raise InputError(
+                        f"sweepctl up: 127.0.0.1:{state['port']}",
+                        f"the embedded Redis's port is taken by another process, which {what}: free it, or "
+                        "`sweepctl down` and `sweepctl up` for a new one",
+                    )
         _write_state(state)
         client, keys = connect(state["url"]), Keys(state["prefix"])
         running = [w for w in state["workers"] if is_running(w)]
@@ -365,7 +373,7 @@ def up(machines: list[str], per_machine: int, prefix: str, events: bool = False)
                 _write_state(state)  # recorded as soon as it runs: a crash of `up` loses no process
         state["workers"] = running + started
         _write_state(state)
-    return {**state, "started": started, "redis_restarted": restarted}
+    return {**state, "started": started, "redis_restarted": restarted}, client
 
 
 def _port_free(port: int) -> bool:

@@ -16,9 +16,8 @@ from typing import Any
 from broker.app import RUN_CHUNK
 from broker.coordinator import chunk_size, require_run
 from broker.keys import Keys
-from broker.results import Results, decode_record, make_record, parse_final
+from broker.results import Results, decode_record, parse_final
 from sweeps import status
-from sweeps.vector import decode
 from tracer.errors import InputError
 
 
@@ -99,36 +98,27 @@ def expire_due(redis: Any, keys: Keys, now: float | None = None) -> dict[str, in
     booked: dict[str, int] = {}
     for raw in redis.zrangebyscore(keys.expiring(), "-inf", now):
         try:
-            booked[raw.decode()] = _expire(redis, keys, raw.decode(), now)
+            booked[raw.decode()] = _expire(redis, keys, raw.decode())
         except NoPermissionError:
             break
     return booked
 
 
-def _expire(redis: Any, keys: Keys, run_id: str, now: float) -> int:
-    """expire_due for one run: the vectors it booked."""
+def _expire(redis: Any, keys: Keys, run_id: str) -> int:
+    """expire_due for one run: the vectors it booked (Results.unrun_ops, as a worker books what it
+    never ran; a stored vector this sweepctl cannot read is booked too)."""
     from broker.coordinator import PUBLISHING
 
     ids = [i.decode() for i in redis.hkeys(keys.vectors(run_id))]
     finals = redis.hmget(keys.final(run_id), ids) if ids else []
     open_ = [i for i, done in zip(ids, finals, strict=True) if done is None]
-    pipe = redis.pipeline(transaction=False)
-    for vid in open_:
-        pipe.exists(keys.lease(run_id, vid))
-    leased = pipe.execute() if open_ else []
-    idle = [i for i, running in zip(open_, leased, strict=True) if not running]
-    groups: dict[tuple[str, str], list[tuple[str, str | None, str]]] = {}
-    message = "the run expired before it ran"
-    for vid, payload in zip(idle, redis.hmget(keys.vectors(run_id), idle) if idle else [], strict=True):
-        vector = decode(payload)
-        groups.setdefault((vector["op"], vector["machine"]), []).append((vid, vector.get("config_hash"), message))
     results = Results(redis, keys)
-    for (op, machine), items in groups.items():
-        fields = {"id": items[0][0], "op": op, "machine": machine, "config_hash": items[0][1]}
-        outcome = {"status": status.EXPIRED, "message": message}
-        template = make_record(fields, run_id, 0, outcome, backend="coordinator", start=now, end=now)
-        for start in range(0, len(items), 1000):
-            results.write(run_id, [results.finish_unrun_op(template, items[start : start + 1000], idle_only=True)])
-    if len(idle) == len(open_) and not redis.hexists(keys.run(run_id), PUBLISHING):
+    outcome = {"status": status.EXPIRED, "message": "the run expired before it ran"}
+    booked = 0
+    for start in range(0, len(open_), 1000):  # a vector someone holds the lease of is left to its holder
+        batch = open_[start : start + 1000]
+        vectors = list(zip(batch, redis.hmget(keys.vectors(run_id), batch), strict=True))
+        booked += results.write(run_id, results.unrun_ops(run_id, vectors, outcome, "", backend="coordinator"))[1]
+    if booked == len(open_) and not redis.hexists(keys.run(run_id), PUBLISHING):
         redis.zrem(keys.expiring(), run_id)
-    return len(idle)
+    return booked

@@ -4,8 +4,8 @@ timeout (6 h by default: a killed worker's message stays unacked in Redis until 
 Every worker records the chunk it is running (keys.held: run, machine, ids, the prefix of its lease
 values, its heartbeat interval) before it claims a vector of it, and deletes the record after the
 chunk's records are written, before the message is acked. The heartbeat thread of every live
-worker looks for workers whose heartbeat is older than `lost_after` (three of their intervals and
-a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
+worker looks for workers whose heartbeat is older than registry.lost_after (three of their intervals
+and a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
 heartbeat again and deletes the record, so two live workers never both do it) frees the dead
 worker's leases and publishes the chunk's vectors that are not final yet as a new message, with
 `avoid` naming the dead worker (a worker of that name hands it back while another can take it).
@@ -24,8 +24,7 @@ import msgpack
 
 from broker.app import RUN_CHUNK
 from broker.keys import Keys
-
-LOST_MARGIN = 5.0  # s on top of three missed heartbeats: scheduling noise on a busy host
+from broker.registry import LOST_MARGIN, lost_after
 
 # KEYS: workers zset, the held-chunk key; ARGV: worker name, the record as read, heartbeat cutoff
 _TAKE_OVER = """
@@ -45,11 +44,6 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
-
-
-def lost_after(heartbeat_every: float) -> float:
-    """Seconds without a heartbeat after which a worker is lost."""
-    return 3 * heartbeat_every + LOST_MARGIN
 
 
 @dataclass

@@ -1,4 +1,13 @@
-"""The worker registry: one live worker per name.
+"""The worker registry: one live worker per name, and the liveness rules every module asks here.
+
+Two questions, two windows:
+* Is a worker lost (`lost_after`: three of its heartbeat intervals and a margin)? Then a live worker
+  queues its chunk again (broker/reclaim.py), and it is no one to hand work to (`another_good_worker`).
+  Short: a dead worker's vectors should move on within seconds.
+* Does a worker still hold its name, and show live in `sweepctl workers` and `status` (`is_live`,
+  LIVE_WITHIN)? Longer (30 s against 20 s at the default 5 s interval): the name of a lost worker
+  stays refused until the live workers had time to queue its chunk again (a new worker of that name
+  would overwrite the record of it), and a worker suspended for a while keeps its name.
 
 A worker's row (`{p}:worker:W`, and its score in `{p}:workers`) is its identity while its
 heartbeat is fresh. A name is taken in one atomic step (a Lua script): refused while a live
@@ -20,6 +29,7 @@ from broker.keys import Keys
 from tracer.errors import InputError
 
 LIVE_WITHIN = 30.0  # seconds: six missed heartbeats (workers beat every 5 s) and a worker is LOST
+LOST_MARGIN = 5.0  # s on top of three missed heartbeats: scheduling noise on a busy host
 FORGET_AFTER = 24 * 3600.0  # seconds a LOST row stays listed
 
 # KEYS: worker hash, workers zset. ARGV: now, live within, forget before, name, worker key prefix,
@@ -68,6 +78,22 @@ class NameTaken(InputError):
 def is_live(row: dict[str, str], now: float) -> bool:
     """Registered, not stopped, and its heartbeat within LIVE_WITHIN."""
     return row.get("health") != "STOPPED" and now - float(row.get("heartbeat") or 0) < LIVE_WITHIN
+
+
+def lost_after(heartbeat_every: float) -> float:
+    """Seconds without a heartbeat after which a worker beating every `heartbeat_every` s is lost."""
+    return 3 * heartbeat_every + LOST_MARGIN
+
+
+def another_good_worker(redis: Any, keys: Keys, machine: str, me: str, heartbeat_every: float) -> bool:
+    """A GOOD worker of `machine` other than `me` that is not lost, so a chunk handed back to the queue
+    runs on another device set (workers beat at one interval: `heartbeat_every`, the asker's)."""
+    names = [n.decode() for n in redis.zrangebyscore(keys.workers(), time.time() - lost_after(heartbeat_every), "+inf")]
+    others = [n for n in names if n != me]
+    pipe = redis.pipeline(transaction=False)
+    for name in others:
+        pipe.hmget(keys.worker(name), ["machine", "health"])
+    return any(row == [machine.encode(), b"GOOD"] for row in (pipe.execute() if others else []))
 
 
 def register(redis: Any, keys: Keys, name: str, row: dict[str, Any]) -> str:

@@ -428,6 +428,24 @@ def test_expiry_waits_for_a_running_vector_and_books_each_once(shared_redis):
     assert prog["complete"] and prog["counts"][status.EXPIRED] == len(queued) and client.hlen(keys.records("r1")) == 33
 
 
+def test_expiry_books_a_stored_vector_this_sweepctl_cannot_read(shared_redis):
+    """A run whose stored vector came from a newer sweepctl (or got corrupted) still ends: that vector
+    is booked EXPIRED too, as a worker or `cancel` books it, and expiry never raises."""
+    from broker.app import make_app
+    from broker.lifecycle import expire_due
+
+    client, keys = redis.Redis.from_url(shared_redis), Keys()
+    the_plan = plan(SAMPLE, Selection(), client, keys, "r-newer")
+    publish(make_app(shared_redis, keys), client, keys, the_plan, expires=0.2)
+    queued = [v.id for v in the_plan.expansion.vectors if v.id not in the_plan.never_run()]
+    client.hset(keys.vectors("r-newer"), queued[0], msgpack.packb({"schema": 10**6, "op": "ttnn.future"}))
+    time.sleep(0.3)
+    assert expire_due(client, keys) == {"r-newer": len(queued)} and not client.zscore(keys.expiring(), "r-newer")
+    prog = progress(client, keys, "r-newer")
+    assert prog["complete"] and prog["counts"][status.EXPIRED] == len(queued)
+    assert parse_final(client.hget(keys.final("r-newer"), queued[0]))[0] == status.EXPIRED
+
+
 @pytest.fixture
 def n300_worker(redis_server, tmp_path):
     """A real emulated n300 worker, as `sweepctl worker` starts it, that also runs the test-only ops."""

@@ -295,3 +295,23 @@ def test_an_exception_without_a_message_is_error_naming_its_type():
 
     out = our_error(RuntimeError())
     assert out["status"] == status.ERROR and out["message"] == "RuntimeError: "
+
+
+def test_a_debugger_quit_inside_the_op_call_is_no_verdict():
+    """`q` at a breakpoint inside the ttnn op call (the device backend's op_call) was booked FAIL_OP,
+    blaming the op; outside it ERROR. Neither: the quit goes on up to `sweepctl run`."""
+    import bdb
+
+    from workers.outcome import judged, op_call
+
+    def quit_in_the_op() -> dict:
+        with op_call():
+            raise bdb.BdbQuit
+
+    def quit_in_the_golden() -> dict:
+        raise bdb.BdbQuit
+
+    for run in (quit_in_the_op, quit_in_the_golden):
+        with pytest.raises(bdb.BdbQuit):
+            judged(run)
+    assert judged(lambda: {"status": status.PASS})["status"] == status.PASS

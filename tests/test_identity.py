@@ -314,3 +314,48 @@ def test_down_never_signals_a_reused_pid_and_up_refuses_a_port_taken_by_another_
     assert main(["down"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "state.json: unreadable" in err
+
+
+def test_up_asks_a_port_that_does_not_answer_once_and_says_so_in_one_line(home, capsys):
+    """The embedded Redis died and a process that accepts connections but never answers (a hung
+    server, say) holds its port: `up` probes it once (each probe waits out its timeout), exits 2."""
+    _up(capsys, "--workers", "0")
+    recorded = json.loads((home / "state.json").read_text())
+    _kill9(recorded["redis"]["pid"])
+    mute = socket.socket()
+    mute.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _wait(lambda: embedded._port_free(recorded["port"]), 10, "the killed redis-server's port was not freed")
+    mute.bind(("127.0.0.1", recorded["port"]))
+    mute.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(mute.accept()[0]) for _ in range(8)], daemon=True).start()
+    try:
+        assert main(["up", "--machines", "n300", "--workers", "0"]) == 2
+        assert len(accepted) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "does not answer as Redis" in err and "Traceback" not in err, err
+    finally:
+        mute.close()
+        for conn in accepted:
+            conn.close()
+    assert _processes_of(home) == []  # nothing started on another port behind the user's back
+
+
+def test_a_lost_worker_is_no_one_to_hand_work_to_while_it_still_holds_its_name(redis_server, capsys):
+    """The two liveness windows of broker/registry.py: a worker silent for lost_after is passed over
+    when a crashed vector looks for another device set, though `sweepctl workers` lists it (and its
+    name stays taken) until LIVE_WITHIN."""
+    client, keys = redis.Redis.from_url(redis_server), Keys("handoff")
+    for name, machine, health in (("me", "n300", "GOOD"), ("bad", "n300", "BAD"), ("t3k", "t3k", "GOOD")):
+        registry.register(client, keys, name, {"machine": machine, "health": health, "host": HOST, "pid": 1})
+    assert not registry.another_good_worker(client, keys, "n300", "me", 5.0)  # BAD, another machine, itself
+    registry.register(client, keys, "peer", {"machine": "n300", "health": "GOOD", "host": HOST, "pid": 2})
+    assert registry.another_good_worker(client, keys, "n300", "me", 5.0)
+    silent = time.time() - registry.lost_after(5.0) - 1
+    client.zadd(keys.workers(), {"peer": silent})
+    client.hset(keys.worker("peer"), "heartbeat", silent)
+    assert not registry.another_good_worker(client, keys, "n300", "me", 5.0)
+    rows = _json(capsys, "workers", "--redis", redis_server, "--prefix", "handoff")
+    assert {r["name"]: r["health"] for r in rows}["peer"] == "GOOD"
+    with pytest.raises(registry.NameTaken):
+        registry.register(client, keys, "peer", {"machine": "n300", "health": "UNKNOWN", "host": HOST, "pid": 3})

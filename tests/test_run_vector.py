@@ -86,3 +86,26 @@ def test_run_from_a_store_on_ttnn_says_the_device_could_not_be_opened(tmp_path):
         ambiguous.stderr.strip()
         == "sweepctl: error: --run: give --run (a vector of a run in Redis) or --store, not both"
     )
+
+
+def test_quitting_the_debugger_at_a_breakpoint_is_no_verdict():
+    """`q` at a breakpoint inside the judged run (here: in the emulated backend, set from pdb as a
+    user sets one) stops the run: one line says so, exit 130, and no record blames the op or sweepctl."""
+    source = (ROOT / "workers" / "emulated.py").read_text().splitlines()
+    line = source.index("        prepared = prepare(ttnn, opdef, vector)") + 1
+    argv = ["run", DEEPSEEK_SHARDED_LINEAR, "--store", str(DEEPSEEK), "--backend", "emulated"]
+    debug = (
+        "import pdb, sys\nfrom broker.cli import main\n"
+        "debugger = pdb.Pdb(readrc=False)\n"
+        f"debugger.rcLines += ['break {ROOT / 'workers' / 'emulated.py'}:{line}', 'continue']\n"
+        f"sys.exit(debugger.runcall(main, {argv!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", debug], input="q\n", capture_output=True, text=True, cwd=ROOT,
+                          timeout=180)  # fmt: skip
+    assert "emulated.py" in done.stdout + done.stderr and "(Pdb)" in done.stdout + done.stderr  # it stopped there
+    assert done.returncode == 130, (done.stdout, done.stderr[-2000:])
+    said = "sweepctl run: stopped in the debugger: vector 60af7b2ab4d1a7f995f919c281f8af55 has no verdict"
+    assert said in done.stderr  # after the "(Pdb) " prompt that read the q
+    assert "Traceback" not in done.stderr and "BdbQuit" not in done.stdout + done.stderr
+    assert "ERROR" not in done.stdout and "FAIL_OP" not in done.stdout  # no record printed at all
+    assert "vector 60af7b2ab4d1" not in done.stdout

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
 
 from broker.cli import main
 from tests.conftest import ADD_SWEEP, MINI, TRACER_EXAMPLES, deepcopy, write_json
 from tests.synth import synthetic_store
 from tracer.args import canonical_arguments
-from tracer.store import MasterStore, read_inputs
+from tracer.store import MasterStore, bulk, read_inputs
 
 
 def _canonical_set(store: MasterStore) -> dict:
@@ -110,3 +112,20 @@ def test_synthetic_store_merges_a_rerun_into_the_known_configs(tmp_path):
     out = tmp_path / "out.json"
     store.save(str(out))
     assert len(MasterStore.load(str(out))) == n
+
+
+def test_bulk_freezes_nothing_so_a_cycle_built_inside_is_still_collected():
+    """bulk() keeps the cyclic GC off while a store is built, and used to freeze the caller's whole heap
+    on the way out (a cycle alive then was never collected, in any process that imported a store)."""
+
+    class Node:
+        pass
+
+    with bulk():
+        node = Node()
+        node.itself = node
+        alive = weakref.ref(node)
+    assert gc.isenabled()
+    del node
+    gc.collect()
+    assert alive() is None

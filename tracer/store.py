@@ -75,10 +75,12 @@ def bulk() -> Iterator[None]:
     """No cyclic GC while building 100k-config object graphs: each generation-2 pass would rescan
     everything already loaded, which makes import quadratic-ish. Nothing here creates cycles.
 
-    On the way out the graph is frozen (gc.freeze): re-enabled, the collector would otherwise
-    traverse every object allocated meanwhile (2M for 100k configs, ~0.6 s) at its next young
-    collection and again in each older generation. Frozen objects are still freed by reference
-    counting; only a cycle alive at that moment would never be collected."""
+    On the way out what was allocated meanwhile goes straight to the oldest generation (gc.freeze
+    then gc.unfreeze: two list splices): re-enabled with them young, the collector would traverse
+    them all (2M for 100k configs, ~0.6 s) at its next young collection and again in each older
+    generation. Nothing stays frozen, so a later full collection still finds their cycles (objects
+    a caller froze itself are unfrozen too: the worker daemon and the executor, which freeze theirs,
+    never get here)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -86,6 +88,7 @@ def bulk() -> Iterator[None]:
     finally:
         if enabled:
             gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

@@ -40,7 +40,7 @@ import structlog
 from broker import registry
 from broker.app import RUN_CHUNK, TRACE_MODEL, make_app
 from broker.keys import Keys
-from broker.reclaim import Held, drop_leases, lost_after, reclaim, send_chunk
+from broker.reclaim import Held, drop_leases, reclaim, send_chunk
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from broker.traces import jobs as tracejobs
 from sweeps import status
@@ -625,15 +625,8 @@ class WorkerDaemon:
         self._redis(lambda: self.redis.delete(self.keys.held(self.name)))
 
     def _another_worker(self) -> bool:
-        """A live, healthy worker of this machine type other than this one."""
-        now = time.time()
-        names = [n.decode() for n in self.redis.zrangebyscore(self.keys.workers(), now - lost_after(HEARTBEAT_EVERY),
-                                                              "+inf")]  # fmt: skip
-        others = [n for n in names if n != self.name]
-        pipe = self.redis.pipeline(transaction=False)
-        for name in others:
-            pipe.hmget(self.keys.worker(name), ["machine", "health"])
-        return any(row == [self.machine.encode(), b"GOOD"] for row in (pipe.execute() if others else []))
+        """A live, healthy worker of this machine type other than this one (broker/registry.py)."""
+        return registry.another_good_worker(self.redis, self.keys, self.machine, self.name, HEARTBEAT_EVERY)
 
 
 @dataclass

@@ -46,7 +46,7 @@ from sweeps.memconfig import to_ttnn
 from sweeps.meshplan import MeshPlan, MeshPlanError, invalid, mesh_plan
 from sweeps.profiles import MachineProfile
 from workers import deviceperf
-from workers.outcome import judged, op_call, verdict
+from workers.outcome import judged, op_call, raise_if_debugger_quit, verdict
 from workers.recovery import HEALTH_CHECK
 from workers.stage import DEVICE_IO, HOST, at
 
@@ -112,6 +112,7 @@ class DeviceBackend:
             try:
                 self.open(plan)
             except Exception as exc:
+                raise_if_debugger_quit(exc)
                 raise MeshUnavailable(f"could not open the {plan.mesh_shape} mesh: {exc}") from exc
         if plan.submesh_shape is None:
             return self.mesh

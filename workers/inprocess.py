@@ -22,6 +22,7 @@ from sweeps import status
 from sweeps.profiles import get_profile
 from sweeps.validate import ttnn_reason
 from workers.executor import Executor, enter_workdir, isolate_stdout, open_backend, run_vector
+from workers.outcome import raise_if_debugger_quit
 
 
 def prepare(machine: str, backend: str) -> BinaryIO:
@@ -49,7 +50,8 @@ def devices_of(machine: str, backend: str) -> list[int]:
 
 def run_here(vector: dict[str, Any], backend: str, run_id: str | None) -> dict[str, Any]:
     """Open the backend and run the vector; the record a worker would write. A backend that cannot
-    open is INFRA, as the daemon books it, with the reason: the device could not be opened."""
+    open is INFRA, as the daemon books it, with the reason: the device could not be opened. Quitting
+    a debugger raises bdb.BdbQuit out of here: there is no record."""
     import importlib.metadata
 
     machine = vector["machine"]
@@ -57,6 +59,7 @@ def run_here(vector: dict[str, Any], backend: str, run_id: str | None) -> dict[s
     try:
         opened = open_backend(machine, backend)
     except Exception as exc:
+        raise_if_debugger_quit(exc)
         outcome = {
             "status": status.INFRA,
             "message": f"backend {backend} could not open the device: {type(exc).__name__}: {ttnn_reason(exc)}",

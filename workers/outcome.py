@@ -8,11 +8,13 @@ is ERROR, with the exception and the innermost frame of sweepctl's own code, so 
 whose bug it is and where. The emulated backend has no op call: its golden stands in for the op,
 so a golden that cannot take the traced call is an ERROR too. The same line holds when the executor
 dies or hangs instead of raising: `op_call()` marks the executor's stage cell OP (workers/stage.py),
-and only a death or timeout there is CRASH / HANG.
+and only a death or timeout there is CRASH / HANG. Quitting a debugger (`q` at a breakpoint, under
+`sweepctl run`) is no outcome at all: it goes on up (raise_if_debugger_quit).
 """
 
 from __future__ import annotations
 
+import bdb
 import contextlib
 import traceback
 from collections.abc import Callable, Iterator
@@ -67,8 +69,16 @@ def judged(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return our_error(exc)
 
 
+def raise_if_debugger_quit(exc: BaseException) -> None:
+    """Raise `exc` again when it is a debugger's quit (bdb.BdbQuit): the person debugging stopped the
+    run, which is neither the op's failure nor sweepctl's, so no handler may turn it into a verdict."""
+    if isinstance(exc, bdb.BdbQuit):
+        raise exc
+
+
 def op_failure(exc: BaseException) -> dict[str, Any]:
     """FAIL_L1_OOM when ttnn could not allocate, FAIL_OP otherwise; the message is ttnn's human line."""
+    raise_if_debugger_quit(exc)
     message = f"{type(exc).__name__}: {ttnn_reason(exc)}"[:MESSAGE_LIMIT]
     failed = status.FAIL_L1_OOM if any(m in str(exc) for m in _OOM_MARKERS) else status.FAIL_OP
     return {"status": failed, "pcc": None, "message": message, "e2e_ms": None}
@@ -77,6 +87,7 @@ def op_failure(exc: BaseException) -> dict[str, Any]:
 def our_error(exc: BaseException) -> dict[str, Any]:
     """ERROR: sweepctl failed outside the op call. `Type: message [path:line in function]`, the frame
     being the innermost one in sweepctl's own code (ttnn's and torch's frames say less about the fix)."""
+    raise_if_debugger_quit(exc)
     where = our_frame(exc)
     text = f"{type(exc).__name__}: {ttnn_reason(exc)}"
     suffix = f" [{where}]" if where else ""

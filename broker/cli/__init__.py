@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from tracer.errors import InputError
 
@@ -363,6 +363,7 @@ def _runtime_parsers(sub: Any) -> None:
     """Queues, workers and results (broker/cli/commands.py)."""
     from broker.cli import commands as c
     from broker.coordinator import CHUNK_LIMIT, MAX_CHUNK
+    from broker.registry import LIVE_WITHIN
 
     def connected(name: str, help_text: str, func, description: str | None = None) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=description or help_text)
@@ -505,7 +506,7 @@ def _runtime_parsers(sub: Any) -> None:
     workers = connected(
         "workers",
         "workers: machine, devices, backend, health, current vector, last heartbeat (--json: also host, pid); "
-        "a worker whose heartbeat lapsed 30 s ago shows LOST for a day",
+        f"a worker whose heartbeat lapsed {LIVE_WITHIN:g} s ago shows LOST for a day",
         c.cmd_workers,
     )
     workers.add_argument("--release", metavar="NAME", help="return a quarantined (BAD) worker to service")
@@ -605,7 +606,7 @@ def _single_vector_parsers(sub: Any) -> None:
         "bounds its time, so a debugger can stop it: python -m pdb -m broker.cli run VECTOR --backend "
         "emulated. A vector enqueue books NOT_RUN or INVALID is not run: its verdict is printed. On the "
         "ttnn backend a device that cannot be opened is INFRA, with the reason. Exit 0 PASS, 1 any other "
-        "verdict, 2 bad input.",
+        "verdict, 2 bad input, 130 stopped in the debugger (q at a breakpoint: no verdict).",
         single.cmd_run,
     )
     run.add_argument("--backend", choices=("emulated", "ttnn"), required=True, help="emulated (no device) or ttnn")
@@ -712,3 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         print("sweepctl: interrupted", file=sys.stderr)
         return 130
 
+
+def run() -> NoReturn:
+    """The `sweepctl` program: main(), then exit with its status. The heap is frozen first (gc.freeze),
+    so the interpreter's last collection at exit does not traverse it: the process ends, nothing leaks.
+    Only here, never in main(), which tests and other programs call in their own long-lived process."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    sys.exit(code)

@@ -255,10 +255,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from sweeps.profiles import PROFILES, get_profile
 
     machines = [get_profile(m).name for m in args.machines.split(",")] if args.machines else list(PROFILES)
-    state = embedded.up(machines, args.workers, args.prefix or default_prefix(), events=args.events)
+    state, client = embedded.up(machines, args.workers, args.prefix or default_prefix(), events=args.events)
     ready = []
     if state["started"] and not args.no_wait:
-        client = embedded.connect(state["url"])
         ready = embedded.wait_for_workers(client, Keys(state["prefix"]), state["started"])
     if args.json:
         _print_json({**state, "ready": ready})
@@ -539,8 +538,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             client, keys, url = _connect(args)
         else:
             machines = ["n300", "galaxy"]
-            state = embedded.up(machines, 1, default_prefix())
-            client, keys, url = embedded.connect(state["url"]), Keys(state["prefix"]), state["url"]
+            state, client = embedded.up(machines, 1, default_prefix())
+            keys, url = Keys(state["prefix"]), state["url"]
             print(f"redis {url}; starting emulated workers for {', '.join(machines)}")
             ready = embedded.wait_for_workers(client, keys, state["started"])
             if len(ready) < len(state["started"]):

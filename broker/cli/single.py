@@ -35,8 +35,13 @@ def find(args: argparse.Namespace) -> Found:
     return vectorref.in_run(client, keys, _run_id(args, client, keys), args.vector)
 
 
+STOPPED_IN_DEBUGGER = 130  # exit status when the user quit pdb: no verdict, like an interrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Exit 0 PASS, 1 any other verdict (2, bad input, from the CLI)."""
+    """Exit 0 PASS, 1 any other verdict, 130 stopped in the debugger (2, bad input, from the CLI)."""
+    import bdb
+
     from broker.results import make_record
 
     found = find(args)
@@ -48,7 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from workers.inprocess import prepare, run_here
 
         out = prepare(vector["machine"], args.backend)
-        record = run_here(vector, args.backend, found.run_id)
+        try:
+            record = run_here(vector, args.backend, found.run_id)
+        except bdb.BdbQuit:  # `q` at a breakpoint: the person debugging stopped it, no one failed
+            print(f"sweepctl run: stopped in the debugger: vector {vector['id']} has no verdict", file=sys.stderr)
+            return STOPPED_IN_DEBUGGER
     text = json.dumps(record, indent=2, default=str) if args.json else "\n".join(record_lines(found, record))
     out.write((text + "\n").encode())
     out.flush()
