@@ -456,7 +456,8 @@ for i = $PAIRS, #ARGV, 2 do
   vids[#vids + 1] = ARGV[i]
   leases[#leases + 1] = ARGV[i + 1]
 end
--- read all at once (tables then stand for the keys: a vector listed twice sees its first claim)
+-- read all at once: a vector listed twice gets the same answer twice (its second claim is its first one
+-- resent), so the values read before any claim answer for every entry
 local tries = fetch('HMGET', attempts, vids, {})
 local payloads = fetch('HMGET', vectors, vids, {})
 local finals = fetch('HMGET', final, vids, {})
@@ -473,10 +474,6 @@ for i, vid in ipairs(vids) do
   end
 end
 local recorded = fetch('HMGET', records, wanted, {})
-local function has_record(field)  -- a vector listed twice may ask for one not read above
-  if recorded[field] == nil then recorded[field] = redis.call('HEXISTS', records, field) == 1 end
-  return recorded[field]
-end
 local out, bumped, taken = {}, {}, {}
 for i, vid in ipairs(vids) do
   local lease = leases[i]
@@ -486,18 +483,17 @@ for i, vid in ipairs(vids) do
   elseif not payload then
     out[#out + 1] = {'M', tried, 0}
   elseif holder == value then
-    local lost = (tried > 1 and not has_record(vid .. sep .. (tried - 1))) and 1 or 0
+    local lost = (tried > 1 and not recorded[vid .. sep .. (tried - 1)]) and 1 or 0
     out[#out + 1] = {'R', tried, lost, payload}
   elseif holder then
     out[#out + 1] = {'L', tried, 0}
   elseif canceled then
     out[#out + 1] = {'X', tried, 0, payload}
   else
-    local lost = (tried > 0 and not has_record(vid .. sep .. tried)) and 1 or 0
+    local lost = (tried > 0 and not recorded[vid .. sep .. tried]) and 1 or 0
     if lost == 1 and tried >= max_lost then
       out[#out + 1] = {'D', tried, 1, payload}
     else
-      tries[vid], holders[lease] = tried + 1, value
       bumped[#bumped + 1] = vid
       bumped[#bumped + 1] = tried + 1
       taken[#taken + 1] = lease

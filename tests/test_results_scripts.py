@@ -88,7 +88,8 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         side.client.hset(keys.run(RUN), mapping={"meta": "{}", "total": len(ids)})
         stored = [v for v in vectors if v["id"] not in (ids[22], ids[23])]
         side.client.hset(keys.vectors(RUN), mapping={v["id"]: msgpack.packb(v) for v in stored})
-        side.client.hset(keys.agg(RUN), mapping={"pmin|ttnn.mul": "0.97", "s|PASS": "3"})  # an earlier writer's
+        earlier = {"pmin|ttnn.mul": "0.97", "pmin|ttnn.add": "0.6", "s|PASS": "3"}  # an earlier writer's
+        side.client.hset(keys.agg(RUN), mapping=earlier)
 
     on_both("setup", setup)
     claim("claim, a vector twice and two not in the run", "w1/a", [*ids[:12], ids[0], ids[22], ids[23]])
@@ -113,6 +114,9 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         r.finish_op(_record(vectors[1], 2, status.PASS, pcc=0.995, e2e_ms=3.4)),  # its retry, settled in the batch
         r.unfinal_op(_record(vectors[13], 1, status.PASS, pcc=1.0)),  # not final: nothing moves
         r.release_op(RUN, ids[12], 1, "w1/a"),  # w2 holds it: its lease stays, its attempt number goes
+        r.release_op(RUN, ids[7], 1, "w1/a"),  # its record is written (above): its attempt number stays
+        # the INFRA attempt above freed its lease: this books it
+        *r.unrun_ops(RUN, [(ids[7], msgpack.packb(vectors[7]))], {"status": status.EXPIRED}, "n300", backend="w1"),
     ])  # fmt: skip
     write("the coordinator cancels whatever is idle", "coordinator", lambda r: r.unrun_ops(
         RUN, [(v["id"], msgpack.packb(v)) for v in vectors[:15]] + [(ids[22], None)],
@@ -157,7 +161,8 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     agg = _state(batched.client)[keys.agg(RUN).encode()]
     # the sequence reached what it is meant to exercise (a change to it must keep these)
     assert agg[b"s|FAIL_ACCURACY"] == b"1" and agg[b"s|PASS"] == b"10" and agg[b"pmin|ttnn.mul"] == b"0.95"
-    assert agg[b"s|CANCELED"] == b"2" and agg[b"s|INVALID"] == b"3" and b"s|NOT_RUN" not in agg
+    assert agg[b"s|CANCELED"] == b"1" and agg[b"s|EXPIRED"] == b"1" and agg[b"s|INVALID"] == b"3"
+    assert b"s|NOT_RUN" not in agg
     assert agg[b"ph|ttnn.mul|13"] == b"0" and len([k for k in agg if k.startswith(b"st|")]) == 8
 
 
