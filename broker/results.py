@@ -90,16 +90,16 @@ _WRITE_OPS = {"FINISH": FINISH, "FINISH_UNRUN": FINISH_UNRUN, "UNFINAL": UNFINAL
 _LUA_BATCH = """
 local function fetch(cmd, key, names, into)
   for i = 1, #names, 1000 do
-    local slice = {unpack(names, i, math.min(i + 999, #names))}
-    local got = key and redis.call(cmd, key, unpack(slice)) or redis.call(cmd, unpack(slice))
-    for j = 1, #slice do into[slice[j]] = got[j] end
+    local last = math.min(i + 999, #names)
+    local got = key and redis.call(cmd, key, unpack(names, i, last)) or redis.call(cmd, unpack(names, i, last))
+    for j = i, last do into[names[j]] = got[j - i + 1] end
   end
   return into
 end
 local function send(cmd, key, args)
   for i = 1, #args, 1000 do
-    local slice = {unpack(args, i, math.min(i + 999, #args))}
-    if key then redis.call(cmd, key, unpack(slice)) else redis.call(cmd, unpack(slice)) end
+    local last = math.min(i + 999, #args)
+    if key then redis.call(cmd, key, unpack(args, i, last)) else redis.call(cmd, unpack(args, i, last)) end
   end
 end
 """
@@ -109,21 +109,22 @@ end
 # Aggregate field names come from broker.keys.Agg, each operation's fields from its LuaArgs ($NAME below).
 # Returns {finishes dropped because their vector was final already (late records), vectors FINISH_UNRUN booked}.
 #
-# Redis's CPU per vector is what bounds the devices one Redis carries, so the script runs few commands
-# per call rather than one per field per vector, in three steps:
-#   1. read: every final, attempt count, record and lease the ops look at, one HMGET/MGET per key;
+# Redis's CPU per vector bounds the devices one Redis carries, so the script runs a few commands per
+# call and per vector rather than one per field per vector, in four steps:
+#   1. read every final, attempt count, record and lease the ops look at: one HMGET/MGET per key;
 #   2. decide: the ops in order against those values, each seeing what the ones before it wrote (a
-#      table per key stands for it), staging the writes; counters add up per field, the other agg
-#      fields keep the order their HSETNX/HSET/lowest-PCC rule needs;
-#   3. write: one HSETNX per record and per final (a worker's ACL allows no other write there), one
-#      command each for failed, attempts and leases, then the agg hash in one HSET of its new values
-#      (the counters read with one HMGET and added to here: the same strings HINCRBY leaves).
-# A script error midway leaves the writes before it applied (Redis does not roll a script back), so
-# nothing is written before everything that can fail has been tried: every key was read in steps 1 and
-# 3's HMGET (a key of the wrong type fails there), every counter parsed (a non-integer fails as HINCRBY
-# would), every write checked against the caller's ACL (redis.acl_check_cmd); Redis refuses a write
-# for lack of memory only to a script that has not written yet. So an error leaves nothing written, and
-# records are never left without their counts (nor counts without records).
+#      table per key stands for it), staging the writes; the agg hash's counters add up per field,
+#      its other fields keep what their HSETNX/HSET/lowest-PCC rule picks;
+#   3. the agg hash's new values, from the ones there (one HMGET): what the per-vector HINCRBYs,
+#      HSETNXs and HSETs would have left, the same strings;
+#   4. write: one HSETNX per record and per final (a worker's ACL allows no other write there), one
+#      command each for failed, attempts and leases, the agg hash in one HSET.
+# A script that fails midway keeps the writes it made (Redis does not roll a script back): records
+# without their counts, which no resend repairs. So nothing is written until everything that can fail
+# has been tried: every key written was read first (a key of the wrong type fails there), every counter
+# parsed (a non-integer fails as HINCRBY would), every write checked against the caller's ACL
+# (redis.acl_check_cmd), and Redis refuses a write for lack of memory only to a script that has not
+# written yet. An error leaves nothing written; a resend once its cause is fixed counts everything.
 _WRITE = Template(_LUA_BATCH + """
 local ops = cmsgpack.unpack(ARGV[1])
 local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -174,29 +175,30 @@ local function free(lease_key, lease)  -- the lease goes if it still holds this 
     freed[#freed + 1] = lease_key
   end
 end
-local agg_fields, rule, delta, value, lows = {}, {}, {}, {}, {}
-local function touch(name, how)
-  if not rule[name] then
-    rule[name] = how
-    agg_fields[#agg_fields + 1] = name
+-- the agg hash: what the old per-vector commands would do, per field (each field is of one kind)
+local counted, delta = {}, {}  -- HINCRBY: fields in the order first counted, the sum of their increments
+local function count(name, n)
+  local sum = delta[name]
+  if not sum then counted[#counted + 1] = name end
+  delta[name] = (sum or 0) + n
+end
+local firsts, first_value = {}, {}  -- HSETNX: the first value given
+local function first(name, v)
+  if not first_value[name] then
+    firsts[#firsts + 1] = name
+    first_value[name] = v
   end
 end
-local function count(name, n)  -- HINCRBY
-  touch(name, 'count')
-  delta[name] = (delta[name] or 0) + n
-end
-local function first(name, v)  -- HSETNX
-  touch(name, 'first')
-  if value[name] == nil then value[name] = v end
-end
-local function last(name, v)  -- HSET
-  touch(name, 'last')
-  value[name] = v
-end
-local function lowest(name, v)  -- HSET if below the value there
-  touch(name, 'lowest')
-  lows[name] = lows[name] or {}
-  lows[name][#lows[name] + 1] = v
+local t_last = nil  -- HSET: the last value given
+local lowered, pccs = {}, {}  -- HSET when below the value there: the values given, in order
+local function lowest(name, v)
+  local seen = pccs[name]
+  if not seen then
+    seen = {}
+    pccs[name] = seen
+    lowered[#lowered + 1] = name
+  end
+  seen[#seen + 1] = v
 end
 local function counts(n, status, op, machine, sig)  -- what every final vector counts in
   count('$DONE', n)
@@ -252,7 +254,7 @@ for _, entry in ipairs(ops) do
     if n > 0 then
       counts(n, status, op, machine, sig)
       first('$T_FIRST', now)
-      last('$T_LAST', now)
+      t_last = now
       if sig ~= '' then
         first('$BUCKET_TEXT' .. sig, signature)
         first('$BUCKET_EXAMPLE' .. sig, example)
@@ -275,7 +277,7 @@ for _, entry in ipairs(ops) do
         final_log[#final_log + 1] = summary
         counts(1, status, op, machine, sig)
         first('$T_FIRST', now)
-        last('$T_LAST', now)
+        t_last = now
         if executed == '1' then count('$BACKEND' .. backend, 1) end
         if sig ~= '' then
           first('$BUCKET_TEXT' .. sig, signature)
@@ -292,34 +294,37 @@ for _, entry in ipairs(ops) do
   end
 end
 
--- the agg hash's new values, from the ones there now
-local stored = fetch('HMGET', agg, agg_fields, {})
-local agg_new = {}
-for _, name in ipairs(agg_fields) do
-  local how, now_there, v = rule[name], stored[name], nil
-  if how == 'count' then
-    if now_there and not string.match(now_there, '^%-?%d+$$') then
-      return redis.error_reply('ERR hash value is not an integer: ' .. agg .. ' ' .. name)
-    end
-    v = string.format('%d', (tonumber(now_there) or 0) + delta[name])
-  elseif how == 'first' then
-    if not now_there then v = value[name] end
-  elseif how == 'last' then
-    v = value[name]
-  else
-    local low = now_there
-    for _, pcc in ipairs(lows[name]) do
-      if (not low) or tonumber(pcc) < tonumber(low) then low = pcc end
-    end
-    if low ~= now_there then v = low end
+-- 3. the agg hash's new values, from the ones there now
+local agg_new, at = {}, 0
+local function put(name, v)
+  agg_new[at + 1], agg_new[at + 2] = name, v
+  at = at + 2
+end
+local read = {unpack(counted)}
+for _, name in ipairs(firsts) do read[#read + 1] = name end
+for _, name in ipairs(lowered) do read[#read + 1] = name end
+local stored = fetch('HMGET', agg, read, {})
+for _, name in ipairs(counted) do
+  local there = stored[name]
+  if there and not string.match(there, '^%-?%d+$$') then
+    return redis.error_reply('ERR hash value is not an integer: ' .. agg .. ' ' .. name)
   end
-  if v then
-    agg_new[#agg_new + 1] = name
-    agg_new[#agg_new + 1] = v
+  put(name, string.format('%d', (tonumber(there) or 0) + delta[name]))
+end
+for _, name in ipairs(firsts) do
+  if not stored[name] then put(name, first_value[name]) end
+end
+if t_last then put('$T_LAST', t_last) end
+for _, name in ipairs(lowered) do
+  local there = stored[name]
+  local low = there
+  for _, pcc in ipairs(pccs[name]) do
+    if (not low) or tonumber(pcc) < tonumber(low) then low = pcc end
   end
+  if low ~= there then put(name, low) end
 end
 
--- 3. write, once every write is known to be allowed
+-- 4. write, once every write is known to succeed
 local function split(new, order)  -- {field, value, ...} to HSET, {field, ...} to HDEL
   local set, del = {}, {}
   for _, field in ipairs(order) do
@@ -333,21 +338,26 @@ local function split(new, order)  -- {field, value, ...} to HSET, {field, ...} t
   return set, del
 end
 local failed_set, failed_del = split(failed_new, failed_order)
+if #failed_order > 0 then redis.call('HLEN', failed) end  -- the one key steps 1 and 3 did not read
 local tries_set, tries_del = split(tries_new, tries_order)
+local function may(needed, cmd, key, ...)
+  if needed and not redis.acl_check_cmd(cmd, key, ...) then
+    error({err = 'NOPERM this user may not run ' .. cmd .. ' on ' .. key .. ': nothing written'})
+  end
+end
 local final_set, final_del = false, false
 for i = 2, #final_log, 2 do
   if final_log[i] then final_set = true else final_del = true end
 end
-for _, write in ipairs({  -- {needed, command, key, what else it takes}
-  {#new_records > 0, 'HSETNX', records, 'f', 'v'}, {final_set, 'HSETNX', final, 'f', 'v'},
-  {final_del, 'HDEL', final, 'f'}, {#failed_set > 0, 'HSET', failed, 'f', 'v'}, {#failed_del > 0, 'HDEL', failed, 'f'},
-  {#tries_set > 0, 'HSET', attempts, 'f', 'v'}, {#tries_del > 0, 'HDEL', attempts, 'f'},
-  {#freed > 0, 'DEL', freed[1] or ''}, {#agg_new > 0, 'HSET', agg, 'f', 'v'},
-}) do
-  if write[1] and not redis.acl_check_cmd(unpack(write, 2)) then
-    return redis.error_reply('NOPERM this user may not run ' .. write[2] .. ' on ' .. write[3] .. ': nothing written')
-  end
-end
+may(#new_records > 0, 'HSETNX', records, 'f', 'v')
+may(final_set, 'HSETNX', final, 'f', 'v')
+may(final_del, 'HDEL', final, 'f')
+may(#failed_set > 0, 'HSET', failed, 'f', 'v')
+may(#failed_del > 0, 'HDEL', failed, 'f')
+may(#tries_set > 0, 'HSET', attempts, 'f', 'v')
+may(#tries_del > 0, 'HDEL', attempts, 'f')
+may(#freed > 0, 'DEL', freed[1])
+may(at > 0, 'HSET', agg, 'f', 'v')
 for i = 1, #new_records, 2 do redis.call('HSETNX', records, new_records[i], new_records[i + 1]) end
 for i = 1, #final_log, 2 do
   if final_log[i + 1] then

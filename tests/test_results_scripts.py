@@ -166,7 +166,10 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     assert agg[b"ph|ttnn.mul|13"] == b"0" and len([k for k in agg if k.startswith(b"st|")]) == 8
 
 
-@pytest.mark.parametrize("breakage", ["a counter that is not a number", "an ACL that refuses the agg write"])
+BREAKAGES = ("a counter that is not a number", "a failed hash that is not a hash", "an ACL that refuses the agg write")
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
 def test_a_write_that_fails_leaves_nothing_written(redis_server, breakage):
     """Where the one-command-per-field script left the record and some counters written, a batched
     write fails before its first write: nothing half-counted, and a resend once fixed counts it all."""
@@ -174,9 +177,11 @@ def test_a_write_that_fails_leaves_nothing_written(redis_server, breakage):
     keys = Keys("broken")
     vectors = _vectors(3)
     admin.hset(keys.vectors(RUN), mapping={v["id"]: b"payload" for v in vectors})
-    if breakage == "a counter that is not a number":
+    client = admin
+    if breakage == BREAKAGES[0]:
         admin.hset(keys.agg(RUN), "s|FAIL_OP", "many")
-        client = admin
+    elif breakage == BREAKAGES[1]:
+        admin.set(keys.failed(RUN), "not a hash")
     else:  # a worker user whose ACL lacks HSET on agg, the last write the script makes
         admin.execute_command("ACL", "SETUSER", "narrow", "on", ">pw", "~*", "&*", "+@all", "-hset",
                               f"(~{keys.failed(RUN)} ~{keys.attempts(RUN)} +hset)")  # fmt: skip
@@ -186,11 +191,13 @@ def test_a_write_that_fails_leaves_nothing_written(redis_server, breakage):
     ops = [results.finish_op(_record(v, c.attempt, status.FAIL_OP, message="bad"), lease=c.lease)
            for v, c in zip(vectors, claims, strict=True)]  # fmt: skip
     before = _state(admin)
-    with pytest.raises(redis.exceptions.ResponseError, match="not an integer|may not run HSET"):
+    with pytest.raises(redis.exceptions.ResponseError, match="not an integer|WRONGTYPE|may not run HSET"):
         results.write(RUN, ops)
     assert _state(admin) == before  # no record, final, failed entry or counter; the leases still held
-    if breakage == "a counter that is not a number":
+    if breakage == BREAKAGES[0]:
         admin.hdel(keys.agg(RUN), "s|FAIL_OP")
+    elif breakage == BREAKAGES[1]:
+        admin.delete(keys.failed(RUN))
     else:
         admin.acl_deluser("narrow")
         results = Results(admin, keys, worker="w1")
