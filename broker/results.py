@@ -300,9 +300,10 @@ local function put(name, v)
   agg_new[at + 1], agg_new[at + 2] = name, v
   at = at + 2
 end
-local read = {unpack(counted)}
-for _, name in ipairs(firsts) do read[#read + 1] = name end
-for _, name in ipairs(lowered) do read[#read + 1] = name end
+local read = {}
+for _, names in ipairs({counted, firsts, lowered}) do
+  for _, name in ipairs(names) do read[#read + 1] = name end
+end
 local stored = fetch('HMGET', agg, read, {})
 for _, name in ipairs(counted) do
   local there = stored[name]

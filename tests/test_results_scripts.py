@@ -166,6 +166,23 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     assert agg[b"ph|ttnn.mul|13"] == b"0" and len([k for k in agg if k.startswith(b"st|")]) == 8
 
 
+def test_a_batch_larger_than_one_command_takes_leaves_what_the_reference_scripts_leave(sides):
+    """Thousands of fields and keys in one call: the reads and writes go in slices, with the same result."""
+    vectors = _vectors(1500)
+    letters = [chr(65 + i % 26) + chr(65 + i // 26 % 26) for i in range(len(vectors))]  # 676 signatures
+    results = sides[0].results["w1"]
+    ops = [results.finish_op(_record(v, 1, status.FAIL_OP, message=f"no kernel for {x}"), lease="w1/a")
+           for v, x in zip(vectors[:1200], letters[:1200], strict=True)]  # fmt: skip
+    unrun = [(v["id"], v.get("config_hash"), "") for v in vectors]
+    ops.append(results.finish_unrun_op(_record(vectors[1200], 0, status.NOT_RUN), unrun, idle_only=True))
+    for side in sides:
+        side.client.mset({side.keys.lease(RUN, v["id"]): "w1/a" for v in vectors[:1300]})
+    replies = [side.results["w1"].write(RUN, ops) for side in sides]
+    assert replies[0] == replies[1] == [0, 200]
+    assert _state(sides[0].client) == _state(sides[1].client)
+    assert len(_state(sides[1].client)[sides[1].keys.agg(RUN).encode()]) > 2 * 676  # more than one HSET's worth
+
+
 BREAKAGES = ("a counter that is not a number", "a failed hash that is not a hash", "an ACL that refuses the agg write")
 
 
