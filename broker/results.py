@@ -84,44 +84,152 @@ UNFINAL = LuaArgs(
 RELEASE = LuaArgs(("vector", "attempt", "lease_key", "lease", "field"), "release")
 _WRITE_OPS = {"FINISH": FINISH, "FINISH_UNRUN": FINISH_UNRUN, "UNFINAL": UNFINAL, "RELEASE": RELEASE}
 
+# Lua helpers every script below starts with: `fetch` reads many hash fields (HMGET) or keys (MGET: no
+# key) with one command per key, into a table name -> value (false when absent); `send` runs a command
+# over a long argument list (HSET pairs, HDEL fields, DEL keys). Both go in slices Lua's unpack can take.
+_LUA_BATCH = """
+local function fetch(cmd, key, names, into)
+  for i = 1, #names, 1000 do
+    local last = math.min(i + 999, #names)
+    local got = key and redis.call(cmd, key, unpack(names, i, last)) or redis.call(cmd, unpack(names, i, last))
+    for j = i, last do into[names[j]] = got[j - i + 1] end
+  end
+  return into
+end
+local function send(cmd, key, args)
+  for i = 1, #args, 1000 do
+    local last = math.min(i + 999, #args)
+    if key then redis.call(cmd, key, unpack(args, i, last)) else redis.call(cmd, unpack(args, i, last)) end
+  end
+end
+"""
+
 # Operations travel as one msgpack blob per script call (redis-py spends more packing many small
 # arguments than Redis spends running the script). KEYS: records, final, agg, failed, attempts.
 # Aggregate field names come from broker.keys.Agg, each operation's fields from its LuaArgs ($NAME below).
 # Returns {finishes dropped because their vector was final already (late records), vectors FINISH_UNRUN booked}.
-_WRITE = Template("""
+#
+# Redis's CPU per vector bounds the devices one Redis carries, so the script runs a few commands per
+# call and per vector rather than one per field per vector, in four steps:
+#   1. read every final, attempt count, record and lease the ops look at: one HMGET/MGET per key;
+#   2. decide: the ops in order against those values, each seeing what the ones before it wrote (a
+#      table per key stands for it), staging the writes; the agg hash's counters add up per field,
+#      its other fields keep what their HSETNX/HSET/lowest-PCC rule picks;
+#   3. the agg hash's new values, from the ones there (one HMGET): what the per-vector HINCRBYs,
+#      HSETNXs and HSETs would have left, the same strings;
+#   4. write: one HSETNX per record and per final (a worker's ACL allows no other write there), one
+#      command each for failed, attempts and leases, the agg hash in one HSET.
+# A script that fails midway keeps the writes it made (Redis does not roll a script back): records
+# without their counts, which no resend repairs. So nothing is written until everything that can fail
+# has been tried: every key written was read first (a key of the wrong type fails there), every counter
+# parsed (a non-integer fails as HINCRBY would), every write checked against the caller's ACL
+# (redis.acl_check_cmd), and Redis refuses a write for lack of memory only to a script that has not
+# written yet. An error leaves nothing written; a resend once its cause is fixed counts everything.
+_WRITE = Template(_LUA_BATCH + """
 local ops = cmsgpack.unpack(ARGV[1])
 local records, final, agg, failed, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local late, booked = 0, 0
+
+-- 1. read
+local want_final, want_tries, want_records, want_leases = {}, {}, {}, {}
+for _, entry in ipairs(ops) do
+  local kind = entry[1]
+  if kind == '$UNFINAL' then
+    $UNFINAL_ARGS
+    want_final[#want_final + 1] = vector
+  elseif kind == '$RELEASE' then
+    $RELEASE_ARGS
+    want_tries[#want_tries + 1] = vector
+    want_records[#want_records + 1] = field
+    want_leases[#want_leases + 1] = lease_key
+  elseif kind == '$FINISH_UNRUN' then
+    $FINISH_UNRUN_ARGS
+    for i = 1, #items, 3 do
+      want_records[#want_records + 1] = items[i]
+      want_final[#want_final + 1] = items[i + 2]
+      if lease_prefix ~= '' then want_leases[#want_leases + 1] = lease_prefix .. items[i + 2] end
+    end
+  else
+    $FINISH_ARGS
+    want_final[#want_final + 1] = vector
+    want_tries[#want_tries + 1] = vector
+    want_records[#want_records + 1] = field
+    if lease_key ~= '' then want_leases[#want_leases + 1] = lease_key end
+  end
+end
+local finals = fetch('HMGET', final, want_final, {})
+local tries = fetch('HMGET', attempts, want_tries, {})
+local recorded = fetch('HMGET', records, want_records, {})
+local leases = fetch('MGET', nil, want_leases, {})
+
+-- 2. decide
+local new_records, final_log, freed = {}, {}, {}  -- final_log: field, summary (HSETNX) or false (HDEL)
+local failed_new, failed_order, tries_new, tries_order = {}, {}, {}, {}
+local function stage(new, order, field, value)  -- a hash field's last value, false: deleted
+  if new[field] == nil then order[#order + 1] = field end
+  new[field] = value
+end
+local function free(lease_key, lease)  -- the lease goes if it still holds this value
+  if leases[lease_key] == lease then
+    leases[lease_key] = false
+    freed[#freed + 1] = lease_key
+  end
+end
+-- the agg hash: what the old per-vector commands would do, per field (each field is of one kind)
+local counted, delta = {}, {}  -- HINCRBY: fields in the order first counted, the sum of their increments
+local function count(name, n)
+  local sum = delta[name]
+  if not sum then counted[#counted + 1] = name end
+  delta[name] = (sum or 0) + n
+end
+local firsts, first_value = {}, {}  -- HSETNX: the first value given
+local function first(name, v)
+  if not first_value[name] then
+    firsts[#firsts + 1] = name
+    first_value[name] = v
+  end
+end
+local t_last = nil  -- HSET: the last value given
+local lowered, pccs = {}, {}  -- HSET when below the value there: the values given, in order
+local function lowest(name, v)
+  local seen = pccs[name]
+  if not seen then
+    seen = {}
+    pccs[name] = seen
+    lowered[#lowered + 1] = name
+  end
+  seen[#seen + 1] = v
+end
+local function counts(n, status, op, machine, sig)  -- what every final vector counts in
+  count('$DONE', n)
+  count('$STATUS' .. status, n)
+  count('$OP_STATUS' .. op .. '$SEP' .. status, n)
+  count('$MACHINE_STATUS' .. machine .. '$SEP' .. status, n)
+  count('$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, n)
+  if sig ~= '' then count('$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, n) end
+end
 for _, entry in ipairs(ops) do
   local kind = entry[1]
   if kind == '$UNFINAL' then
     -- take a final vector out of the aggregates, for a retry
     $UNFINAL_ARGS
-    if redis.call('HDEL', final, vector) == 1 then
-      redis.call('HINCRBY', agg, '$DONE', -1)
-      redis.call('HINCRBY', agg, '$STATUS' .. status, -1)
-      redis.call('HINCRBY', agg, '$OP_STATUS' .. op .. '$SEP' .. status, -1)
-      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. machine .. '$SEP' .. status, -1)
-      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, -1)
-      if executed == '1' then redis.call('HINCRBY', agg, '$BACKEND' .. backend, -1) end
-      if sig ~= '' then
-        redis.call('HINCRBY', agg, '$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, -1)
-      end
-      if pcc_bucket ~= '' then redis.call('HINCRBY', agg, '$PCC_HIST' .. op .. '$SEP' .. pcc_bucket, -1) end
-      if e2e_bucket ~= '' then redis.call('HINCRBY', agg, '$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, -1) end
-      redis.call('HDEL', failed, vector)
+    if finals[vector] then
+      finals[vector] = false
+      final_log[#final_log + 1] = vector
+      final_log[#final_log + 1] = false
+      counts(-1, status, op, machine, sig)
+      if executed == '1' then count('$BACKEND' .. backend, -1) end
+      if pcc_bucket ~= '' then count('$PCC_HIST' .. op .. '$SEP' .. pcc_bucket, -1) end
+      if e2e_bucket ~= '' then count('$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, -1) end
+      stage(failed_new, failed_order, vector, false)
     end
   elseif kind == '$RELEASE' then
     -- release a claimed attempt that never started
     $RELEASE_ARGS
-    if redis.call('GET', lease_key) == lease then redis.call('DEL', lease_key) end
-    if tonumber(redis.call('HGET', attempts, vector) or '0') == attempt
-        and redis.call('HEXISTS', records, field) == 0 then
-      if attempt > 1 then
-        redis.call('HSET', attempts, vector, attempt - 1)
-      else
-        redis.call('HDEL', attempts, vector)
-      end
+    free(lease_key, lease)
+    if tonumber(tries[vector] or '0') == attempt and not recorded[field] then
+      tries[vector] = attempt > 1 and attempt - 1 or false
+      stage(tries_new, tries_order, vector, tries[vector])
     end
   elseif kind == '$FINISH_UNRUN' then
     -- finish many vectors that never ran, with one outcome (NOT_RUN, INVALID, CANCELED, EXPIRED, INFRA):
@@ -131,63 +239,140 @@ for _, entry in ipairs(ops) do
     local n, example = 0, nil
     for i = 1, #items, 3 do
       local vid = items[i + 2]
-      if redis.call('HEXISTS', final, vid) == 0
-          and (lease_prefix == '' or redis.call('EXISTS', lease_prefix .. vid) == 0)
-          and redis.call('HSETNX', records, items[i], items[i + 1]) == 1 then
-        redis.call('HSETNX', final, vid, summary)  -- HSETNX: the worker's ACL allows no overwrite of a final
+      if not finals[vid] and (lease_prefix == '' or not leases[lease_prefix .. vid]) and not recorded[items[i]] then
+        recorded[items[i]] = true
+        new_records[#new_records + 1] = items[i]
+        new_records[#new_records + 1] = items[i + 1]
+        finals[vid] = summary
+        final_log[#final_log + 1] = vid
+        final_log[#final_log + 1] = summary
         n = n + 1
         example = example or vid
       end
     end
     booked = booked + n
     if n > 0 then
-      redis.call('HINCRBY', agg, '$DONE', n)
-      redis.call('HSETNX', agg, '$T_FIRST', now)
-      redis.call('HSET', agg, '$T_LAST', now)
-      redis.call('HINCRBY', agg, '$STATUS' .. status, n)
-      redis.call('HINCRBY', agg, '$OP_STATUS' .. op .. '$SEP' .. status, n)
-      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. machine .. '$SEP' .. status, n)
-      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, n)
+      counts(n, status, op, machine, sig)
+      first('$T_FIRST', now)
+      t_last = now
       if sig ~= '' then
-        redis.call('HINCRBY', agg, '$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, n)
-        redis.call('HSETNX', agg, '$BUCKET_TEXT' .. sig, signature)
-        redis.call('HSETNX', agg, '$BUCKET_EXAMPLE' .. sig, example)
+        first('$BUCKET_TEXT' .. sig, signature)
+        first('$BUCKET_EXAMPLE' .. sig, example)
       end
     end
   else  -- '$FINISH'
     -- one attempt's record, written once; its vector's first final record moves the aggregates
     $FINISH_ARGS
-    if lease_key ~= '' and redis.call('GET', lease_key) == lease then redis.call('DEL', lease_key) end
-    if redis.call('HEXISTS', final, vector) == 1 then
+    if lease_key ~= '' then free(lease_key, lease) end
+    if finals[vector] then
       late = late + 1  -- settled first (e.g. canceled while this attempt's lease had lapsed): no record under it
-    elseif redis.call('HSETNX', records, field, record) == 1 and settles == '1'
-        and tonumber(redis.call('HGET', attempts, vector) or '0') <= attempt then
+    elseif not recorded[field] then
+      recorded[field] = true
+      new_records[#new_records + 1] = field
+      new_records[#new_records + 1] = record
       -- final unless a newer attempt started (this one's worker was taken for lost): that one decides
-      redis.call('HSETNX', final, vector, summary)
-      redis.call('HINCRBY', agg, '$DONE', 1)
-      redis.call('HSETNX', agg, '$T_FIRST', now)
-      redis.call('HSET', agg, '$T_LAST', now)
-      redis.call('HINCRBY', agg, '$STATUS' .. status, 1)
-      redis.call('HINCRBY', agg, '$OP_STATUS' .. op .. '$SEP' .. status, 1)
-      redis.call('HINCRBY', agg, '$MACHINE_STATUS' .. machine .. '$SEP' .. status, 1)
-      redis.call('HINCRBY', agg, '$MACHINE_OP_STATUS' .. machine .. '$SEP' .. op .. '$SEP' .. status, 1)
-      if executed == '1' then redis.call('HINCRBY', agg, '$BACKEND' .. backend, 1) end
-      if sig ~= '' then
-        redis.call('HINCRBY', agg, '$BUCKET' .. sig .. '$SEP' .. status .. '$SEP' .. op .. '$SEP' .. machine, 1)
-        redis.call('HSETNX', agg, '$BUCKET_TEXT' .. sig, signature)
-        redis.call('HSETNX', agg, '$BUCKET_EXAMPLE' .. sig, vector)
+      if settles == '1' and tonumber(tries[vector] or '0') <= attempt then
+        finals[vector] = summary
+        final_log[#final_log + 1] = vector
+        final_log[#final_log + 1] = summary
+        counts(1, status, op, machine, sig)
+        first('$T_FIRST', now)
+        t_last = now
+        if executed == '1' then count('$BACKEND' .. backend, 1) end
+        if sig ~= '' then
+          first('$BUCKET_TEXT' .. sig, signature)
+          first('$BUCKET_EXAMPLE' .. sig, vector)
+        end
+        if pcc ~= '' then
+          lowest('$PCC_MIN' .. op, pcc)
+          count('$PCC_HIST' .. op .. '$SEP' .. pcc_bucket, 1)
+        end
+        if e2e_bucket ~= '' then count('$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, 1) end
+        if listed == '1' then stage(failed_new, failed_order, vector, record) end
       end
-      if pcc ~= '' then
-        local key = '$PCC_MIN' .. op
-        local cur = redis.call('HGET', agg, key)
-        if (not cur) or tonumber(pcc) < tonumber(cur) then redis.call('HSET', agg, key, pcc) end
-        redis.call('HINCRBY', agg, '$PCC_HIST' .. op .. '$SEP' .. pcc_bucket, 1)
-      end
-      if e2e_bucket ~= '' then redis.call('HINCRBY', agg, '$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, 1) end
-      if listed == '1' then redis.call('HSET', failed, vector, record) end
     end
   end
 end
+
+-- 3. the agg hash's new values, from the ones there now
+local agg_new, at = {}, 0
+local function put(name, v)
+  agg_new[at + 1], agg_new[at + 2] = name, v
+  at = at + 2
+end
+local read = {}
+for _, names in ipairs({counted, firsts, lowered}) do
+  for _, name in ipairs(names) do read[#read + 1] = name end
+end
+local stored = fetch('HMGET', agg, read, {})
+for _, name in ipairs(counted) do
+  local there = stored[name]
+  if there and not string.match(there, '^%-?%d+$$') then
+    return redis.error_reply('ERR hash value is not an integer: ' .. agg .. ' ' .. name)
+  end
+  put(name, string.format('%d', (tonumber(there) or 0) + delta[name]))
+end
+for _, name in ipairs(firsts) do
+  if not stored[name] then put(name, first_value[name]) end
+end
+if t_last then put('$T_LAST', t_last) end
+for _, name in ipairs(lowered) do
+  local there = stored[name]
+  local low = there
+  for _, pcc in ipairs(pccs[name]) do
+    if (not low) or tonumber(pcc) < tonumber(low) then low = pcc end
+  end
+  if low ~= there then put(name, low) end
+end
+
+-- 4. write, once every write is known to succeed
+local function split(new, order)  -- {field, value, ...} to HSET, {field, ...} to HDEL
+  local set, del = {}, {}
+  for _, field in ipairs(order) do
+    if new[field] then
+      set[#set + 1] = field
+      set[#set + 1] = new[field]
+    else
+      del[#del + 1] = field
+    end
+  end
+  return set, del
+end
+local failed_set, failed_del = split(failed_new, failed_order)
+if #failed_order > 0 then redis.call('HLEN', failed) end  -- the one key steps 1 and 3 did not read
+local tries_set, tries_del = split(tries_new, tries_order)
+local function may(needed, cmd, key, ...)
+  if needed and not redis.acl_check_cmd(cmd, key, ...) then
+    error({err = 'NOPERM this user may not run ' .. cmd .. ' on ' .. key .. ': nothing written'})
+  end
+end
+local final_set, final_del = false, false
+for i = 2, #final_log, 2 do
+  if final_log[i] then final_set = true else final_del = true end
+end
+may(#new_records > 0, 'HSETNX', records, 'f', 'v')
+may(final_set, 'HSETNX', final, 'f', 'v')
+may(final_del, 'HDEL', final, 'f')
+may(#failed_set > 0, 'HSET', failed, 'f', 'v')
+may(#failed_del > 0, 'HDEL', failed, 'f')
+may(#tries_set > 0, 'HSET', attempts, 'f', 'v')
+may(#tries_del > 0, 'HDEL', attempts, 'f')
+may(#freed > 0, 'DEL', freed[1])
+may(at > 0, 'HSET', agg, 'f', 'v')
+for i = 1, #new_records, 2 do redis.call('HSETNX', records, new_records[i], new_records[i + 1]) end
+for i = 1, #final_log, 2 do
+  if final_log[i + 1] then
+    redis.call('HSETNX', final, final_log[i], final_log[i + 1])  -- the worker's ACL allows no overwrite of a final
+  else
+    redis.call('HDEL', final, final_log[i])
+  end
+end
+send('HSET', failed, failed_set)
+send('HDEL', failed, failed_del)
+send('HSET', attempts, tries_set)
+send('HDEL', attempts, tries_del)
+send('DEL', nil, freed)
+send('HSET', agg, agg_new)
 return {late, booked}
 """).substitute(
     SEP=Agg.SEP, DONE=Agg.DONE, T_FIRST=Agg.T_FIRST, T_LAST=Agg.T_LAST,
@@ -272,48 +457,74 @@ def ms_of_bucket(bucket: int) -> float:
 #   it has been lost `max_lost` times: book that attempt INFRA, final (payload given)
 # A lease that holds this very value is this claim resent after a lost reply: the same answer again.
 CLAIM = LuaArgs(("value", "ttl", "max_lost", "sep", "run", "vectors"))
-_CLAIM = Template("""
+_CLAIM = Template(_LUA_BATCH + """
 local final, attempts, records = KEYS[1], KEYS[2], KEYS[3]
 $CLAIM_ARGS
 max_lost = tonumber(max_lost)
 local canceled = redis.call('HGET', run, 'state') == 'canceled'
-local out = {}
+local vids, leases = {}, {}
 for i = $PAIRS, #ARGV, 2 do
-  local vid, lease = ARGV[i], ARGV[i + 1]
-  local tried = tonumber(redis.call('HGET', attempts, vid) or '0')
-  local payload = redis.call('HGET', vectors, vid)
-  local holder = redis.call('GET', lease)
-  if redis.call('HEXISTS', final, vid) == 1 then
+  vids[#vids + 1] = ARGV[i]
+  leases[#leases + 1] = ARGV[i + 1]
+end
+-- read all at once: a vector listed twice gets the same answer twice (its second claim is its first one
+-- resent), so the values read before any claim answer for every entry
+local tries = fetch('HMGET', attempts, vids, {})
+local payloads = fetch('HMGET', vectors, vids, {})
+local finals = fetch('HMGET', final, vids, {})
+local holders = fetch('MGET', nil, leases, {})
+local wanted = {}  -- the record of the attempt before, which tells whether it was lost
+for i, vid in ipairs(vids) do
+  local tried, holder = tonumber(tries[vid] or '0'), holders[leases[i]]
+  if not finals[vid] and payloads[vid] then
+    if holder == value and tried > 1 then
+      wanted[#wanted + 1] = vid .. sep .. (tried - 1)
+    elseif not holder and not canceled and tried > 0 then
+      wanted[#wanted + 1] = vid .. sep .. tried
+    end
+  end
+end
+local recorded = fetch('HMGET', records, wanted, {})
+local out, bumped, taken = {}, {}, {}
+for i, vid in ipairs(vids) do
+  local lease = leases[i]
+  local tried, payload, holder = tonumber(tries[vid] or '0'), payloads[vid], holders[lease]
+  if finals[vid] then
     out[#out + 1] = {'F', tried, 0}
   elseif not payload then
     out[#out + 1] = {'M', tried, 0}
   elseif holder == value then
-    local lost = (tried > 1 and redis.call('HEXISTS', records, vid .. sep .. (tried - 1)) == 0) and 1 or 0
+    local lost = (tried > 1 and not recorded[vid .. sep .. (tried - 1)]) and 1 or 0
     out[#out + 1] = {'R', tried, lost, payload}
   elseif holder then
     out[#out + 1] = {'L', tried, 0}
   elseif canceled then
     out[#out + 1] = {'X', tried, 0, payload}
   else
-    local lost = (tried > 0 and redis.call('HEXISTS', records, vid .. sep .. tried) == 0) and 1 or 0
+    local lost = (tried > 0 and not recorded[vid .. sep .. tried]) and 1 or 0
     if lost == 1 and tried >= max_lost then
       out[#out + 1] = {'D', tried, 1, payload}
     else
-      redis.call('HSET', attempts, vid, tried + 1)
-      redis.call('SET', lease, value, 'EX', ttl)
+      bumped[#bumped + 1] = vid
+      bumped[#bumped + 1] = tried + 1
+      taken[#taken + 1] = lease
       out[#out + 1] = {'R', tried + 1, lost, payload}
     end
   end
 end
+-- the attempt counters first, in one command: a lease never exists without its attempt's number
+send('HSET', attempts, bumped)
+for _, lease in ipairs(taken) do redis.call('SET', lease, value, 'EX', ttl) end
 return out
 """).substitute(CLAIM_ARGS=CLAIM.lua("ARGV"), PAIRS=len(CLAIM.fields) + 1)
 
 # Renew leases this worker still holds (a lease whose value changed was taken over: not renewed).
 # KEYS: lease keys; ARGV: ttl, then one value per key. Returns the indexes (1-based) of the lost ones.
-_RENEW = """
+_RENEW = _LUA_BATCH + """
+local held = fetch('MGET', nil, KEYS, {})
 local lost = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then redis.call('EXPIRE', key, ARGV[1]) else lost[#lost + 1] = i end
+  if held[key] == ARGV[i + 1] then redis.call('EXPIRE', key, ARGV[1]) else lost[#lost + 1] = i end
 end
 return lost
 """
