@@ -99,11 +99,13 @@ def _requests_per_vector(url: str, watch: _Watch, seconds: float, out: Path) -> 
         before = watch.done()
         time.sleep(seconds)
         after = watch.done()
+        time.sleep(0.5)  # the monitor has printed that read too (under load it lags)
         monitor.terminate()
         monitor.wait(timeout=10)
     lines = out.read_bytes().splitlines()
-    start = next(i for i, line in enumerate(lines) if b'"hget"' in line.lower() and watch.key.encode() in line)
-    end = max(i for i, line in enumerate(lines) if b'"hget"' in line.lower() and watch.key.encode() in line)
+    marks = [i for i, line in enumerate(lines) if b'"hget"' in line.lower() and watch.key.encode() in line]
+    assert len(marks) >= 2, "the monitor sample missed the benchmark's reads of done"
+    start, end = marks[0], marks[-1]
     window = lines[start + 1 : end]  # between the two reads of done
     lua = sum(1 for line in window if b" lua]" in line)
     return (len(window) - lua) / max(1, after - before), lua / max(1, after - before)
