@@ -6,6 +6,9 @@ worker can queue it again if this one dies: broker/reclaim.py), then claims its 
 time, right before they run: one atomic step per claim that refuses a vector that is final, held
 by another worker, or of a canceled run, and otherwise starts its next attempt under a lease
 (broker/results.py). So no copy of a chunk, redelivered or re-published, starts a vector twice.
+A claimed vector is sent to the executor only under a lease confirmed lately: a worker stopped or
+paused past its leases confirms them again first, and drops those another worker took over
+(workers/policies/lease.py).
 Each vector goes to the executor with its timeout; its record (written once, with the run's
 aggregates in the same step) is queued to the record writer thread, so the device never waits on
 Redis; the chunk is acked only after everything is written. The executor is kept one vector
@@ -49,6 +52,7 @@ from workers import recovery, tracejob
 from workers.executor import Executor, ExecutorDied
 from workers.policies import cancel, crash, expiry, lost, shutdown
 from workers.policies.cancel import Cancel
+from workers.policies.lease import Leases, Stamp
 from workers.policies.quarantine import Health, Quarantined
 from workers.policies.shutdown import GivenBack, WarmShutdown
 from workers.writer import RecordWriter
@@ -108,7 +112,7 @@ class WorkerDaemon:
         self.writer = RecordWriter(self.results, REDIS_GONE_LIMIT, self.give_up)  # its own pooled connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
-        self.leases: dict[str, str] = {}  # lease key -> value, of every vector claimed and not booked
+        self.leases = Leases(LEASE_TTL)  # of every vector claimed and not booked, and when each was confirmed
         self.cancel = Cancel()  # shared with the heartbeat thread, which kills a canceled run's vector
         self.shutdown = WarmShutdown()
         self.gave_up: str | None = None
@@ -174,7 +178,9 @@ class WorkerDaemon:
             self.check_written(previous - RECHECK_WINDOW)
         self.redis_run_id = server["run_id"]
         self.writer.forget_before(self.beat_ok - RECHECK_WINDOW)  # only when Redis answers: kept over an outage
-        taken = self.results.renew(list(self.leases.items()), LEASE_TTL)
+        held, sent = self.leases.held(), Stamp.now()
+        taken = self.results.renew(held, LEASE_TTL)
+        self.leases.renewed(held, taken, sent)  # a claimed vector whose lease was taken over is not sent
         if taken:  # this worker was stopped past its leases: the vectors went on elsewhere
             log.warning("leases_taken_over", worker=self.name, count=len(taken))
         states = dict(zip(runs, replies[-1 - len(runs) : -1], strict=True))
@@ -360,6 +366,9 @@ class WorkerDaemon:
                         claimed.extend(self._collect(run_id, crashed, counts))
                         continue
                     item = claimed[0]
+                    if self.leases.stale(self.keys.lease(run_id, item.vector["id"])):  # stopped or paused?
+                        self._confirm(run_id, claimed, crashed, counts)
+                        continue
                     if not (self.executor.alive if inflight else self.executor.polled_alive()):  # died idle?
                         error = self.open_executor()
                         if error is not None:  # the device set failed: this attempt is INFRA, retried elsewhere
@@ -434,8 +443,37 @@ class WorkerDaemon:
         return self._take(run_id, future.result(), crashed, counts) if future is not None else []
 
     def _request(self, run_id: str, ids: list[str]) -> list[Claim]:
+        """Claim `ids`; the leases taken are renewed by the heartbeat from here on."""
         value = f"{self.token}/{uuid.uuid4().hex[:12]}"  # a resend after a lost reply reuses it
-        return self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, lost.MAX_LOST_ATTEMPTS))
+        sent = Stamp.now()
+        claims = self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, lost.MAX_LOST_ATTEMPTS))
+        for claim in claims:
+            if claim.action == RUN:
+                self.leases.take(self.keys.lease(run_id, claim.vector_id), claim.lease, sent)
+        return claims
+
+    def _confirm(self, run_id: str, claimed: deque[_Item], crashed: Iterable[str], counts: dict) -> None:
+        """The lease of the next vector to send was confirmed too long ago (workers/policies/lease.py):
+        renew every claimed vector's in one step; those lost are released and claimed again, so a
+        vector another worker took over (or finished) meanwhile is dropped here without a record."""
+        key = self.keys.lease
+        sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
+        lost_keys = self._redis(lambda: self.results.renew(sent, LEASE_TTL))
+        self.leases.renewed(sent, lost_keys, at)
+        if not lost_keys:
+            return
+        gone = set(lost_keys)
+        lapsed = [i for i in claimed if key(run_id, i.vector["id"]) in gone]
+        kept = [i for i in claimed if key(run_id, i.vector["id"]) not in gone]
+        log.warning("claimed_leases_lost", worker=self.name, run=run_id, count=len(lapsed))
+        for item in lapsed:
+            self.leases.forget(key(run_id, item.vector["id"]))
+            self.writer.attempt_released(run_id, item.vector["id"], item.attempt, item.lease)
+        self._flush()  # the claim below must find the attempts given back
+        ids = [i.vector["id"] for i in lapsed]
+        again = self._claim(run_id, ids, {*crashed, *(i.vector["id"] for i in lapsed if i.crashed)}, counts)
+        claimed.clear()
+        claimed.extend([*again, *kept])
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
         return self._take(run_id, self._request(run_id, ids), crashed, counts)
@@ -463,7 +501,6 @@ class WorkerDaemon:
 
     def _item(self, run_id: str, claim: Claim, crashed: Iterable[str]) -> _Item | None:
         """The claimed vector to run; an unreadable one is booked INFRA here (no executor sees it)."""
-        self.leases[self.keys.lease(run_id, claim.vector_id)] = claim.lease
         died = lost.lost_attempt(claim)
         if died is not None:  # its last worker died in it: book that attempt INFRA; this one is its retry
             attempt, outcome = died
@@ -519,6 +556,7 @@ class WorkerDaemon:
             ahead = []
         for claim in ahead:  # claimed in the claimer thread, never taken: free them like the others
             if claim.action == RUN:
+                self.leases.forget(self.keys.lease(run_id, claim.vector_id))
                 self.writer.attempt_released(run_id, claim.vector_id, claim.attempt, claim.lease)
         if inflight:
             self.executor.kill()
@@ -527,7 +565,7 @@ class WorkerDaemon:
                 self._book(run_id, item, {"status": status.INFRA, "message": why}, final=False)
             inflight.clear()
         for item in claimed:
-            self.leases.pop(self.keys.lease(run_id, item.vector["id"]), None)
+            self.leases.forget(self.keys.lease(run_id, item.vector["id"]))
             self.writer.attempt_released(run_id, item.vector["id"], item.attempt, item.lease)
         claimed.clear()
         try:
@@ -555,7 +593,7 @@ class WorkerDaemon:
             end=end or time.time(),
         )
         if item.lease:
-            self.leases.pop(self.keys.lease(run_id, vector["id"]), None)
+            self.leases.forget(self.keys.lease(run_id, vector["id"]))
         self.writer.attempt_finished(record, final, item.lease)
 
     def _payloads(self, run_id: str, ids: list[str]) -> list[tuple[str, bytes | None]]:
