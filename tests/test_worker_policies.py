@@ -94,7 +94,8 @@ def test_a_failed_recovery_quarantines_and_the_health_is_in_the_workers_row(redi
 
 
 def test_a_lease_is_sent_on_while_confirmed_within_half_its_ttl_and_confirmed_again_after():
-    leases, t0 = Leases(30), Stamp(1000.0, 50.0)
+    assert Leases(30, 6.5).fresh_for == 3.25  # freed sooner than their TTL by a live worker (a 0.5 s heartbeat)
+    leases, t0 = Leases(30, 40), Stamp(1000.0, 50.0)
     leases.take("k1", "w/1", t0)
     leases.take("k2", "w/2", t0)
     assert not leases.stale("k1", Stamp(1014.0, 64.0)) and leases.stale("k1", Stamp(1016.0, 66.0))

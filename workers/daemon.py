@@ -112,7 +112,7 @@ class WorkerDaemon:
         self.writer = RecordWriter(self.results, REDIS_GONE_LIMIT, self.give_up)  # its own pooled connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
-        self.leases = Leases(LEASE_TTL)  # of every vector claimed and not booked, and when each was confirmed
+        self.leases = Leases(LEASE_TTL, lost_after(HEARTBEAT_EVERY))  # of vectors claimed, not booked
         self.cancel = Cancel()  # shared with the heartbeat thread, which kills a canceled run's vector
         self.shutdown = WarmShutdown()
         self.gave_up: str | None = None

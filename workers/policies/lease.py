@@ -1,15 +1,17 @@
 """Lease freshness: a vector goes to the executor only under a lease its worker knows it still holds.
 
 A lease lapses LEASE_TTL s after it was last confirmed, on Redis's clock, whatever the worker did
-meanwhile: a worker stopped (SIGSTOP) or paused (a VM pause) longer than that finds on resume that a
-live worker queued its chunk again and claimed its vectors. So each lease keeps when it was last
-confirmed (by the claim that took it, or a renew), timed before the request was sent, by the wall
-clock as well as the monotonic one (CLOCK_MONOTONIC may stand still in a VM pause; Redis's TTL runs
-on). A claimed vector confirmed longer ago than half its TTL is confirmed again before it is sent:
-one renew for every vector the chunk holds unsent. One whose lease is gone is given back (released)
-and claimed again, so the claim step decides: skipped when another worker holds it or it is final
-(that worker books it; no record here), else a fresh claim of the same attempt.
-Fresh leases cost nothing: the heartbeat renews them every few seconds, far within half the TTL.
+meanwhile, and sooner when a live worker takes this one for lost (broker/reclaim.py: its heartbeat
+older than lost_after) and frees its leases: a worker stopped (SIGSTOP) or paused (a VM pause) that
+long finds on resume that a live worker queued its chunk again and claimed its vectors. So each
+lease keeps when it was last confirmed (by the claim that took it, or a renew), timed before the
+request was sent, by the wall clock as well as the monotonic one (CLOCK_MONOTONIC may stand still in
+a VM pause; Redis's TTL runs on). A claimed vector confirmed longer ago than half the time its lease
+may last is confirmed again before it is sent: one renew for every vector the chunk holds unsent.
+One whose lease is gone is given back (released) and claimed again, so the claim step decides:
+skipped when another worker holds it or it is final (that worker books it; no record here), else a
+fresh claim of the same attempt.
+Fresh leases cost nothing: the heartbeat renews them every few seconds, well within that half.
 Hooks: after a claim and a heartbeat's renew (`take`, `renewed`), before a vector (`stale`), after
 an outcome or a release (`forget`). The heartbeat thread and the chunk's thread share one Leases.
 """
@@ -20,7 +22,7 @@ import threading
 import time
 from typing import NamedTuple
 
-FRESH_SHARE = 0.5  # of the TTL: a lease confirmed within it is sent without asking Redis
+FRESH_SHARE = 0.5  # of the time a lease may last: one confirmed within it is sent without asking Redis
 
 
 class Stamp(NamedTuple):
@@ -41,8 +43,10 @@ class Leases:
     """The leases of the vectors this worker claimed and has not booked: key -> value, and when
     each was last confirmed (None: a renew found it taken over or lapsed)."""
 
-    def __init__(self, ttl: float) -> None:
-        self.fresh_for = ttl * FRESH_SHARE
+    def __init__(self, ttl: float, lost_after: float) -> None:
+        """`ttl`: the leases' TTL; `lost_after`: how long without a heartbeat before a live worker
+        frees this one's leases (reclaim.lost_after of its heartbeat interval)."""
+        self.fresh_for = min(ttl, lost_after) * FRESH_SHARE
         self._held: dict[str, tuple[str, Stamp | None]] = {}
         self._lock = threading.Lock()
 
