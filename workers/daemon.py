@@ -365,10 +365,11 @@ class WorkerDaemon:
                             self._claim_ahead(run_id, pending)
                         claimed.extend(self._collect(run_id, crashed, counts))
                         continue
-                    item = claimed[0]
-                    if self.leases.stale(self.keys.lease(run_id, item.vector["id"])):  # stopped or paused?
+                    if self.leases.stale(self.keys.lease(run_id, claimed[0].vector["id"])):  # stopped or paused?
                         self._confirm(run_id, claimed, crashed, counts)
-                        continue
+                        if not claimed:
+                            continue
+                    item = claimed[0]
                     if not (self.executor.alive if inflight else self.executor.polled_alive()):  # died idle?
                         error = self.open_executor()
                         if error is not None:  # the device set failed: this attempt is INFRA, retried elsewhere
@@ -458,13 +459,12 @@ class WorkerDaemon:
         vector another worker took over (or finished) meanwhile is dropped here without a record."""
         key = self.keys.lease
         sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
-        lost_keys = self._redis(lambda: self.results.renew(sent, LEASE_TTL))
-        self.leases.renewed(sent, lost_keys, at)
-        if not lost_keys:
+        self.leases.renewed(sent, self._redis(lambda: self.results.renew(sent, LEASE_TTL)), at)
+        stale = [self.leases.stale(key(run_id, i.vector["id"]), at) for i in claimed]  # lost, or not known here
+        if not any(stale):
             return
-        gone = set(lost_keys)
-        lapsed = [i for i in claimed if key(run_id, i.vector["id"]) in gone]
-        kept = [i for i in claimed if key(run_id, i.vector["id"]) not in gone]
+        lapsed = [i for i, lapses in zip(claimed, stale, strict=True) if lapses]
+        kept = [i for i, lapses in zip(claimed, stale, strict=True) if not lapses]
         log.warning("claimed_leases_lost", worker=self.name, run=run_id, count=len(lapsed))
         for item in lapsed:
             self.leases.forget(key(run_id, item.vector["id"]))

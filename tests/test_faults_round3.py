@@ -1,10 +1,13 @@
-"""A worker frozen past its leases (SIGSTOP of its process group, as a VM pause or a debugger does),
-then resumed, at the timeouts a user runs with (30 s leases, 5 s heartbeats). Meanwhile the other
-worker of the machine queues the frozen worker's chunk again and claims its vectors. Whatever the
-frozen worker held in memory (claimed vectors, a vector waiting in its executor's pipe) must not
-start once the other worker took it over: every vector starts once per attempt, under a lease its
-worker holds. Real redis-server, real workers and executors; the executors' start log
-(workers/testops.py) says what really started."""
+"""Fault injection, round 3 (audit): the promises of workers/daemon.py's docstring checked at the
+timeouts a user runs with (30 s leases, 5 s heartbeats), real redis-server, real workers and
+executors; the executors' start log (workers/testops.py) says what really started.
+
+A worker frozen past its leases (SIGSTOP of its process group, as a VM pause or a debugger does),
+then resumed: meanwhile the other worker of the machine queues the frozen worker's chunk again and
+claims its vectors. Whatever the frozen worker held in memory (claimed vectors, a vector waiting in
+its executor's pipe) must not start once the other worker took it over: every vector starts once
+per attempt, under a lease its worker holds. And a vector whose worker died in it once runs again,
+however many attempts it had before."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import time
 
 import pytest
 
+from sweeps import status
 from tests.conftest import executors_of
 from tests.test_faults import Cluster, vector
-from tests.test_faults_round2 import busy, check_run, log_events
+from tests.test_faults_round2 import busy, check_run, cli, log_events
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +110,35 @@ def test_a_worker_frozen_past_its_leases_starts_nothing_queued_in_its_executor(c
     late = started_after_takeover(cluster, "piped", procs[frozen].pid, heir)
     if late:
         raise StartedAfterTakeover(f"started after another worker took them over (s after): {late}")
+
+
+class DeadAfterOneLoss(AssertionError):
+    """A vector was given up (INFRA, "not run again") after its worker died in it only once."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=DeadAfterOneLoss,
+    reason="the claim step takes the attempt count for the count of lost attempts (broker/results.py "
+    "_CLAIM: `lost == 1 and tried >= max_lost`): a retried vector is given up at its first loss",
+)
+def test_a_retried_vector_whose_worker_dies_in_it_once_runs_again(cluster):
+    """`sweepctl retry` gives a vector attempt 2; its worker is killed -9 while running it: the
+    attempt is lost once, so the vector runs again (attempt 3), as a first attempt lost would."""
+    procs = cluster.workers("w-a", "w-b", defaults=True)
+    slow = vector("sleep", 0, timeout=60, seconds=8)
+    cluster.enqueue("again", [slow])
+    cluster.wait(lambda: len(cluster.finals("again")) == 1, 60, "the first attempt did not finish")
+    out = cli(cluster, "retry", "again", "--status", "PASS", "--json")
+    assert out.returncode == 0, out.stderr
+    cluster.wait(lambda: len(cluster.starts()) == 2, 60, "the retry did not start")
+    dead = busy(cluster, procs)[0]
+    os.killpg(procs[dead].pid, signal.SIGKILL)
+    procs[dead].wait(timeout=10)
+    cluster.wait(lambda: len(cluster.finals("again")) == 1, 90, "the lost retry was not settled")
+    seen = check_run(cluster, "again", [slow["id"]])
+    rows = [(r["attempt"], r["status"]) for r in seen["records"][slow["id"]]]
+    if rows == [(1, status.PASS), (2, status.INFRA)]:
+        raise DeadAfterOneLoss(seen["records"][slow["id"]][-1]["message"])
+    assert rows == [(1, status.PASS), (2, status.INFRA), (3, status.PASS)]
+    assert seen["finals"] == {slow["id"]: status.PASS}
