@@ -7,7 +7,7 @@ then resumed: meanwhile the other worker of the machine queues the frozen worker
 claims its vectors. Whatever the frozen worker held in memory (claimed vectors, a vector waiting in
 its executor's pipe) must not start once the other worker took it over: every vector starts once
 per attempt, under a lease its worker holds. And a vector whose worker died in it once runs again,
-however many attempts it had before."""
+however many attempts it had before; a `sweepctl retry` cut short leaves nothing no one will run."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import time
 
 import pytest
 
+from broker.app import make_app
+from broker.embedded import free_port
+from broker.lifecycle import retry
 from sweeps import status
 from tests.conftest import executors_of
 from tests.test_faults import Cluster, vector
@@ -142,3 +145,39 @@ def test_a_retried_vector_whose_worker_dies_in_it_once_runs_again(cluster):
         raise DeadAfterOneLoss(seen["records"][slow["id"]][-1]["message"])
     assert rows == [(1, status.PASS), (2, status.INFRA), (3, status.PASS)]
     assert seen["finals"] == {slow["id"]: status.PASS}
+
+
+class StalledRetry(AssertionError):
+    """Vectors a retry took out of their finals were never queued, and nothing queues them again."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=StalledRetry,
+    reason="broker/lifecycle.py retry() unfinals, then publishes: cut in between (Ctrl-C, the broker "
+    "connection lost), its vectors are neither final nor queued, and no later retry or enqueue picks them",
+)
+def test_a_retry_cut_short_before_it_queued_its_vectors_leaves_none_behind(cluster):
+    """The retry's publish fails (its broker connection refused: as a Ctrl-C or a dropped connection
+    between its two steps); the user runs the retry again. Every vector it took out of its final
+    runs again, or keeps its final."""
+    cluster.worker("w-a", defaults=True)
+    vectors = [vector("noop", i) for i in range(5)]
+    ids = [v["id"] for v in vectors]
+    cluster.enqueue("cut", vectors)
+    cluster.wait(lambda: len(cluster.finals("cut")) == len(ids), 60, "the run did not finish")
+    unreachable = make_app(f"redis://127.0.0.1:{free_port()}/0", cluster.keys)
+    with pytest.raises(Exception, match="Connection refused"):
+        retry(unreachable, cluster.client, cluster.keys, "cut", [status.PASS])
+    out = cli(cluster, "retry", "cut", "--status", status.PASS, "--json")  # what the user does next
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 30  # a worker runs five noop vectors in well under a second
+    while len(cluster.finals("cut")) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    missing = sorted(set(ids) - set(cluster.finals("cut")))
+    if missing:
+        queued = cluster.client.llen(f"{cluster.keys.celery_prefix}sweeps.n300")
+        leased = [vid for vid in missing if cluster.client.exists(cluster.keys.lease("cut", vid))]
+        raise StalledRetry(f"{len(missing)} vectors with no final, {len(leased)} leased, {queued} messages queued; "
+                           f"the second retry: {out.stdout.strip()}")  # fmt: skip
+    check_run(cluster, "cut", ids)
