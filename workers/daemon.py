@@ -151,10 +151,13 @@ class WorkerDaemon:
             "current": "",
             "started": time.time(),
         }
+        sent = Stamp.now()
         self.instance = registry.register(self.redis, self.keys, self.name, row)
+        self.leases.beaten(sent)
 
     def beat(self) -> None:
-        now = time.time()
+        sent = Stamp.now()
+        now = sent.wall
         current, held = list(self.current), self.held
         pipe = self.redis.pipeline(transaction=False)
         registry.beat(pipe, self.keys, self.name, self.instance, now, {"current": current[0][1] if current else ""})
@@ -172,6 +175,8 @@ class WorkerDaemon:
         if ours == -1:  # a Redis that restarted without this worker's row: take the name again
             self.take_name()
             self.health.set(self.health.state)
+        else:
+            self.leases.beaten(sent)
         previous, self.last_ok = self.beat_ok, time.monotonic()
         self.beat_ok = self.last_ok
         if self.redis_run_id not in (None, server["run_id"]):  # the writes lost are from before the last beat
@@ -454,17 +459,24 @@ class WorkerDaemon:
         return claims
 
     def _confirm(self, run_id: str, claimed: deque[_Item], crashed: Iterable[str], counts: dict) -> None:
-        """The lease of the next vector to send was confirmed too long ago (workers/policies/lease.py):
-        renew every claimed vector's in one step; those lost are released and claimed again, so a
-        vector another worker took over (or finished) meanwhile is dropped here without a record."""
+        """The lease of the next vector to send, or this worker's heartbeat, was confirmed too long ago
+        (workers/policies/lease.py): beat, then renew every claimed vector's lease in one step; those
+        lost are released and claimed again, so a vector another worker took over (or finished)
+        meanwhile is dropped here without a record."""
         key = self.keys.lease
         sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
+        beat = self._redis(lambda: self._beat_only(at.wall))
+        if beat == 0:
+            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            raise RedisGone("this worker's name was taken over: its chunk is another worker's now")
+        if beat == 1:  # before the renew: a worker taking this one over from now on leaves its leases alone
+            self.leases.beaten(at)
         self.leases.renewed(sent, self._redis(lambda: self.results.renew(sent, LEASE_TTL)), at)
-        stale = [self.leases.stale(key(run_id, i.vector["id"]), at) for i in claimed]  # lost, or not known here
-        if not any(stale):
+        lost_now = [self.leases.lost(key(run_id, i.vector["id"])) for i in claimed]
+        if not any(lost_now):
             return
-        lapsed = [i for i, lapses in zip(claimed, stale, strict=True) if lapses]
-        kept = [i for i, lapses in zip(claimed, stale, strict=True) if not lapses]
+        lapsed = [i for i, lapses in zip(claimed, lost_now, strict=True) if lapses]
+        kept = [i for i, lapses in zip(claimed, lost_now, strict=True) if not lapses]
         log.warning("claimed_leases_lost", worker=self.name, run=run_id, count=len(lapsed))
         for item in lapsed:
             self.leases.forget(key(run_id, item.vector["id"]))
@@ -474,6 +486,12 @@ class WorkerDaemon:
         again = self._claim(run_id, ids, {*crashed, *(i.vector["id"] for i in lapsed if i.crashed)}, counts)
         claimed.clear()
         claimed.extend([*again, *kept])
+
+    def _beat_only(self, now: float) -> int:
+        """This worker's heartbeat alone (registry.beat's reply: 1 written, 0 name taken, -1 row gone)."""
+        pipe = self.redis.pipeline(transaction=False)
+        registry.beat(pipe, self.keys, self.name, self.instance, now, {})
+        return pipe.execute()[0]
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
         return self._take(run_id, self._request(run_id, ids), crashed, counts)

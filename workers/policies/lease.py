@@ -1,19 +1,22 @@
 """Lease freshness: a vector goes to the executor only under a lease its worker knows it still holds.
 
-A lease lapses LEASE_TTL s after it was last confirmed, on Redis's clock, whatever the worker did
-meanwhile, and sooner when a live worker takes this one for lost (broker/reclaim.py: its heartbeat
-older than lost_after) and frees its leases: a worker stopped (SIGSTOP) or paused (a VM pause) that
-long finds on resume that a live worker queued its chunk again and claimed its vectors. So each
-lease keeps when it was last confirmed (by the claim that took it, or a renew), timed before the
-request was sent, by the wall clock as well as the monotonic one (CLOCK_MONOTONIC may stand still in
-a VM pause; Redis's TTL runs on). A claimed vector confirmed longer ago than half the time its lease
-may last is confirmed again before it is sent: one renew for every vector the chunk holds unsent.
-One whose lease is gone is given back (released) and claimed again, so the claim step decides:
-skipped when another worker holds it or it is final (that worker books it; no record here), else a
-fresh claim of the same attempt.
-Fresh leases cost nothing: the heartbeat renews them every few seconds, well within that half.
-Hooks: after a claim and a heartbeat's renew (`take`, `renewed`), before a vector (`stale`), after
-an outcome or a release (`forget`). The heartbeat thread and the chunk's thread share one Leases.
+A lease goes two ways, whatever the worker did meanwhile: it lapses LEASE_TTL s after it was last
+confirmed, on Redis's clock, and a live worker frees it once this worker's heartbeat is older than
+lost_after (broker/reclaim.py, in the step that takes the chunk over). A worker stopped (SIGSTOP) or
+paused (a VM pause) that long finds on resume that a live worker queued its chunk again and claimed
+its vectors. So the worker keeps when each lease was last confirmed (by the claim that took it, or
+a renew) and when its heartbeat last landed, timed before the request was sent, by the wall clock
+as well as the monotonic one (CLOCK_MONOTONIC may stand still in a VM pause; Redis's TTL runs on).
+A claimed vector is confirmed again before it is sent when either is older than half its bound:
+one heartbeat, then one renew for every vector the chunk holds unsent (in that order: a worker
+taking this one over either sees the heartbeat and leaves the leases alone, or frees them before
+the renew, which then finds them gone). One whose lease is gone is given back (released) and
+claimed again, so the claim step decides: skipped when another worker holds it or it is final
+(that worker books it; no record here), else a fresh claim of the same attempt.
+Fresh leases cost nothing: the heartbeat renews them every few seconds, well within those halves.
+Hooks: after a claim, a heartbeat and a renew (`take`, `beaten`, `renewed`), before a vector
+(`stale`, `lost`), after an outcome or a release (`forget`). The heartbeat thread and the chunk's
+thread share one Leases.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 import time
 from typing import NamedTuple
 
-FRESH_SHARE = 0.5  # of the time a lease may last: one confirmed within it is sent without asking Redis
+FRESH_SHARE = 0.5  # of a lease's TTL, of lost_after: confirmed within both, its vector is sent at once
 
 
 class Stamp(NamedTuple):
@@ -46,9 +49,17 @@ class Leases:
     def __init__(self, ttl: float, lost_after: float) -> None:
         """`ttl`: the leases' TTL; `lost_after`: how long without a heartbeat before a live worker
         frees this one's leases (reclaim.lost_after of its heartbeat interval)."""
-        self.fresh_for = min(ttl, lost_after) * FRESH_SHARE
+        self.fresh_for = ttl * FRESH_SHARE
+        self.beat_fresh_for = lost_after * FRESH_SHARE
         self._held: dict[str, tuple[str, Stamp | None]] = {}
+        self._beat: Stamp | None = None  # when this worker's heartbeat last landed
         self._lock = threading.Lock()
+
+    def beaten(self, at: Stamp) -> None:
+        """This worker's heartbeat (sent at `at`) landed."""
+        with self._lock:
+            if self._beat is None or self._beat.age(at) > 0:
+                self._beat = at
 
     def take(self, key: str, value: str, at: Stamp) -> None:
         """A claim (sent at `at`) took the lease `key` with `value`."""
@@ -80,10 +91,17 @@ class Leases:
                     self._held[key] = (value, at)
 
     def stale(self, key: str, now: Stamp | None = None) -> bool:
-        """True when the lease must be confirmed again before its vector is sent: last confirmed
-        more than `fresh_for` s ago, found lost by a renew, or not known here."""
+        """True when the lease must be confirmed again before its vector is sent: lost, last
+        confirmed more than `fresh_for` s ago, or this worker's heartbeat older than `beat_fresh_for`."""
+        now = now or Stamp.now()
+        with self._lock:
+            found, beat = self._held.get(key), self._beat
+        if found is None or found[1] is None or beat is None:
+            return True
+        return found[1].age(now) > self.fresh_for or beat.age(now) > self.beat_fresh_for
+
+    def lost(self, key: str) -> bool:
+        """True when a renew found the lease taken over or lapsed, or it is not known here."""
         with self._lock:
             found = self._held.get(key)
-        if found is None or found[1] is None:
-            return True
-        return found[1].age(now or Stamp.now()) > self.fresh_for
+        return found is None or found[1] is None
