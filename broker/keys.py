@@ -14,6 +14,8 @@ Per run `R`:
   {p}:run:R:agg        hash   aggregate counters kept as results land (field names: Agg, below)
   {p}:run:R:enqueuing  string held by the one `enqueue` writing run R's vectors: its owner's pid, host and
                               heartbeat (JSON), with a TTL the heartbeat renews
+  {p}:run:R:retrying   set    vector ids a `retry` took out of their finals and has not queued yet (one cut
+                              short leaves them: the next retry queues them)
   {p}:lease:R:V        string the worker running vector V, with a TTL its heartbeat renews
 Global:
   {p}:runs             zset   run ids by creation time
@@ -72,6 +74,9 @@ class Keys:
     def enqueuing(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:enqueuing"
 
+    def retrying(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:retrying"
+
     def lease(self, run_id: str, vector_id: str) -> str:
         return f"{self.prefix}:lease:{run_id}:{vector_id}"
 
@@ -123,6 +128,7 @@ class Keys:
             self.failed(run_id),
             self.agg(run_id),
             self.enqueuing(run_id),
+            self.retrying(run_id),
         ]
 
     FIELD_SEP = ":"  # record fields are vector id, FIELD_SEP, attempt (Lua steps get it as an argument)

@@ -16,7 +16,7 @@ from typing import Any
 from broker.app import RUN_CHUNK
 from broker.coordinator import chunk_size, require_run
 from broker.keys import Keys
-from broker.results import Results, decode_record, parse_final
+from broker.results import Results, decode_record, parse_final, vector_fields
 from sweeps import status
 from tracer.errors import InputError
 
@@ -51,7 +51,10 @@ NOT_RETRIED = frozenset({status.INVALID, status.NOT_RUN})
 
 
 def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) -> dict[str, Any]:
-    """Give vectors whose final status is one of `statuses` a new attempt; their records stay."""
+    """Give vectors whose final status is one of `statuses` a new attempt; their records stay.
+    Their ids are noted (keys.retrying) before their finals go and forgotten once they are queued,
+    so the vectors of a retry cut short in between (Ctrl-C, the broker away) are queued by the next
+    retry of the run ("requeued"), instead of being neither final nor queued for good."""
     require_run(redis, keys, run_id)
     unknown = [s for s in statuses if s not in status.ALL]
     if unknown:
@@ -61,6 +64,10 @@ def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) ->
         raise InputError("--status", f"{refused[0]} vectors never reach a device; fix the config instead")
     wanted = set(statuses)
     chosen = [k.decode() for k, v in redis.hgetall(keys.final(run_id)).items() if parse_final(v)[0] in wanted]
+    noted = keys.retrying(run_id)
+    left = sorted(k.decode() for k in redis.smembers(noted))  # noted by a retry cut short
+    if chosen:
+        redis.sadd(noted, *chosen)
     results = Results(redis, keys)
     ops, by_machine = [], {}
     tried = dict(zip(chosen, redis.hmget(keys.attempts(run_id), chosen), strict=True)) if chosen else {}
@@ -74,6 +81,9 @@ def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) ->
     redis.hdel(keys.run(run_id), "state")  # a canceled run that is retried runs again
     for start in range(0, len(ops), 1000):
         results.write(run_id, ops[start : start + 1000])
+    unqueued = _unqueued(redis, keys, run_id, [vid for vid in left if vid not in tried])
+    for vid, machine in unqueued:
+        by_machine.setdefault(machine, []).append(vid)
     chunks = 0
     with app.producer_or_acquire() as producer:
         for machine, ids in by_machine.items():
@@ -82,7 +92,18 @@ def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) ->
                 chunk = {"run_id": run_id, "machine": machine, "ids": ids[start : start + size]}
                 app.send_task(RUN_CHUNK, kwargs=chunk, producer=producer)
                 chunks += 1
-    return {"retried": len(chosen), "chunks": chunks, "per_machine": {m: len(v) for m, v in sorted(by_machine.items())}}
+    if chosen or left:
+        redis.srem(noted, *chosen, *left)
+    per_machine = {m: len(v) for m, v in sorted(by_machine.items())}
+    return {"retried": len(chosen), "requeued": len(unqueued), "chunks": chunks, "per_machine": per_machine}
+
+
+def _unqueued(redis: Any, keys: Keys, run_id: str, ids: list[str]) -> list[tuple[str, str]]:
+    """(id, machine) of the vectors, noted by a retry cut short, that are still not final."""
+    finals = redis.hmget(keys.final(run_id), ids) if ids else []
+    open_ = [vid for vid, done in zip(ids, finals, strict=True) if done is None]
+    payloads = redis.hmget(keys.vectors(run_id), open_) if open_ else []
+    return [(vid, vector_fields(payload, "")[1]) for vid, payload in zip(open_, payloads, strict=True)]
 
 
 def expire_due(redis: Any, keys: Keys, now: float | None = None) -> dict[str, int]:

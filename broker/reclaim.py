@@ -4,11 +4,13 @@ timeout (6 h by default: a killed worker's message stays unacked in Redis until 
 Every worker records the chunk it is running (keys.held: run, machine, ids, the prefix of its lease
 values, its heartbeat interval) before it claims a vector of it, and deletes the record after the
 chunk's records are written, before the message is acked. The heartbeat thread of every live
-worker looks for workers whose heartbeat is older than registry.lost_after (three of their intervals
-and a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
-heartbeat again and deletes the record, so two live workers never both do it) frees the dead
-worker's leases and publishes the chunk's vectors that are not final yet as a new message, with
-`avoid` naming the dead worker (a worker of that name hands it back while another can take it).
+worker looks for workers whose heartbeat is older than registry.lost_after (three of their intervals and
+a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
+heartbeat again, frees the lost worker's leases and deletes the record, so two live workers never
+both do it, and a worker that was only stopped and beats again either beat first, and keeps its
+chunk, or finds its leases gone) publishes the chunk's vectors that are not final yet as a new
+message, with `avoid` naming the lost worker (a worker of that name hands it back while another can
+take it).
 Claims keep this idempotent: the vector the dead worker was running is booked INFRA and retried
 once, and when Celery redelivers the original message hours later, every vector is final and
 nothing runs.
@@ -26,24 +28,36 @@ from broker.app import RUN_CHUNK
 from broker.keys import Keys
 from broker.registry import LOST_MARGIN, lost_after
 
-# KEYS: workers zset, the held-chunk key; ARGV: worker name, the record as read, heartbeat cutoff
-_TAKE_OVER = """
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if beat and tonumber(beat) >= tonumber(ARGV[3]) then return 0 end
-redis.call('DEL', KEYS[2])
-return 1
+
+def _freeing(first: int, prefix: str) -> str:
+    """Lua: delete the leases named by KEYS[first..] whose value starts with `prefix`; n: how many."""
+    return f"""
+local n = 0
+for i = {first}, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v and string.sub(v, 1, #{prefix}) == {prefix} then redis.call('DEL', KEYS[i]); n = n + 1 end
+end
 """
 
-# KEYS: lease keys; ARGV: the lease-value prefix of the lost worker. Deletes the leases it held.
-_DROP_LEASES = """
-local n = 0
-for _, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then redis.call('DEL', key); n = n + 1 end
-end
+
+# KEYS: workers zset, the held-chunk key, the lease keys of its vectors; ARGV: worker name, the record
+# as read, heartbeat cutoff, the lease-value prefix of the lost worker. Returns the leases freed, or -1
+# when the worker beat since (alive after all) or another live worker took the record.
+_TAKE_OVER = (
+    """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) >= tonumber(ARGV[3]) then return -1 end
+"""
+    + _freeing(3, "ARGV[4]")
+    + """
+redis.call('DEL', KEYS[2])
 return n
 """
+)
+
+# KEYS: lease keys; ARGV: the lease-value prefix of a worker. Deletes the leases it held.
+_DROP_LEASES = _freeing(1, "ARGV[1]") + "return n"
 
 
 @dataclass
@@ -99,9 +113,12 @@ def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None)
             continue
         held = Held.unpack(raw)
         cutoff = now - lost_after(held.heartbeat_every)
-        if beat >= cutoff or not take_over(keys=[keys.workers(), keys.held(name)], args=[name, raw, cutoff]):
+        if beat >= cutoff:
+            continue
+        leases = [keys.lease(held.run_id, vid) for vid in held.ids]
+        freed = take_over(keys=[keys.workers(), keys.held(name), *leases], args=[name, raw, cutoff, held.holder])
+        if freed < 0:
             continue  # alive after all, or another live worker took it
-        freed = drop_leases(redis, keys, held.run_id, held.ids, held.holder)
         finals = redis.hmget(keys.final(held.run_id), held.ids) if held.ids else []
         open_ids = [vid for vid, done in zip(held.ids, finals, strict=True) if done is None]
         if open_ids:

@@ -14,6 +14,7 @@ from sweeps import status
 from workers import recovery, stage
 from workers.policies import crash, expiry, lost, shutdown
 from workers.policies.cancel import Cancel
+from workers.policies.lease import Leases, Stamp
 from workers.policies.quarantine import Health, Quarantined
 
 
@@ -94,3 +95,35 @@ def test_a_failed_recovery_quarantines_and_the_health_is_in_the_workers_row(redi
         health.settle(recovery.RecoveryResult(recovery.BAD, "health check FAIL_OP: boom"))
     row = client.hgetall(keys.worker("w1"))
     assert health.state == recovery.BAD and row[b"health"] == b"BAD" and row[b"health_reason"].startswith(b"health")
+
+
+def test_a_lease_is_sent_on_while_it_and_the_heartbeat_are_fresh_and_confirmed_again_after():
+    leases, t0 = Leases(30, 20), Stamp(1000.0, 50.0)
+    assert (leases.fresh_for, leases.beat_fresh_for) == (15, 10)
+    leases.take("k1", "w/1", t0)
+    leases.take("k2", "w/2", t0)
+    assert leases.stale("k1", t0)  # no heartbeat landed yet: a live worker may take this one for lost
+    leases.beaten(t0)
+    assert not leases.stale("k1", Stamp(1009.0, 59.0)) and leases.stale("k1", Stamp(1011.0, 61.0))  # the heartbeat
+    leases.beaten(Stamp(1010.0, 60.0))
+    leases.beaten(Stamp(1005.0, 55.0))  # a heartbeat answering late moves nothing back
+    assert not leases.stale("k1", Stamp(1014.0, 64.0)) and leases.stale("k1", Stamp(1016.0, 66.0))  # the lease
+    assert leases.stale("k1", Stamp(1016.0, 51.0))  # a VM pause: the wall clock moved, the monotonic one did not
+    assert leases.stale("k1", Stamp(990.0, 66.0))  # the wall clock stepped back: the monotonic one still counts
+    assert leases.stale("unknown", t0) and leases.lost("unknown") and not leases.lost("k1")
+    renew = leases.held()
+    assert sorted(renew) == [("k1", "w/1"), ("k2", "w/2")]
+    leases.take("k2", "w/3", Stamp(1015.0, 65.0))  # claimed again while the renew was on its way
+    leases.beaten(Stamp(1020.0, 70.0))
+    leases.renewed(renew, ["k1", "k2"], Stamp(1020.0, 70.0))  # k1 taken over; k2's answer is for its old value
+    assert leases.lost("k1") and leases.stale("k1", Stamp(1020.0, 70.0))
+    assert not leases.lost("k2") and not leases.stale("k2", Stamp(1020.0, 70.0))
+    leases.renewed([("k1", "w/1")], [], Stamp(1021.0, 71.0))  # a slower renew that found it held: lost stays lost
+    assert leases.lost("k1")
+    leases.renewed([("k2", "w/3")], [], Stamp(1028.0, 78.0))
+    leases.renewed([("k2", "w/3")], [], Stamp(1025.0, 75.0))  # an older renew answering late moves nothing back
+    leases.beaten(Stamp(1040.0, 90.0))
+    assert not leases.stale("k2", Stamp(1042.0, 92.0)) and leases.stale("k2", Stamp(1044.0, 94.0))
+    leases.forget("k2")
+    leases.forget("k2")
+    assert leases.held() == [("k1", "w/1")] and leases.lost("k2")

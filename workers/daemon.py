@@ -7,6 +7,9 @@ opens (a device host reopens once per group: sweeps.meshplan.open_order), then c
 a few at a time, right before they run: one atomic step per claim that refuses a vector that is final, held
 by another worker, or of a canceled run, and otherwise starts its next attempt under a lease
 (broker/results.py). So no copy of a chunk, redelivered or re-published, starts a vector twice.
+A claimed vector is sent to the executor only under a lease confirmed lately: a worker stopped or
+paused past its leases confirms them again first, and drops those another worker took over
+(workers/policies/lease.py).
 Each vector goes to the executor with its timeout; its record (written once, with the run's
 aggregates in the same step) is queued to the record writer thread, so the device never waits on
 Redis; the chunk is acked only after everything is written. The executor is kept one vector
@@ -51,6 +54,7 @@ from workers import recovery, tracejob
 from workers.executor import Executor, ExecutorDied
 from workers.policies import cancel, crash, expiry, lost, shutdown
 from workers.policies.cancel import Cancel
+from workers.policies.lease import Leases, Stamp
 from workers.policies.quarantine import Health, Quarantined
 from workers.policies.shutdown import GivenBack, WarmShutdown
 from workers.writer import RecordWriter
@@ -110,7 +114,7 @@ class WorkerDaemon:
         self.writer = RecordWriter(self.results, REDIS_GONE_LIMIT, self.give_up)  # its own pooled connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
-        self.leases: dict[str, str] = {}  # lease key -> value, of every vector claimed and not booked
+        self.leases = Leases(LEASE_TTL, registry.lost_after(HEARTBEAT_EVERY))  # of vectors claimed, not booked
         self.cancel = Cancel()  # shared with the heartbeat thread, which kills a canceled run's vector
         self.shutdown = WarmShutdown()
         self.gave_up: str | None = None
@@ -150,10 +154,13 @@ class WorkerDaemon:
             "current": "",
             "started": time.time(),
         }
+        sent = Stamp.now()
         self.instance = registry.register(self.redis, self.keys, self.name, row)
+        self.leases.beaten(sent)
 
     def beat(self) -> None:
-        now = time.time()
+        sent = Stamp.now()
+        now = sent.wall
         current, held = list(self.current), self.held
         pipe = self.redis.pipeline(transaction=False)
         registry.beat(pipe, self.keys, self.name, self.instance, now, {"current": current[0][1] if current else ""})
@@ -171,13 +178,17 @@ class WorkerDaemon:
         if ours == -1:  # a Redis that restarted without this worker's row: take the name again
             self.take_name()
             self.health.set(self.health.state)
+        else:
+            self.leases.beaten(sent)
         previous, self.last_ok = self.beat_ok, time.monotonic()
         self.beat_ok = self.last_ok
         if self.redis_run_id not in (None, server["run_id"]):  # the writes lost are from before the last beat
             self.check_written(previous - RECHECK_WINDOW)
         self.redis_run_id = server["run_id"]
         self.writer.forget_before(self.beat_ok - RECHECK_WINDOW)  # only when Redis answers: kept over an outage
-        taken = self.results.renew(list(self.leases.items()), LEASE_TTL)
+        held, sent = self.leases.held(), Stamp.now()
+        taken = self.results.renew(held, LEASE_TTL)
+        self.leases.renewed(held, taken, sent)  # a claimed vector whose lease was taken over is not sent
         if taken:  # this worker was stopped past its leases: the vectors went on elsewhere
             log.warning("leases_taken_over", worker=self.name, count=len(taken))
         states = dict(zip(runs, replies[-1 - len(runs) : -1], strict=True))
@@ -365,6 +376,10 @@ class WorkerDaemon:
                             self._claim_ahead(run_id, pending)
                         claimed.extend(self._collect(run_id, crashed, counts))
                         continue
+                    if self.leases.stale(self.keys.lease(run_id, claimed[0].vector["id"])):  # stopped or paused?
+                        self._confirm(run_id, claimed, crashed, counts)
+                        if not claimed:
+                            continue
                     item = claimed[0]
                     if not (self.executor.alive if inflight else self.executor.polled_alive()):  # died idle?
                         error = self.open_executor()
@@ -446,8 +461,49 @@ class WorkerDaemon:
         return self._take(run_id, future.result(), crashed, counts) if future is not None else []
 
     def _request(self, run_id: str, ids: list[str]) -> list[Claim]:
+        """Claim `ids`; the leases taken are renewed by the heartbeat from here on."""
         value = f"{self.token}/{uuid.uuid4().hex[:12]}"  # a resend after a lost reply reuses it
-        return self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, lost.MAX_LOST_ATTEMPTS))
+        sent = Stamp.now()
+        claims = self._redis(lambda: self.results.claim_as(value, run_id, ids, LEASE_TTL, lost.MAX_LOST_ATTEMPTS))
+        for claim in claims:
+            if claim.action == RUN:
+                self.leases.take(self.keys.lease(run_id, claim.vector_id), claim.lease, sent)
+        return claims
+
+    def _confirm(self, run_id: str, claimed: deque[_Item], crashed: Iterable[str], counts: dict) -> None:
+        """The lease of the next vector to send, or this worker's heartbeat, was confirmed too long ago
+        (workers/policies/lease.py): beat, then renew every claimed vector's lease in one step; those
+        lost are released and claimed again, so a vector another worker took over (or finished)
+        meanwhile is dropped here without a record."""
+        key = self.keys.lease
+        sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
+        beat = self._redis(lambda: self._beat_only(at.wall))
+        if beat == 0:
+            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            raise RedisGone("this worker's name was taken over: its chunk is another worker's now")
+        if beat == 1:  # before the renew: a worker taking this one over from now on leaves its leases alone
+            self.leases.beaten(at)
+        self.leases.renewed(sent, self._redis(lambda: self.results.renew(sent, LEASE_TTL)), at)
+        lost_now = [self.leases.lost(key(run_id, i.vector["id"])) for i in claimed]
+        if not any(lost_now):
+            return
+        lapsed = [i for i, lapses in zip(claimed, lost_now, strict=True) if lapses]
+        kept = [i for i, lapses in zip(claimed, lost_now, strict=True) if not lapses]
+        log.warning("claimed_leases_lost", worker=self.name, run=run_id, count=len(lapsed))
+        for item in lapsed:
+            self.leases.forget(key(run_id, item.vector["id"]))
+            self.writer.attempt_released(run_id, item.vector["id"], item.attempt, item.lease)
+        self._flush()  # the claim below must find the attempts given back
+        ids = [i.vector["id"] for i in lapsed]
+        again = self._claim(run_id, ids, {*crashed, *(i.vector["id"] for i in lapsed if i.crashed)}, counts)
+        claimed.clear()
+        claimed.extend([*again, *kept])
+
+    def _beat_only(self, now: float) -> int:
+        """This worker's heartbeat alone (registry.beat's reply: 1 written, 0 name taken, -1 row gone)."""
+        pipe = self.redis.pipeline(transaction=False)
+        registry.beat(pipe, self.keys, self.name, self.instance, now, {})
+        return pipe.execute()[0]
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
         return self._take(run_id, self._request(run_id, ids), crashed, counts)
@@ -475,7 +531,6 @@ class WorkerDaemon:
 
     def _item(self, run_id: str, claim: Claim, crashed: Iterable[str]) -> _Item | None:
         """The claimed vector to run; an unreadable one is booked INFRA here (no executor sees it)."""
-        self.leases[self.keys.lease(run_id, claim.vector_id)] = claim.lease
         died = lost.lost_attempt(claim)
         if died is not None:  # its last worker died in it: book that attempt INFRA; this one is its retry
             attempt, outcome = died
@@ -531,6 +586,7 @@ class WorkerDaemon:
             ahead = []
         for claim in ahead:  # claimed in the claimer thread, never taken: free them like the others
             if claim.action == RUN:
+                self.leases.forget(self.keys.lease(run_id, claim.vector_id))
                 self.writer.attempt_released(run_id, claim.vector_id, claim.attempt, claim.lease)
         if inflight:
             self.executor.kill()
@@ -539,7 +595,7 @@ class WorkerDaemon:
                 self._book(run_id, item, {"status": status.INFRA, "message": why}, final=False)
             inflight.clear()
         for item in claimed:
-            self.leases.pop(self.keys.lease(run_id, item.vector["id"]), None)
+            self.leases.forget(self.keys.lease(run_id, item.vector["id"]))
             self.writer.attempt_released(run_id, item.vector["id"], item.attempt, item.lease)
         claimed.clear()
         try:
@@ -567,7 +623,7 @@ class WorkerDaemon:
             end=end or time.time(),
         )
         if item.lease:
-            self.leases.pop(self.keys.lease(run_id, vector["id"]), None)
+            self.leases.forget(self.keys.lease(run_id, vector["id"]))
         self.writer.attempt_finished(record, final, item.lease)
 
     def _payloads(self, run_id: str, ids: list[str]) -> list[tuple[str, bytes | None]]:

@@ -27,6 +27,7 @@ from tracer.capture import CaptureResult, capture
 from tracer.errors import InputError
 from tracer.machine import detect_machine_info
 from workers.policies import lost
+from workers.policies.lease import Stamp
 
 log = structlog.get_logger("sweepctl.worker")
 TAIL_LINES = 30  # lines of the test's output kept in a failed result's message
@@ -49,6 +50,7 @@ def run(daemon: Any, kwargs: dict[str, Any], lease_ttl: int) -> bool:
     """Run the job unless it is done or another worker holds it. True when the devices need a reset
     and health check (the test hung or died of a signal); the caller recovers them."""
     job = Job(**kwargs)
+    sent = Stamp.now()
     got = tracejobs.claim(daemon.redis, daemon.keys, job.uid, daemon.name, daemon.token, lease_ttl)
     if got.action in ("done", "held", "unknown"):
         log.info("trace_job_skipped", worker=daemon.name, uid=job.uid, why=got.action)
@@ -58,7 +60,7 @@ def run(daemon: Any, kwargs: dict[str, Any], lease_ttl: int) -> bool:
         tracejobs.finish(daemon.redis, daemon.keys, job.uid, _result(daemon, job, status.TRACE_INFRA, why), got.lease)
         return False
     lease_key = daemon.keys.trace_lease(job.uid)
-    daemon.leases[lease_key] = got.lease  # the heartbeat renews it with the vectors' leases
+    daemon.leases.take(lease_key, got.lease, sent)  # the heartbeat renews it with the vectors' leases
     try:
         log.info("trace_job_started", worker=daemon.name, uid=job.uid, model=job.model, attempt=got.attempt)
         try:
@@ -71,7 +73,7 @@ def run(daemon: Any, kwargs: dict[str, Any], lease_ttl: int) -> bool:
         log.info("trace_job_done", worker=daemon.name, uid=job.uid, outcome=result["outcome"],
                  configs=len(result["configs"]), seconds=result.get("duration_s"))  # fmt: skip
     finally:
-        daemon.leases.pop(lease_key, None)
+        daemon.leases.forget(lease_key)
     return reset
 
 

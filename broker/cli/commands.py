@@ -355,6 +355,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     else:
         where = ", ".join(f"{m} {n}" for m, n in result["per_machine"].items()) or "nothing to retry"
         print(f"run {args.run}: {result['retried']} vectors get a new attempt ({where}); old records kept")
+        if result["requeued"]:
+            print(f"  {result['requeued']} vectors a retry cut short had left unqueued: queued now")
     return 0
 
 

@@ -1,0 +1,41 @@
+"""broker/reclaim.py alone, on a real redis-server: a lost worker's chunk taken over once, its leases
+freed in the same step, its open vectors queued again. tests/test_faults*.py run it inside real workers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import msgpack
+import redis
+
+from broker.app import make_app
+from broker.keys import Keys
+from broker.reclaim import Held, lost_after, reclaim
+
+
+def queued(client: redis.Redis, keys: Keys) -> list[dict]:
+    """The kwargs of the chunk messages on the n300 queue."""
+    messages = [json.loads(m) for m in client.lrange(f"{keys.celery_prefix}sweeps.n300", 0, -1)]
+    return [msgpack.unpackb(base64.b64decode(m["body"]))[1] for m in messages]
+
+
+def test_a_lost_workers_chunk_is_taken_over_once_with_its_leases_and_a_live_ones_is_left(redis_server):
+    client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
+    app, now = make_app(redis_server, keys), time.time()
+    every = 5.0
+    client.set(keys.held("lost"), Held("r", "n300", ["v1", "v2", "v3"], "lost#1.a/", every).pack())
+    client.set(keys.held("alive"), Held("r", "n300", ["v4"], "alive#2.b/", every).pack())
+    client.zadd(keys.workers(), {"lost": now - lost_after(every) - 1, "alive": now - lost_after(every) + 1})
+    client.set(keys.lease("r", "v1"), "lost#1.a/x", ex=30)
+    client.set(keys.lease("r", "v2"), "other#3.c/y", ex=30)  # another worker claimed it since: kept
+    client.set(keys.lease("r", "v4"), "alive#2.b/z", ex=30)
+    client.hset(keys.final("r"), "v3", "PASS|||")
+    found = reclaim(client, keys, app, "me", now)
+    assert found == [{"worker": "lost", "run": "r", "queued": 2, "leases_freed": 1}]
+    assert [client.exists(keys.lease("r", v)) for v in ("v1", "v2", "v4")] == [0, 1, 1]
+    assert not client.exists(keys.held("lost")) and client.exists(keys.held("alive"))
+    assert [(m["ids"], m["avoid"]) for m in queued(client, keys)] == [(["v1", "v2"], ["lost"])]
+    assert reclaim(client, keys, app, "another", now) == []  # taken over once: nothing queued twice
+    assert len(queued(client, keys)) == 1
