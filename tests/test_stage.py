@@ -17,7 +17,7 @@ from sweeps import status
 from sweeps.vector import make_vector, payload
 from tests.conftest import ROOT
 from workers import stage
-from workers.executor import Executor
+from workers.executor import NOT_STARTED, Executor
 
 CHILD = """
 import os, signal, sys
@@ -63,6 +63,7 @@ def test_unattached_the_calls_are_cheap_stores_nobody_reads():
     with stage.at(stage.DEVICE_IO):
         assert stage.mark(stage.DEVICE_IO) == stage.DEVICE_IO
     assert stage.mark(stage.HOST) == stage.OP
+    assert stage.may_start()  # nobody sets a deadline
 
 
 def test_only_a_death_or_hang_inside_the_op_is_crash_or_hang():
@@ -116,5 +117,31 @@ def test_a_real_executor_is_blamed_by_where_it_died(monkeypatch):
         assert behind == stage.died(stage.Where(1, stage.HOST), 2, "killed by signal SIGKILL")
         unknown = executor.run(_vector("noop", 7, stage="nowhere"), 60)  # respawned: a new executor
         assert unknown["status"] == status.NOT_RUN and "unknown stage 'nowhere'" in unknown["message"]
+    finally:
+        executor.stop()
+
+
+@pytest.mark.slow
+def test_a_real_executor_starts_nothing_it_reads_past_its_start_by_time(monkeypatch, tmp_path):
+    """The daemon's deadline in the cell: a vector queued behind a running one and read once the
+    deadline passed is answered NOT_STARTED, never begun; a vector read before it runs."""
+    monkeypatch.setenv("SWEEPCTL_ENABLE_TEST_OPS", "1")
+    monkeypatch.setenv("SWEEPCTL_TEST_OP_LOG", str(tmp_path / "starts"))
+    executor = Executor("n300", "emulated", [])
+    try:
+        executor.start()
+        executor.cell.set_start_by(time.time() + 600)
+        assert executor.send(_vector("sleep", 0, seconds=1)) and executor.send(_vector("noop", 1))
+        while executor.cell.read() != stage.Where(1, stage.OP):  # the sleep started: the noop waits in the pipe
+            time.sleep(0.01)
+        executor.cell.set_start_by(time.time() - 1)
+        assert executor.receive(60)["status"] == status.PASS
+        assert executor.receive(60) == {NOT_STARTED: True}
+        assert executor.cell.read() == stage.Where(1, stage.HOST)  # still the sleep's: the noop never began
+        executor.cell.set_start_by(float("inf"))
+        assert executor.run(_vector("noop", 1), 60)["status"] == status.PASS  # sent again: its sequence is 3
+        assert executor.cell.read() == stage.Where(3, stage.HOST)
+        started = [line.split()[1] for line in (tmp_path / "starts").read_text().splitlines()]
+        assert len(started) == 2 and started[0] != started[1]  # the sleep, then the noop once
     finally:
         executor.stop()

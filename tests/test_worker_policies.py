@@ -127,3 +127,32 @@ def test_a_lease_is_sent_on_while_it_and_the_heartbeat_are_fresh_and_confirmed_a
     leases.forget("k2")
     leases.forget("k2")
     assert leases.held() == [("k1", "w/1")] and leases.lost("k2")
+
+
+def test_the_executor_may_start_its_vectors_until_the_first_of_their_leases_stops_being_fresh():
+    """The start-by time the worker tells its executor (workers/stage.py) is the `stale` rule's, on
+    the wall clock, over the vectors in the executor only."""
+    told: list[float] = []
+    leases = Leases(30, 20, told.append)
+    leases.executing([])
+    assert told[-1] == float("inf")  # nothing leased in the executor (a health check): no deadline
+    leases.take("k1", "w/1", Stamp(1000.0, 50.0))
+    leases.take("k2", "w/2", Stamp(1004.0, 54.0))
+    leases.take("k3", "w/3", Stamp(990.0, 40.0))  # claimed, not sent: not the executor's
+    leases.executing(["k1", "k2"])
+    assert told[-1] == float("-inf")  # no heartbeat landed yet
+    leases.beaten(Stamp(1002.0, 52.0))
+    assert told[-1] == 1012.0  # half of lost_after after the heartbeat
+    leases.beaten(Stamp(1008.0, 58.0))
+    assert told[-1] == 1015.0  # half the TTL after k1 was claimed
+    assert not leases.stale("k1", Stamp(1015.0, 65.0)) and leases.stale("k1", Stamp(1015.5, 55.0))
+    leases.forget("k1")  # booked: it ran, whatever the executor reads next
+    leases.executing(["k1", "k2"])
+    assert told[-1] == 1018.0
+    leases.renewed([("k2", "w/2")], [], Stamp(1009.0, 59.0))
+    leases.beaten(Stamp(1012.0, 62.0))
+    assert told[-1] == 1022.0
+    leases.renewed([("k2", "w/2")], ["k2"], Stamp(1013.0, 63.0))  # taken over: the executor starts nothing
+    assert told[-1] == float("-inf")
+    leases.executing([])
+    assert told[-1] == float("inf")

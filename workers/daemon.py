@@ -51,7 +51,7 @@ from sweeps.meshplan import open_order
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
 from workers import recovery, tracejob
-from workers.executor import Executor, ExecutorDied
+from workers.executor import NOT_STARTED, Executor, ExecutorDied
 from workers.policies import cancel, crash, expiry, lost, shutdown
 from workers.policies.cancel import Cancel
 from workers.policies.lease import Leases, Stamp
@@ -114,7 +114,8 @@ class WorkerDaemon:
         self.writer = RecordWriter(self.results, REDIS_GONE_LIMIT, self.give_up)  # its own pooled connection
         self.executor = Executor(machine, backend, devices, log=_executor_log())
         self.current: list[tuple[str, str]] = []  # (run, vector) in the executor: running, and next
-        self.leases = Leases(LEASE_TTL, registry.lost_after(HEARTBEAT_EVERY))  # of vectors claimed, not booked
+        # of vectors claimed, not booked; they bound when the executor may start one (its stage cell)
+        self.leases = Leases(LEASE_TTL, registry.lost_after(HEARTBEAT_EVERY), self.executor.cell.set_start_by)
         self.cancel = Cancel()  # shared with the heartbeat thread, which kills a canceled run's vector
         self.shutdown = WarmShutdown()
         self.gave_up: str | None = None
@@ -347,7 +348,10 @@ class WorkerDaemon:
 
         The executor is kept one vector ahead: the next vector waits in its pipe while the daemon
         books the previous one and claims the ones after. A vector's timeout counts from when it
-        reaches the head (the executor starts it the moment the one before ends). When the executor
+        reaches the head (the executor starts it the moment the one before ends), on the monotonic
+        clock. The executor starts it only by the time its lease stays fresh (workers/stage.py's
+        start_by, from workers/policies/lease.py): one read later comes back NOT_STARTED, unbooked,
+        and is confirmed again like any claimed vector before it is sent again. When the executor
         dies or times out, its stage cell says whose fault that was (Executor.receive,
         workers/stage.py: CRASH / HANG only inside the op call, ERROR in sweepctl's host work, INFRA
         on device I/O or before the vector started); whatever it was, the devices are reset and
@@ -387,17 +391,18 @@ class WorkerDaemon:
                             claimed.popleft()
                             self._book(run_id, item, {"status": status.INFRA, "message": error}, final=False)
                             raise Quarantined(f"the executor could not open: {error}")
+                    self._in_executor(run_id, [*inflight, item])  # its start-by time, before it is there
                     if not self.executor.send(item.payload):
                         self.executor.kill()
+                        self._in_executor(run_id, inflight)
                         break
                     claimed.popleft()
-                    item.started = time.time() if not inflight else None
+                    item.started = Stamp.now() if not inflight else None
                     inflight.append(item)
                 if self.ahead is None and pending and not self.shutdown.stopping and not self.cancel.stops(run_id):
                     batch = self._batch()
                     if batch > 2 and len(claimed) <= batch:  # fast vectors: claim the next ones meanwhile
                         self._claim_ahead(run_id, pending)
-                self.current = [(run_id, i.vector["id"]) for i in inflight]
                 if self.cancel.stops(run_id) and inflight and self.cancel.kill(self.current[0]):
                     self.executor.kill_group()  # a claim saw the cancel: kill what runs now
                 if not inflight:
@@ -409,23 +414,31 @@ class WorkerDaemon:
                         continue
                     break
                 head = inflight.popleft()
-                head.started = head.started or time.time()
-                limit = float(head.vector["timeout"])
-                outcome = self.executor.receive(limit - (time.time() - head.started), limit)
-                now = time.time()
-                self._time(now - head.started)
+                head.started = head.started or Stamp.now()
+                limit = float(head.vector["timeout"])  # counted on the monotonic clock: a wall-clock step fakes no HANG
+                outcome = self.executor.receive(limit - (time.monotonic() - head.started.mono), limit)
+                now = Stamp.now()
+                self._in_executor(run_id, inflight)
+                if outcome.get(NOT_STARTED):  # read past its start-by time: back to be confirmed, unbooked
+                    head.started = None
+                    claimed.appendleft(head)
+                    if inflight:
+                        inflight[0].started = now
+                    continue
+                self._time(now.mono - head.started.mono)
                 outcome = self.cancel.outcome(run_id, head.vector["id"], outcome)
                 retry = crash.retries(outcome, head.crashed)
-                self._book(run_id, head, outcome, now, final=not retry)
+                self._book(run_id, head, outcome, now.wall, final=not retry)
                 counts["ran"] += 1
                 if retry:
                     self._retry_crashed(run_id, head, claimed, counts)
                 if self.cancel.stops(run_id):
                     self._cancel_rest(run_id, inflight, claimed, pending)
+                    self._in_executor(run_id, inflight)
                 if not self.executor.alive:  # hang, crash or cancel: the executor is gone with its pipe
                     claimed.extendleft(reversed(inflight))
                     inflight.clear()
-                    self.current = []
+                    self._in_executor(run_id, inflight)
                     self.cancel.killed()
                     self.recover(f"{outcome['status']} on {head.vector['op']} vector {head.vector['id'][:12]}")
                 elif inflight:
@@ -433,11 +446,17 @@ class WorkerDaemon:
         except Exception as exc:
             self._abandon(run_id, exc, inflight, claimed)
             raise
-        self.current = []
+        self._in_executor(run_id, [])
         self.cancel.killed()
         self._flush()
         log.debug("chunk_done", run=run_id, **counts)
         return counts
+
+    def _in_executor(self, run_id: str, items: Iterable[_Item]) -> None:
+        """The vectors in the executor (running, then queued): shown in this worker's row, and their
+        leases bound the time until which the executor may start one (workers/policies/lease.py)."""
+        self.current = [(run_id, i.vector["id"]) for i in items]
+        self.leases.executing([self.keys.lease(run_id, vid) for _, vid in self.current])
 
     def _in_open_order(self, run_id: str, ids: list[str]) -> list[str]:
         """The chunk's vectors grouped by the mesh each opens, the one open now first
@@ -575,7 +594,7 @@ class WorkerDaemon:
     def _abandon(self, run_id: str, exc: Exception, inflight: deque[_Item], claimed: deque[_Item]) -> None:
         """The chunk stops early: claims that never started are released for the next worker; vectors
         in the executor (they may have started) are killed and their attempt booked INFRA."""
-        self.current = []
+        self._in_executor(run_id, [])
         self.cancel.killed()
         future, self.ahead = self.ahead, None
         if isinstance(exc, RedisGone):  # nothing can be written: the leases lapse, the held chunk is queued again
@@ -619,7 +638,7 @@ class WorkerDaemon:
             host=self.host,
             devices=self.devices,
             ttnn_version=self.executor.ttnn_version,
-            start=item.started,
+            start=item.started.wall if item.started else None,
             end=end or time.time(),
         )
         if item.lease:
@@ -693,7 +712,7 @@ class _Item:
     payload: bytes
     attempt: int
     lease: str = ""
-    started: float | None = None
+    started: Stamp | None = None  # when it reached the head of the executor: the record's start, its timeout's
     crashed: bool = False  # an earlier attempt killed an executor
 
 

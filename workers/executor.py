@@ -8,11 +8,14 @@ executor moves its stdout out of the way first, because ttnn prints to fd 1 at i
   executor -> {"ready": true, "ttnn_version": ...} | {"ready": false, "error": ...}
   daemon   -> vector payload (the msgpack vector itself)
   executor -> outcome {"status", "pcc", "threshold", "message", "e2e_ms"}
+            | {"not_started": true}: read after the daemon's start-by deadline (below), not run
 
 Besides the pipes, the executor keeps a shared-memory cell (workers/stage.py) saying which vector it
 works on and whether it is in the op call, in sweepctl's host work or moving tensors to or from the
 device: when it dies or times out, that decides whether the vector is CRASH / HANG (the op), ERROR
-(sweepctl) or INFRA (the device, or a vector it had not started).
+(sweepctl) or INFRA (the device, or a vector it had not started). The daemon writes one word of it:
+the wall-clock time after which no vector may start, because its lease may have lapsed meanwhile
+(a daemon frozen with a vector waiting in this pipe); one read past it is answered NOT_STARTED.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from workers import stage
 
 _HEADER = struct.Struct(">I")
 READY_TIMEOUT = 300.0
+NOT_STARTED = "not_started"  # reply key: the vector was read after the daemon's start-by deadline, never begun
 
 
 def write_frame(stream: BinaryIO, value: Any, raw: bool = False) -> None:
@@ -164,11 +168,13 @@ class Executor:
         return True
 
     def receive(self, timeout: float, limit: float | None = None) -> dict[str, Any]:
-        """The outcome of the oldest vector sent. When none comes within `timeout` s the executor's
-        group is killed; when the executor dies, it is gone too. Then its cell says whose fault that
-        was (workers/stage.py): HANG / CRASH inside the op call only, ERROR in sweepctl's host work,
-        INFRA moving tensors to or from the device or before it started the vector. `limit` is the
-        vector's whole timeout, for the message (`timeout` may be what is left)."""
+        """The outcome of the oldest vector sent, or {NOT_STARTED: True} when the executor read it
+        past its start-by deadline (workers/stage.py) and did not run it. When none comes within
+        `timeout` s the executor's group is killed; when the executor dies, it is gone too. Then its
+        cell says whose fault that was (workers/stage.py): HANG / CRASH inside the op call only,
+        ERROR in sweepctl's host work, INFRA moving tensors to or from the device or before it
+        started the vector. `limit` is the vector's whole timeout, for the message (`timeout` may
+        be what is left)."""
         deadline = time.monotonic() + timeout
         reply = self._read(max(0.0, timeout)) if self.alive else None
         if reply is None:
@@ -313,6 +319,9 @@ def serve(machine: str, backend_name: str, cell_fd: int | None = None) -> int:
             getattr(backend, "close", lambda: None)()
             return 0
         seq += 1
+        if not stage.may_start():  # the daemon may have lost this vector's lease meanwhile
+            write_frame(proto_out, {NOT_STARTED: True})
+            continue
         stage.begin(seq)
         try:
             vector = decode(payload)

@@ -19,20 +19,30 @@ under it. `died` and `timed_out` are the one rule for what that means:
   DEVICE_IO           INFRA, the device set's fault: retried once, on another device set when one is live
   an older sequence   INFRA as well: the executor had not started the vector (died between vectors)
 
-Layout: one native-endian uint64 at offset 0 of an anonymous memfd (the daemon creates it and
-passes it to each executor it spawns), `sequence << 8 | stage`: one aligned 8-byte store, so a
-death can never pair one vector's sequence with another's stage. A write is a ctypes store into the
-mapping: no syscall and no pipe message per vector (a wake-up per vector would cost the fleet its
-throughput). In a process that attached no cell (`sweepctl run`: one process, nobody to tell) the
-word is private memory: the same cheap store, read by no one.
+The cell carries one word the other way too, written by the daemon: `start_by`, the wall-clock
+time after which the executor must not start a vector it reads from its pipe. The daemon keeps it at
+the time until which every vector it sent is still safely leased (workers/policies/lease.py): a
+daemon frozen past its leases (SIGSTOP, a VM pause) does not freeze its executor (its own session),
+which would otherwise start the vector queued in its pipe however late, after another worker took
+it over. Past `start_by` the executor answers "not started" instead (workers/executor.py).
+
+Layout: two native-endian 8-byte words of an anonymous memfd (the daemon creates it and passes it
+to each executor it spawns). At offset 0 the executor's uint64 `sequence << 8 | stage`: one aligned
+8-byte store, so a death can never pair one vector's sequence with another's stage. At offset 8 the
+daemon's `start_by`, a double (infinity: no deadline, e.g. for the health check). A write is a
+ctypes store into the mapping, a read a load: no syscall and no pipe message per vector (a wake-up
+per vector would cost the fleet its throughput). In a process that attached no cell (`sweepctl run`:
+one process, nobody to tell) both words are private memory: the same cheap stores, no deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import mmap
 import os
+import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -40,7 +50,8 @@ from sweeps import status
 
 IDLE, HOST, DEVICE_IO, OP = 0, 1, 2, 3
 BY_NAME = {"host": HOST, "device_io": DEVICE_IO, "op": OP}  # how a test op's `stage` kwarg names one
-SIZE = 8
+SIZE = 16  # the executor's word, then the daemon's start_by
+_START_BY_AT = 8
 EXECUTOR_GONE = "executor_gone"  # outcome key: this attempt took the executor down (the crash policy reads it)
 _STAGE_BITS = 8
 _STAGE_MASK = (1 << _STAGE_BITS) - 1
@@ -54,19 +65,25 @@ class Where(NamedTuple):
 
 
 class Cell:
-    """The word itself: in a memfd shared with the executor (`create`, `attach`), or private (no one reads it)."""
+    """The two words: in a memfd shared with the executor (`create`, `attach`), or private (no one reads them)."""
 
     def __init__(self, fd: int | None = None) -> None:
         self.fd = fd
-        # from_buffer keeps the mapping alive as long as the word
-        self.word = ctypes.c_uint64.from_buffer(mmap.mmap(fd, SIZE)) if fd is not None else ctypes.c_uint64()
+        if fd is None:
+            self.word, self.start_by = ctypes.c_uint64(), ctypes.c_double(math.inf)
+            return
+        mapping = mmap.mmap(fd, SIZE)  # from_buffer keeps the mapping alive as long as the words
+        self.word = ctypes.c_uint64.from_buffer(mapping)
+        self.start_by = ctypes.c_double.from_buffer(mapping, _START_BY_AT)
 
     @classmethod
     def create(cls) -> Cell:
-        """A new shared cell (the daemon's, one per executor handle, reused across respawns)."""
+        """A new shared cell (the daemon's, one per executor handle, reused across respawns), no deadline yet."""
         fd = os.memfd_create("sweepctl-stage")  # close-on-exec: only pass_fds hands it on
         os.ftruncate(fd, SIZE)
-        return cls(fd)
+        cell = cls(fd)
+        cell.set_start_by(math.inf)
+        return cell
 
     def write(self, seq: int, stage: int) -> None:
         self.word.value = seq << _STAGE_BITS | stage
@@ -75,19 +92,31 @@ class Cell:
         word = self.word.value
         return Where(word >> _STAGE_BITS, word & _STAGE_MASK)
 
+    def set_start_by(self, when: float) -> None:
+        """The daemon's side: no vector may start after `when` (time.time(); infinity: no deadline)."""
+        self.start_by.value = when
+
 
 # --- the executor's side: its one cell, attached at start --------------------------------------
-# (the word is stored to directly, not through Cell.write: this runs a few times per vector)
+# (the words are used directly, not through Cell: this runs a few times per vector)
 
-_word = Cell().word
+_private = Cell()
+_word, _start_by = _private.word, _private.start_by
 _seq = 0
 _stage = IDLE
 
 
 def attach(fd: int) -> None:
-    """Write to the daemon's cell from now on (the executor, at start)."""
-    global _word
-    _word = Cell(fd).word
+    """Write to the daemon's cell, and take its deadline, from now on (the executor, at start)."""
+    global _word, _start_by
+    cell = Cell(fd)
+    _word, _start_by = cell.word, cell.start_by
+
+
+def may_start() -> bool:
+    """The daemon's deadline for starting a vector has not passed (checked as each frame is read;
+    a vector refused is never begun: the cell still names the one before)."""
+    return time.time() <= _start_by.value
 
 
 def begin(seq: int) -> None:
