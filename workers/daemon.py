@@ -420,6 +420,7 @@ class WorkerDaemon:
                 now = Stamp.now()
                 self._in_executor(run_id, inflight)
                 if outcome.get(NOT_STARTED):  # read past its start-by time: back to be confirmed, unbooked
+                    log.warning("vector_not_started", worker=self.name, run=run_id, vector=head.vector["id"])
                     head.started = None
                     claimed.appendleft(head)
                     if inflight:
