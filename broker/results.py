@@ -6,8 +6,10 @@ final, held by another worker's lease, or whose run is canceled, and otherwise b
 counter and takes a lease (a TTL the heartbeat renews). So a vector starts at most once per
 attempt number, whatever copies of its chunk are around. `finish` writes the attempt's record
 with HSETNX and, the first time a vector reaches a final status, bumps the counters; a record for a
-vector that is final already is dropped (a record never contradicts its vector's final status).
-All steps are idempotent, so a writer may resend them after a lost connection.
+vector that is final already is dropped (a record never contradicts its vector's final status), and
+its vector's attempt counter is raised to it when lower (the claim was lost: a Redis that restarted
+without its last second of writes, then given the record again by its worker).
+All steps are idempotent, so a writer may resend them after a lost connection or a Redis restart.
 The run's aggregates (`{p}:run:R:agg`) are named by broker.keys.Agg.
 The final hash holds `STATUS|pcc|e2e_ms|SIG` per vector (parse_final): enough to compare two runs
 without reading a record. SIG is sig_id(signature): 12 hex digits of its sha1.
@@ -289,6 +291,10 @@ for _, entry in ipairs(ops) do
         end
         if e2e_bucket ~= '' then count('$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, 1) end
         if listed == '1' then stage(failed_new, failed_order, vector, record) end
+      end
+      if tonumber(tries[vector] or '0') < attempt then  -- its claim is gone (a Redis restarted without it)
+        tries[vector] = attempt
+        stage(tries_new, tries_order, vector, attempt)
       end
     end
   end

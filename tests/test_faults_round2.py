@@ -5,8 +5,6 @@ log, workers/testops.py) against the attempts and records in Redis, and the proc
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import signal
 import subprocess
@@ -310,11 +308,12 @@ def test_redis_killed_9_losing_its_last_second_completes_the_run_once(tmp_path):
     assert executors_of(*cluster.procs) == []
 
 
-def test_a_redis_restart_before_a_workers_first_heartbeat_still_queues_its_lost_finals_again(tmp_path):
+def test_a_redis_restart_before_a_workers_first_heartbeat_writes_its_lost_records_again(tmp_path):
     """A worker younger than its first heartbeat (5 s) whose Redis restarts without the worker's
-    last writes (kill -9 under everysec; here a Redis without persistence) queues the finals that
-    are gone again at that first beat. It used to take the new server for the first it saw, so
-    those vectors never became final: the kill -9 test above stalled when its workers were young."""
+    last writes (kill -9 under everysec; here a Redis without persistence) writes its records of the
+    last seconds again at that first beat: the vector is final again, counted once, with its attempt
+    number, and nothing is queued to run it again. (A worker taking the new server for the first it
+    saw left those vectors never final: the kill -9 test above stalled when its workers were young.)"""
     from broker.app import make_app
     from workers.daemon import WorkerDaemon
 
@@ -338,10 +337,12 @@ def test_a_redis_restart_before_a_workers_first_heartbeat_still_queues_its_lost_
         daemon.beat()  # its first
         row = {k.decode(): v.decode() for k, v in client.hgetall(keys.worker("w-young")).items()}
         assert (row["instance"], row["machine"], row["pid"]) == (daemon.instance, "n300", str(os.getpid()))  # re-taken
-        queued = [json.loads(m) for m in client.lrange(f"{keys.celery_prefix}sweeps.n300", 0, -1)]
-        assert [(m["headers"]["task"], msgpack.unpackb(base64.b64decode(m["body"]))[1]["ids"]) for m in queued] == [
-            ("sweepctl.run_chunk", ["v1"])
-        ]
+        assert client.hget(keys.final("young"), "v1").startswith(b"PASS|")
+        assert client.hkeys(keys.records("young")) == [b"v1:1"] and client.hget(keys.attempts("young"), "v1") == b"1"
+        assert client.hget(keys.agg("young"), "done") == b"1"
+        assert client.llen(f"{keys.celery_prefix}sweeps.n300") == 0  # not queued to run again
+        daemon.check_written(0.0)  # a second restart's resend finds it all there: nothing counted twice
+        assert client.hget(keys.agg("young"), "done") == b"1" and client.hlen(keys.records("young")) == 1
     finally:
         daemon.writer.stop()
         server.kill()

@@ -1,9 +1,10 @@
 """The batched write, claim and renew scripts against the one-command-per-field scripts they replaced
 (tests/results_reference.py, the oracle): the same ops leave byte-for-byte the same Redis state and
 replies, on a real redis-server; a write that fails leaves nothing written; a batch costs a few
-commands per vector. One rule changed since the oracle: a claim counts a vector's lost attempts in the
-run's lost hash (the oracle took the attempt number for that count); the lost hash is compared with
-what the rule says, and the case where the two claims must differ is asserted."""
+commands per vector. Two rules changed since the oracle, and where they make the two differ the
+test says what the product must leave: a claim counts a vector's lost attempts in the run's lost hash
+(the oracle took the attempt number for that count), and a finish raises its vector's attempt counter
+to its attempt when lower (its claim is gone: a Redis that restarted without its last second)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def _record(vector: dict, attempt: int, state: str, worker: str = "w1", **outcom
     backend = "coordinator" if attempt == 0 else ("emulated" if vector["op"] == "ttnn.add" else "ttnn")
     fields = {"status": state, **outcome}
     return make_record(vector, RUN, attempt, fields, backend=backend, worker=worker, start=1.0, end=2.0)
+
+
+def _expected(reference: redis.Redis, keys: Keys, lost: dict, raised: dict) -> dict:
+    """What the product's scripts must leave where the oracle's left `reference`: the lost counts,
+    and the attempt counters raised by finishes that no claim started."""
+    state = _state(reference)
+    if lost:
+        state[keys.lost(RUN).encode()] = lost
+    if raised:
+        state[keys.attempts(RUN).encode()] = {**state.get(keys.attempts(RUN).encode(), {}), **raised}
+    return state
 
 
 def _state(client: redis.Redis) -> dict:
@@ -71,11 +83,18 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     keys = sides[0].keys
     steps: list = []  # (what, function of a side returning its reply)
 
-    def write(what: str, worker: str, build) -> None:
-        ops = build(sides[0].results[worker])  # built once (their timestamps too), sent to both sides
-        steps.append((what, lambda side: side.results[worker].write(RUN, ops)))
-
     lost: dict[bytes, bytes] = {}  # the lost hash the product's claims must leave (the oracle keeps none)
+    raised: dict[bytes, bytes] = {}  # attempt counters the product's finishes raise (the oracle's stay)
+
+    def write(what: str, worker: str, build, raises: dict | None = None) -> None:
+        """`raises`: the vectors finished at an attempt no claim started, with their counters after."""
+        ops = build(sides[0].results[worker])  # built once (their timestamps too), sent to both sides
+
+        def act(side: _Side) -> list:
+            raised.update(raises or {})
+            return side.results[worker].write(RUN, ops)
+
+        steps.append((what, act))
 
     def claim(what: str, value: str, which: list[str], max_lost: int = 2, counts: dict | None = None) -> None:
         """`counts`: the vectors whose lost attempts this claim counts, with their counts after it."""
@@ -123,7 +142,7 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         r.release_op(RUN, ids[7], 1, "w1/a"),  # its record is written (above): its attempt number stays
         # the INFRA attempt above freed its lease: this books it
         *r.unrun_ops(RUN, [(ids[7], msgpack.packb(vectors[7]))], {"status": status.EXPIRED}, "n300", backend="w1"),
-    ])  # fmt: skip
+    ], raises={ids[1].encode(): b"2"})  # fmt: skip
     write("the coordinator cancels whatever is idle", "coordinator", lambda r: r.unrun_ops(
         RUN, [(v["id"], msgpack.packb(v)) for v in vectors[:15]] + [(ids[22], None)],
         {"status": status.CANCELED, "message": "canceled by alice"}, "n300", backend="coordinator",
@@ -154,7 +173,7 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         r.finish_unrun_op(template, invalid),
         r.unfinal_op({**template, "vector": ids[18], "message": invalid[1][2]}),
         r.finish_unrun_op({**template, "status": status.NOT_RUN}, [invalid[1]]),  # its attempt 0 has its record
-    ])  # fmt: skip
+    ], raises={ids[19].encode(): b"1"})  # fmt: skip
     on_both("the run is canceled", lambda side: side.client.hset(keys.run(RUN), "state", "canceled"))
     claim("after the cancel", "w2/f", [ids[24], ids[25], ids[0]])
     steps.append(("renew: held, taken over, gone, twice", lambda side: side.results["w2"].renew(
@@ -164,10 +183,8 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     reference, batched = sides
     for what, act in steps:
         assert act(batched) == act(reference), what
-        state = _state(batched.client)
-        assert state.pop(keys.lost(RUN).encode(), {}) == lost, what
-        assert state == _state(reference.client), what
-    assert lost  # the sequence counted lost attempts
+        assert _state(batched.client) == _expected(reference.client, keys, lost, raised), what
+    assert lost and raised  # the sequence reached both changed rules
     agg = _state(batched.client)[keys.agg(RUN).encode()]
     # the sequence reached what it is meant to exercise (a change to it must keep these)
     assert agg[b"s|FAIL_ACCURACY"] == b"1" and agg[b"s|PASS"] == b"10" and agg[b"pmin|ttnn.mul"] == b"0.95"
@@ -235,7 +252,8 @@ def test_a_batch_larger_than_one_command_takes_leaves_what_the_reference_scripts
         side.client.mset({side.keys.lease(RUN, v["id"]): "w1/a" for v in vectors[:1300]})
     replies = [side.results["w1"].write(RUN, ops) for side in sides]
     assert replies[0] == replies[1] == [0, 200]
-    assert _state(sides[0].client) == _state(sides[1].client)
+    raised = {v["id"].encode(): b"1" for v in vectors[:1200]}  # finished with no claim: their counters go to 1
+    assert _state(sides[1].client) == _expected(sides[0].client, sides[0].keys, {}, raised)
     assert len(_state(sides[1].client)[sides[1].keys.agg(RUN).encode()]) > 2 * 676  # more than one HSET's worth
 
 
