@@ -140,7 +140,7 @@ class WorkerDaemon:
         """Take this worker's name (refused while a live worker holds it: broker/registry.py)."""
         self.take_name()
         # the Redis server seen from the start: one restarted before the first beat is noticed too
-        self.redis_run_id = self.redis.info("server")["run_id"]
+        self.redis_run_id = self.writer.server = self.redis.info("server")["run_id"]
 
     def take_name(self) -> None:
         """Write this worker's row under its name, as a new instance."""
@@ -206,10 +206,9 @@ class WorkerDaemon:
     def check_written(self, since: float) -> None:
         """Redis restarted. With `appendfsync everysec` its AOF may miss the writes of its last second
         (a power loss): the records and bookings this worker wrote lately are written again (those
-        still there are left alone), so the vectors they settled stay settled and none runs again."""
-        ops, kept = self.writer.resend(since)
-        if ops:
-            log.warning("records_resent_after_redis_restart", worker=self.name, ops=ops, finals_kept=kept)
+        still there are left alone; none if the writer did it already), so the vectors they settled
+        stay settled and none runs again."""
+        self.writer.resend(self.redis.info("server")["run_id"], since)
 
     def give_up(self, reason: str) -> None:
         """Exit: Redis is gone (or the writer could not reach it). Celery shuts down warm; if it has
