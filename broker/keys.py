@@ -10,6 +10,8 @@ Per run `R`:
   {p}:run:R:final      hash   vector id -> final status (write-once)
   {p}:run:R:records    hash   "vector id:attempt" -> msgpack record (write-once, one per attempt)
   {p}:run:R:attempts   hash   vector id -> attempts started
+  {p}:run:R:lost       hash   vector id -> its attempts lost (their worker died in them), found by the claims
+                              that started the next; a retry starts the count again
   {p}:run:R:failed     hash   vector id -> msgpack record of its failing final attempt
   {p}:run:R:agg        hash   aggregate counters kept as results land (field names: Agg, below)
   {p}:run:R:enqueuing  string held by the one `enqueue` writing run R's vectors: its owner's pid, host and
@@ -64,6 +66,9 @@ class Keys:
 
     def attempts(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:attempts"
+
+    def lost(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:lost"
 
     def failed(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:failed"
@@ -125,6 +130,7 @@ class Keys:
             self.final(run_id),
             self.records(run_id),
             self.attempts(run_id),
+            self.lost(run_id),
             self.failed(run_id),
             self.agg(run_id),
             self.enqueuing(run_id),

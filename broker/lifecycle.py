@@ -51,7 +51,8 @@ NOT_RETRIED = frozenset({status.INVALID, status.NOT_RUN})
 
 
 def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) -> dict[str, Any]:
-    """Give vectors whose final status is one of `statuses` a new attempt; their records stay.
+    """Give vectors whose final status is one of `statuses` a new attempt; their records stay, their
+    counts of lost attempts start again.
     Their ids are noted (keys.retrying) before their finals go and forgotten once they are queued,
     so the vectors of a retry cut short in between (Ctrl-C, the broker away) are queued by the next
     retry of the run ("requeued"), instead of being neither final nor queued for good."""
@@ -68,6 +69,7 @@ def retry(app: Any, redis: Any, keys: Keys, run_id: str, statuses: list[str]) ->
     left = sorted(k.decode() for k in redis.smembers(noted))  # noted by a retry cut short
     if chosen:
         redis.sadd(noted, *chosen)
+        redis.hdel(keys.lost(run_id), *chosen)  # a new round: the attempts lost before do not count against it
     results = Results(redis, keys)
     ops, by_machine = [], {}
     tried = dict(zip(chosen, redis.hmget(keys.attempts(run_id), chosen), strict=True)) if chosen else {}

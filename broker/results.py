@@ -6,8 +6,10 @@ final, held by another worker's lease, or whose run is canceled, and otherwise b
 counter and takes a lease (a TTL the heartbeat renews). So a vector starts at most once per
 attempt number, whatever copies of its chunk are around. `finish` writes the attempt's record
 with HSETNX and, the first time a vector reaches a final status, bumps the counters; a record for a
-vector that is final already is dropped (a record never contradicts its vector's final status).
-All steps are idempotent, so a writer may resend them after a lost connection.
+vector that is final already is dropped (a record never contradicts its vector's final status), and
+its vector's attempt counter is raised to it when lower (the claim was lost: a Redis that restarted
+without its last second of writes, then given the record again by its worker).
+All steps are idempotent, so a writer may resend them after a lost connection or a Redis restart.
 The run's aggregates (`{p}:run:R:agg`) are named by broker.keys.Agg.
 The final hash holds `STATUS|pcc|e2e_ms|SIG` per vector (parse_final): enough to compare two runs
 without reading a record. SIG is sig_id(signature): 12 hex digits of its sha1.
@@ -290,6 +292,10 @@ for _, entry in ipairs(ops) do
         if e2e_bucket ~= '' then count('$E2E_HIST' .. op .. '$SEP' .. e2e_bucket, 1) end
         if listed == '1' then stage(failed_new, failed_order, vector, record) end
       end
+      if tonumber(tries[vector] or '0') < attempt then  -- its claim is gone (a Redis restarted without it)
+        tries[vector] = attempt
+        stage(tries_new, tries_order, vector, attempt)
+      end
     end
   end
 end
@@ -447,18 +453,20 @@ def ms_of_bucket(bucket: int) -> float:
 
 # Claim vectors right before they run, each atomically: a vector runs only under a lease its worker
 # took here, so no copy of a chunk (redelivered, re-published) can start it twice, and nothing starts
-# once the vector is final or its run canceled. KEYS: final, attempts, records. ARGV: CLAIM (lease
+# once the vector is final or its run canceled. KEYS: final, attempts, records, lost. ARGV: CLAIM (lease
 # value, lease ttl (s), lost attempts that end a vector, record field separator, the run's hash and
 # vectors: only read, so not KEYS, which a worker's ACL user must be able to write), then (vector id,
 # lease key) pairs. Returns per vector {code, attempt, lost, payload}:
 #   R run it as `attempt` (lost = 1: the attempt before died with its worker: no record, no lease)
 #   F final already | L another worker holds it | M not in the run
-#   X the run is canceled (payload: for booking it CANCELED) | D its attempt `attempt` was lost and
-#   it has been lost `max_lost` times: book that attempt INFRA, final (payload given)
+#   X the run is canceled (payload: for booking it CANCELED) | D its attempt `attempt` was lost, the
+#   vector's `max_lost`th lost attempt: book that attempt INFRA, final (payload given)
+# The lost hash counts each vector's lost attempts: an R that finds the attempt before lost raises it
+# (a D writes nothing). Not the attempt number: a retry's or a crash retry's new attempt is no loss.
 # A lease that holds this very value is this claim resent after a lost reply: the same answer again.
 CLAIM = LuaArgs(("value", "ttl", "max_lost", "sep", "run", "vectors"))
 _CLAIM = Template(_LUA_BATCH + """
-local final, attempts, records = KEYS[1], KEYS[2], KEYS[3]
+local final, attempts, records, lost_count = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 $CLAIM_ARGS
 max_lost = tonumber(max_lost)
 local canceled = redis.call('HGET', run, 'state') == 'canceled'
@@ -473,7 +481,7 @@ local tries = fetch('HMGET', attempts, vids, {})
 local payloads = fetch('HMGET', vectors, vids, {})
 local finals = fetch('HMGET', final, vids, {})
 local holders = fetch('MGET', nil, leases, {})
-local wanted = {}  -- the record of the attempt before, which tells whether it was lost
+local wanted, counts = {}, {}  -- the record of the attempt before, which tells whether it was lost; its count
 for i, vid in ipairs(vids) do
   local tried, holder = tonumber(tries[vid] or '0'), holders[leases[i]]
   if not finals[vid] and payloads[vid] then
@@ -481,11 +489,13 @@ for i, vid in ipairs(vids) do
       wanted[#wanted + 1] = vid .. sep .. (tried - 1)
     elseif not holder and not canceled and tried > 0 then
       wanted[#wanted + 1] = vid .. sep .. tried
+      counts[#counts + 1] = vid
     end
   end
 end
 local recorded = fetch('HMGET', records, wanted, {})
-local out, bumped, taken = {}, {}, {}
+local lost_before = fetch('HMGET', lost_count, counts, {})
+local out, bumped, taken, losses = {}, {}, {}, {}
 for i, vid in ipairs(vids) do
   local lease = leases[i]
   local tried, payload, holder = tonumber(tries[vid] or '0'), payloads[vid], holders[lease]
@@ -502,9 +512,14 @@ for i, vid in ipairs(vids) do
     out[#out + 1] = {'X', tried, 0, payload}
   else
     local lost = (tried > 0 and not recorded[vid .. sep .. tried]) and 1 or 0
-    if lost == 1 and tried >= max_lost then
+    local lost_now = lost == 1 and tonumber(lost_before[vid] or '0') + 1
+    if lost_now and lost_now >= max_lost then
       out[#out + 1] = {'D', tried, 1, payload}
     else
+      if lost_now then
+        losses[#losses + 1] = vid
+        losses[#losses + 1] = lost_now
+      end
       bumped[#bumped + 1] = vid
       bumped[#bumped + 1] = tried + 1
       taken[#taken + 1] = lease
@@ -512,7 +527,12 @@ for i, vid in ipairs(vids) do
     end
   end
 end
--- the attempt counters first, in one command: a lease never exists without its attempt's number
+-- the lost counts, then the attempt counters, in one command each: a lease never exists without its
+-- attempt's number, nor a new attempt after a lost one without the loss counted
+if #losses > 0 and not redis.acl_check_cmd('HSET', lost_count, 'f', 'v') then
+  return redis.error_reply('NOPERM this user may not run HSET on ' .. lost_count .. ': nothing written')
+end
+send('HSET', lost_count, losses)
 send('HSET', attempts, bumped)
 for _, lease in ipairs(taken) do redis.call('SET', lease, value, 'EX', ttl) end
 return out
@@ -571,7 +591,7 @@ class Results:
         lease = k.lease
         for vid in ids:
             args += (vid, lease(run_id, vid))
-        replies = self._claim(keys=[k.final(run_id), k.attempts(run_id), k.records(run_id)], args=args)
+        replies = self._claim(keys=[k.final(run_id), k.attempts(run_id), k.records(run_id), k.lost(run_id)], args=args)
         return [
             Claim(vid, r[0].decode(), r[1], bool(r[2]), r[3] if len(r) > 3 else None, value)
             for vid, r in zip(ids, replies, strict=True)

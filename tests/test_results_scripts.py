@@ -1,7 +1,10 @@
 """The batched write, claim and renew scripts against the one-command-per-field scripts they replaced
 (tests/results_reference.py, the oracle): the same ops leave byte-for-byte the same Redis state and
 replies, on a real redis-server; a write that fails leaves nothing written; a batch costs a few
-commands per vector."""
+commands per vector. Two rules changed since the oracle, and where they make the two differ the
+test says what the product must leave: a claim counts a vector's lost attempts in the run's lost hash
+(the oracle took the attempt number for that count), and a finish raises its vector's attempt counter
+to its attempt when lower (its claim is gone: a Redis that restarted without its last second)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,17 @@ def _record(vector: dict, attempt: int, state: str, worker: str = "w1", **outcom
     backend = "coordinator" if attempt == 0 else ("emulated" if vector["op"] == "ttnn.add" else "ttnn")
     fields = {"status": state, **outcome}
     return make_record(vector, RUN, attempt, fields, backend=backend, worker=worker, start=1.0, end=2.0)
+
+
+def _expected(reference: redis.Redis, keys: Keys, lost: dict, raised: dict) -> dict:
+    """What the product's scripts must leave where the oracle's left `reference`: the lost counts,
+    and the attempt counters raised by finishes that no claim started."""
+    state = _state(reference)
+    if lost:
+        state[keys.lost(RUN).encode()] = lost
+    if raised:
+        state[keys.attempts(RUN).encode()] = {**state.get(keys.attempts(RUN).encode(), {}), **raised}
+    return state
 
 
 def _state(client: redis.Redis) -> dict:
@@ -69,14 +83,25 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     keys = sides[0].keys
     steps: list = []  # (what, function of a side returning its reply)
 
-    def write(what: str, worker: str, build) -> None:
-        ops = build(sides[0].results[worker])  # built once (their timestamps too), sent to both sides
-        steps.append((what, lambda side: side.results[worker].write(RUN, ops)))
+    lost: dict[bytes, bytes] = {}  # the lost hash the product's claims must leave (the oracle keeps none)
+    raised: dict[bytes, bytes] = {}  # attempt counters the product's finishes raise (the oracle's stay)
 
-    def claim(what: str, value: str, which: list[str], max_lost: int = 2) -> None:
+    def write(what: str, worker: str, build, raises: dict | None = None) -> None:
+        """`raises`: the vectors finished at an attempt no claim started, with their counters after."""
+        ops = build(sides[0].results[worker])  # built once (their timestamps too), sent to both sides
+
+        def act(side: _Side) -> list:
+            raised.update(raises or {})
+            return side.results[worker].write(RUN, ops)
+
+        steps.append((what, act))
+
+    def claim(what: str, value: str, which: list[str], max_lost: int = 2, counts: dict | None = None) -> None:
+        """`counts`: the vectors whose lost attempts this claim counts, with their counts after it."""
         worker = value.split("/")[0]
         def act(side: _Side) -> list:
             claims = side.results[worker].claim_as(value, RUN, which, 30, max_lost)
+            lost.update(counts or {})
             return [(c.action, c.attempt, c.lost, c.payload) for c in claims]
 
         steps.append((what, act))
@@ -117,7 +142,7 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         r.release_op(RUN, ids[7], 1, "w1/a"),  # its record is written (above): its attempt number stays
         # the INFRA attempt above freed its lease: this books it
         *r.unrun_ops(RUN, [(ids[7], msgpack.packb(vectors[7]))], {"status": status.EXPIRED}, "n300", backend="w1"),
-    ])  # fmt: skip
+    ], raises={ids[1].encode(): b"2"})  # fmt: skip
     write("the coordinator cancels whatever is idle", "coordinator", lambda r: r.unrun_ops(
         RUN, [(v["id"], msgpack.packb(v)) for v in vectors[:15]] + [(ids[22], None)],
         {"status": status.CANCELED, "message": "canceled by alice"}, "n300", backend="coordinator",
@@ -130,7 +155,8 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     on_both("leases lapse", lambda side: side.client.delete(keys.lease(RUN, ids[15]), keys.lease(RUN, ids[16])))
     claim("a vector's first claim", "w1/c", [ids[15], ids[16]])
     on_both("its lease lapses", lambda side: side.client.delete(keys.lease(RUN, ids[15]), keys.lease(RUN, ids[16])))
-    claim("claimed again: the attempt before was lost", "w2/d", [ids[15], ids[16]])
+    claim("claimed again: the attempt before was lost", "w2/d", [ids[15], ids[16]],
+          counts={ids[15].encode(): b"1", ids[16].encode(): b"1"})  # fmt: skip
     write("the lost attempt's record comes after all, then the newer one's", "w1", lambda r: [
         r.finish_op(_record(vectors[15], 1, status.PASS, pcc=0.9991, e2e_ms=1.0), lease="w1/c"),
         r.finish_op(_record(vectors[15], 2, status.FAIL_ACCURACY, worker="w2", pcc=0.5, e2e_ms=1.1), lease="w2/d"),
@@ -138,7 +164,7 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         r.release_op(RUN, ids[16], 2, "w2/d"),  # resent: attempt 1 stays
     ])  # fmt: skip
     on_both("its lease lapses again", lambda side: side.client.delete(keys.lease(RUN, ids[16])))
-    claim("lost twice: dead", "w1/e", [ids[16]], max_lost=1)
+    claim("lost twice (attempt 1 counted again: its release left no record): dead", "w1/e", [ids[16]], max_lost=1)
     invalid = [(v["id"], v.get("config_hash"), f"shard needs {n * 4096} B") for n, v in enumerate(vectors[17:22])]
     template = _record(vectors[17], 0, status.INVALID, message="shard needs 1 B")  # one op and machine for all
     write("host validation in bulk, resent, with a vector finished first in the same batch", "coordinator", lambda r: [
@@ -147,7 +173,7 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
         r.finish_unrun_op(template, invalid),
         r.unfinal_op({**template, "vector": ids[18], "message": invalid[1][2]}),
         r.finish_unrun_op({**template, "status": status.NOT_RUN}, [invalid[1]]),  # its attempt 0 has its record
-    ])  # fmt: skip
+    ], raises={ids[19].encode(): b"1"})  # fmt: skip
     on_both("the run is canceled", lambda side: side.client.hset(keys.run(RUN), "state", "canceled"))
     claim("after the cancel", "w2/f", [ids[24], ids[25], ids[0]])
     steps.append(("renew: held, taken over, gone, twice", lambda side: side.results["w2"].renew(
@@ -157,13 +183,60 @@ def test_a_mixed_sequence_of_ops_leaves_what_the_reference_scripts_leave(sides):
     reference, batched = sides
     for what, act in steps:
         assert act(batched) == act(reference), what
-        assert _state(batched.client) == _state(reference.client), what
+        assert _state(batched.client) == _expected(reference.client, keys, lost, raised), what
+    assert lost and raised  # the sequence reached both changed rules
     agg = _state(batched.client)[keys.agg(RUN).encode()]
     # the sequence reached what it is meant to exercise (a change to it must keep these)
     assert agg[b"s|FAIL_ACCURACY"] == b"1" and agg[b"s|PASS"] == b"10" and agg[b"pmin|ttnn.mul"] == b"0.95"
     assert agg[b"s|CANCELED"] == b"1" and agg[b"s|EXPIRED"] == b"1" and agg[b"s|INVALID"] == b"3"
     assert b"s|NOT_RUN" not in agg
     assert agg[b"ph|ttnn.mul|13"] == b"0" and len([k for k in agg if k.startswith(b"st|")]) == 8
+
+
+def test_a_retried_vector_lost_once_runs_again_where_the_reference_gave_it_up(sides):
+    """The rule the claim changed: the oracle ended a vector lost once at an attempt number of
+    max_lost (after a retry or a crash retry); the product counts lost attempts. Until that loss both
+    sides agree; then the oracle says DEAD and the product starts attempt 3; a second loss ends it."""
+    vectors = _vectors(2)
+    retried, crashed = vectors[0], vectors[1]
+    ids = [v["id"] for v in vectors]
+    reference, batched = sides
+    keys = batched.keys
+
+    def both(act) -> list:
+        replies = [act(side) for side in sides]
+        assert _state(batched.client) == _state(reference.client)
+        return replies
+
+    def claim(value: str) -> list:
+        def act(side: _Side) -> list:
+            return [(c.action, c.attempt, c.lost) for c in side.results[value[:2]].claim_as(value, RUN, ids, 30, 2)]
+
+        return both(act)
+
+    def lapse(side: _Side) -> None:
+        side.client.delete(*(keys.lease(RUN, vid) for vid in ids))
+
+    both(lambda side: side.client.hset(keys.vectors(RUN), mapping={v["id"]: msgpack.packb(v) for v in vectors}))
+    assert claim("w1/a") == [[("R", 1, False)] * 2] * 2
+    first = _record(retried, 1, status.PASS, pcc=1.0, e2e_ms=1.0)
+    ops = [sides[0].results["w1"].finish_op(first, lease="w1/a"),  # then `sweepctl retry` takes its final out
+           sides[0].results["w1"].finish_op(_record(crashed, 1, status.CRASH, message="SIGSEGV"), final=False,
+                                            lease="w1/a"),  # its crash retry is attempt 2
+           sides[0].results["coordinator"].unfinal_op(first)]  # fmt: skip
+    both(lambda side: side.results["w1"].write(RUN, ops))
+    assert claim("w1/b") == [[("R", 2, False)] * 2] * 2
+    both(lapse)  # attempt 2's worker died in it: its first lost attempt
+    product = batched.results["w2"].claim_as("w2/c", RUN, ids, 30, 2)
+    oracle = reference.results["w2"].claim_as("w2/c", RUN, ids, 30, 2)
+    assert [(c.action, c.attempt, c.lost) for c in oracle] == [("D", 2, True)] * 2  # given up at its first loss
+    assert [(c.action, c.attempt, c.lost) for c in product] == [("R", 3, True)] * 2  # runs again
+    assert batched.client.hgetall(keys.lost(RUN)) == {vid.encode(): b"1" for vid in ids}
+    assert batched.client.hmget(keys.attempts(RUN), ids) == [b"3", b"3"]
+    assert batched.client.mget([keys.lease(RUN, vid) for vid in ids]) == [b"w2/c", b"w2/c"]
+    lapse(batched)  # and attempt 3's: the second lost attempt ends it
+    assert [(c.action, c.attempt, c.lost) for c in batched.results["w1"].claim(RUN, ids)] == [("D", 3, True)] * 2
+    assert batched.client.hgetall(keys.lost(RUN)) == {vid.encode(): b"1" for vid in ids}  # a DEAD writes nothing
 
 
 def test_a_batch_larger_than_one_command_takes_leaves_what_the_reference_scripts_leave(sides):
@@ -179,7 +252,8 @@ def test_a_batch_larger_than_one_command_takes_leaves_what_the_reference_scripts
         side.client.mset({side.keys.lease(RUN, v["id"]): "w1/a" for v in vectors[:1300]})
     replies = [side.results["w1"].write(RUN, ops) for side in sides]
     assert replies[0] == replies[1] == [0, 200]
-    assert _state(sides[0].client) == _state(sides[1].client)
+    raised = {v["id"].encode(): b"1" for v in vectors[:1200]}  # finished with no claim: their counters go to 1
+    assert _state(sides[1].client) == _expected(sides[0].client, sides[0].keys, {}, raised)
     assert len(_state(sides[1].client)[sides[1].keys.agg(RUN).encode()]) > 2 * 676  # more than one HSET's worth
 
 

@@ -43,7 +43,7 @@ import structlog
 from broker import registry
 from broker.app import RUN_CHUNK, TRACE_MODEL, make_app
 from broker.keys import Keys
-from broker.reclaim import Held, drop_leases, reclaim, send_chunk
+from broker.reclaim import Held, reclaim, send_chunk
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from broker.traces import jobs as tracejobs
 from sweeps import status
@@ -68,7 +68,7 @@ MAX_CHUNK_TRIES = 3  # a chunk that raised this many times: its open vectors end
 CLAIM_AHEAD_S = 0.05  # claim about this much work at once (one vector for slow ops, up to MAX_CLAIM)
 MAX_CLAIM = 32
 EXIT_GAVE_UP = 3  # exit status of a worker that gave up on Redis (systemd restarts it)
-RECHECK_WINDOW = 10.0  # s of this worker's finals checked again when Redis restarted (everysec loses ~1 s)
+RECHECK_WINDOW = 10.0  # s of this worker's records written again when Redis restarted (everysec loses ~1 s)
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class WorkerDaemon:
         """Take this worker's name (refused while a live worker holds it: broker/registry.py)."""
         self.take_name()
         # the Redis server seen from the start: one restarted before the first beat is noticed too
-        self.redis_run_id = self.redis.info("server")["run_id"]
+        self.redis_run_id = self.writer.server = self.redis.info("server")["run_id"]
 
     def take_name(self) -> None:
         """Write this worker's row under its name, as a new instance."""
@@ -206,18 +206,10 @@ class WorkerDaemon:
 
     def check_written(self, since: float) -> None:
         """Redis restarted. With `appendfsync everysec` its AOF may miss the writes of its last second
-        (a power loss): the finals this worker wrote lately that are gone are queued again (a new
-        attempt; counted once, as ever), after freeing its leases on them."""
-        by_run: dict[str, list[str]] = {}
-        for run_id, vid in self.writer.written_since(since):
-            by_run.setdefault(run_id, []).append(vid)
-        for run_id, ids in by_run.items():
-            finals = self.redis.hmget(self.keys.final(run_id), ids)
-            gone = [vid for vid, final in zip(ids, finals, strict=True) if final is None]
-            if gone:
-                log.warning("records_lost_by_redis", worker=self.name, run=run_id, vectors=len(gone))
-                drop_leases(self.redis, self.keys, run_id, gone, f"{self.token}/")
-                send_chunk(self.app, run_id, self.machine, gone)
+        (a power loss): the records and bookings this worker wrote lately are written again (those
+        still there are left alone; none if the writer did it already), so the vectors they settled
+        stay settled and none runs again."""
+        self.writer.resend(self.redis.info("server")["run_id"], since)
 
     def give_up(self, reason: str) -> None:
         """Exit: Redis is gone (or the writer could not reach it). Celery shuts down warm; if it has

@@ -7,6 +7,14 @@ one script call per run. Ops are idempotent, so a batch that failed (Redis resta
 until it lands, for `give_up_after` seconds at most: then the writer logs what it drops, stops,
 and calls `on_give_up` (the daemon exits, and its chunk is queued again by a live worker). `flush`
 blocks until everything queued is in Redis, or the writer gave up, or its timeout passed.
+
+The records and bookings that landed stay here for a while (`forget_before`): a Redis that restarts
+without its last writes (`appendfsync everysec` loses up to a second) gets them again (`resend`), so
+nothing that ran runs again. The writer resends them itself when it reaches Redis again after failing
+to, before anything else (a chunk waits for its records before it ends: so before this worker takes a
+redelivered copy of it), and the heartbeat when it sees a new Redis process the writer did not.
+Releases are not kept: one resent after a newer claim of the same attempt number would take that
+number back from under its holder.
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ class RecordWriter(threading.Thread):
         self._flushing = False
         self.failing_since: float | None = None  # monotonic time of the first failure of the current streak
         self.broken = False  # gave up: nothing is written any more
-        self.written: deque[tuple[float, str, str]] = deque()  # (monotonic, run, vector) of finals that landed
+        self.landed: deque[tuple[float, str, list[Any]]] = deque()  # (monotonic, run, op) of records that landed
+        self.server: str | None = None  # the Redis process (INFO run_id) they landed in
+        self._resending = threading.Lock()
 
     def attempt_released(self, run_id: str, vector_id: str, attempt: int, lease: str) -> None:
         self._put(run_id, ("release", vector_id, attempt, lease))
@@ -84,14 +94,31 @@ class RecordWriter(threading.Thread):
                 self._flushing = False
         return not self.broken
 
-    def written_since(self, since: float) -> list[tuple[str, str]]:
-        """(run, vector) of the final records that landed after `since` (monotonic)."""
-        return [(run_id, vid) for when, run_id, vid in list(self.written) if when >= since]
-
     def forget_before(self, since: float) -> None:
-        written = self.written
-        while written and written[0][0] < since:
-            written.popleft()
+        landed = self.landed
+        while landed and landed[0][0] < since:
+            landed.popleft()
+
+    def resend(self, server: str, since: float = float("-inf")) -> None:
+        """Redis answers from the process `server` (its INFO run_id). When the ops that landed went to
+        another one, it restarted, maybe without its last second: those that landed after `since`
+        (monotonic) are written again; a record there already is left alone (every op is idempotent)."""
+        with self._resending:
+            if server == self.server:
+                return
+            by_run: dict[str, list[list[Any]]] = {}
+            for when, run_id, op in list(self.landed):
+                if when >= since:
+                    by_run.setdefault(run_id, []).append(op)
+            ops = kept = 0
+            for run_id, run_ops in by_run.items():
+                for start in range(0, len(run_ops), 1000):
+                    batch = run_ops[start : start + 1000]
+                    kept += self.results.write(run_id, batch)[0]
+                    ops += len(batch)
+            self.server = server
+        if ops:
+            log.warning("records_resent_after_redis_restart", ops=ops, finals_kept=kept)
 
     def failing_for(self) -> float:
         """Seconds the writer has been failing to reach Redis (0 when its last batch landed)."""
@@ -129,20 +156,19 @@ class RecordWriter(threading.Thread):
     def _send(self, batch: list[tuple[str, tuple[Any, ...]]]) -> bool:
         results = self.results
         by_run: dict[str, list[list[Any]]] = {}
-        finals = []
+        kept = []
         for run_id, item in batch:  # ops of one run keep their order; runs are independent
             kind, args = item[0], item[1:]
-            if kind == "finish":
-                op = results.finish_op(*args)
-                if args[1]:
-                    finals.append((run_id, args[0]["vector"]))
-            elif kind == "release":
+            if kind == "release":
                 op = results.release_op(run_id, *args)
             else:
-                op = args[0]
+                op = results.finish_op(*args) if kind == "finish" else args[0]
+                kept.append((run_id, op))
             by_run.setdefault(run_id, []).append(op)
         while True:
             try:
+                if self.failing_since is not None:  # reaching Redis again: a restarted one first gets what it lost
+                    self.resend(self.results.redis.info("server")["run_id"])
                 if len(by_run) == 1:  # the usual batch: one EVALSHA (a pipeline would ask SCRIPT EXISTS first)
                     ((run_id, ops),) = by_run.items()
                     replies = [self.results.write(run_id, ops)]
@@ -153,7 +179,7 @@ class RecordWriter(threading.Thread):
                     replies = pipe.execute()
                 self.failing_since = None
                 now = time.monotonic()
-                self.written.extend((now, run_id, vid) for run_id, vid in finals)
+                self.landed.extend((now, run_id, op) for run_id, op in kept)
                 late = sum(reply[0] for reply in replies)
                 if late:  # a vector settled elsewhere first: its record here would contradict its final
                     log.warning("late_records_dropped", count=late)
