@@ -162,7 +162,7 @@ def run_on_executors(vectors: list[tuple[Encoded, dict]], log: bool = False, wor
     """Outcome by vector id. Each machine's vectors are dealt, largest first, to up to `workers`
     emulated executors of that machine (the executor process a worker daemon spawns, with its
     machine's mock cluster), `workers` of them running at once. `log`: their stderr to ours."""
-    from workers.executor import Executor
+    from workers.executor import Executor, ExecutorDied
 
     by_machine: dict[str, list[tuple[Encoded, dict]]] = {}
     for encoded, vector in sorted(vectors, key=lambda item: -_elements(item[1])):
@@ -176,12 +176,17 @@ def run_on_executors(vectors: list[tuple[Encoded, dict]], log: bool = False, wor
 
     def run(job: tuple[str, list[tuple[Encoded, dict]]]) -> None:
         machine, items = job
-        executor = Executor(machine, "emulated", [], log=sys.stderr.buffer if log else None)
-        try:
-            for encoded, vector in items:
-                outcomes[encoded.id] = executor.run(encoded.payload, vector["timeout"])
-        finally:
-            executor.stop()
+        with tempfile.TemporaryFile() as stderr:  # what an executor that would not start said
+            executor = Executor(machine, "emulated", [], log=sys.stderr.buffer if log else stderr)
+            try:
+                for encoded, vector in items:
+                    outcomes[encoded.id] = executor.run(encoded.payload, vector["timeout"])
+            except ExecutorDied as exc:
+                stderr.seek(0)
+                said = stderr.read().decode(errors="replace").splitlines()
+                raise ExecutorDied(f"{exc.description}; its stderr ended: {said[-15:]}") from exc
+            finally:
+                executor.stop()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, jobs))
