@@ -6,20 +6,23 @@ values, its heartbeat interval) before it claims a vector of it, and deletes the
 chunk's records are written, before the message is acked. The heartbeat thread of every live
 worker looks for workers whose heartbeat is older than registry.lost_after (three of their intervals and
 a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
-heartbeat again, frees the lost worker's leases and deletes the record, so two live workers never
-both do it, and a worker that was only stopped and beats again either beat first, and keeps its
-chunk, or finds its leases gone) publishes the chunk's vectors that are not final yet as a new
-message, with `avoid` naming the lost worker (a worker of that name hands it back while another can
-take it).
+heartbeat again, frees the lost worker's leases and marks the record as taken over by it until a
+deadline, so two live workers never both do it, and a worker that was only stopped and beats again
+either beat first, and keeps its chunk, or finds its leases gone) publishes the chunk's vectors that
+are not final yet as a new message, with `avoid` naming the lost worker (a worker of that name hands
+it back while another can take it), and only then deletes the record (if it is still the one it
+marked). A taker that dies, or cannot reach the broker, between the two steps leaves the marked
+record: once the mark's deadline passed, the next live worker takes it over again. So at every
+moment either the record or the new message exists.
 Claims keep this idempotent: the vector the dead worker was running is booked INFRA and retried
-once, and when Celery redelivers the original message hours later, every vector is final and
-nothing runs.
+once, and when Celery redelivers the original message hours later (or a slow taker and the one after
+it both publish), every vector is final or leased and nothing runs twice.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -41,8 +44,9 @@ end
 
 
 # KEYS: workers zset, the held-chunk key, the lease keys of its vectors; ARGV: worker name, the record
-# as read, heartbeat cutoff, the lease-value prefix of the lost worker. Returns the leases freed, or -1
-# when the worker beat since (alive after all) or another live worker took the record.
+# as read, heartbeat cutoff, the lease-value prefix of the lost worker, the record marked as taken over.
+# Returns the leases freed, or -1 when the worker beat since (alive after all) or another live worker
+# took the record (or finished with it).
 _TAKE_OVER = (
     """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
@@ -51,10 +55,16 @@ if beat and tonumber(beat) >= tonumber(ARGV[3]) then return -1 end
 """
     + _freeing(3, "ARGV[4]")
     + """
-redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[5])
 return n
 """
 )
+
+# KEYS: the held-chunk key; ARGV: the record as marked. Deletes it only while it is unchanged.
+_DONE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 # KEYS: lease keys; ARGV: the lease-value prefix of a worker. Deletes the leases it held.
 _DROP_LEASES = _freeing(1, "ARGV[1]") + "return n"
@@ -69,14 +79,17 @@ class Held:
     ids: list[str]
     holder: str  # the prefix of the worker's lease values (its name and incarnation)
     heartbeat_every: float
+    taker: str = ""  # the live worker queuing it again after the holder was lost
+    taken_until: float = 0.0  # when that taker counts as lost too, and the next may take it over
 
     def pack(self) -> bytes:
-        return msgpack.packb([self.run_id, self.machine, self.ids, self.holder, self.heartbeat_every])
+        fields = [self.run_id, self.machine, self.ids, self.holder, self.heartbeat_every]
+        return msgpack.packb([*fields, self.taker, self.taken_until])
 
     @classmethod
     def unpack(cls, raw: bytes) -> Held:
-        run_id, machine, ids, holder, every = msgpack.unpackb(raw, raw=False)
-        return cls(run_id, machine, ids, holder, float(every))
+        run_id, machine, ids, holder, every, *mark = msgpack.unpackb(raw, raw=False)
+        return cls(run_id, machine, ids, holder, float(every), *mark)
 
 
 def send_chunk(app: Any, run_id: str, machine: str, ids: list[str], **extra: Any) -> None:
@@ -113,15 +126,18 @@ def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None)
             continue
         held = Held.unpack(raw)
         cutoff = now - lost_after(held.heartbeat_every)
-        if beat >= cutoff:
+        if beat >= cutoff or held.taken_until > now:  # alive, or another live worker is queuing it
             continue
+        mark = replace(held, taker=me, taken_until=now + lost_after(held.heartbeat_every)).pack()
         leases = [keys.lease(held.run_id, vid) for vid in held.ids]
-        freed = take_over(keys=[keys.workers(), keys.held(name), *leases], args=[name, raw, cutoff, held.holder])
+        freed = take_over(keys=[keys.workers(), keys.held(name), *leases], args=[name, raw, cutoff, held.holder, mark])
         if freed < 0:
             continue  # alive after all, or another live worker took it
         finals = redis.hmget(keys.final(held.run_id), held.ids) if held.ids else []
         open_ids = [vid for vid, done in zip(held.ids, finals, strict=True) if done is None]
         if open_ids:
             send_chunk(app, held.run_id, held.machine, open_ids, avoid=[name])
-        found.append({"worker": name, "run": held.run_id, "queued": len(open_ids), "leases_freed": freed})
+        redis.eval(_DONE, 1, keys.held(name), mark)  # queued: the record is done with
+        done = {"worker": name, "run": held.run_id, "queued": len(open_ids), "leases_freed": freed}
+        found.append({**done, "retaken_from": held.taker} if held.taker else done)
     return found

@@ -8,9 +8,12 @@ import json
 import time
 
 import msgpack
+import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from broker.app import make_app
+from broker.embedded import free_port
 from broker.keys import Keys
 from broker.reclaim import Held, lost_after, reclaim
 
@@ -39,3 +42,26 @@ def test_a_lost_workers_chunk_is_taken_over_once_with_its_leases_and_a_live_ones
     assert [(m["ids"], m["avoid"]) for m in queued(client, keys)] == [(["v1", "v2"], ["lost"])]
     assert reclaim(client, keys, app, "another", now) == []  # taken over once: nothing queued twice
     assert len(queued(client, keys)) == 1
+
+
+def test_a_reclaimer_that_fails_to_publish_leaves_the_chunk_to_the_next_one(redis_server):
+    """The reclaimer's broker is unreachable after it took the record over (as if it died between the two
+    steps): the record stays, marked, and another live worker queues the chunk once the mark lapses."""
+    client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
+    now, every = time.time(), 5.0
+    client.set(keys.held("lost"), Held("r", "n300", ["v1", "v2"], "lost#1.a/", every).pack())
+    client.zadd(keys.workers(), {"lost": now - lost_after(every) - 1})
+    client.set(keys.lease("r", "v1"), "lost#1.a/x", ex=30)
+    cut_off = make_app(f"redis://127.0.0.1:{free_port()}/0", keys)  # no broker there: send_chunk raises
+    with pytest.raises(OperationalError):
+        reclaim(client, keys, cut_off, "first", now)
+    assert not client.exists(keys.lease("r", "v1"))  # freed in the take-over step
+    assert client.exists(keys.held("lost")) and queued(client, keys) == []
+    app = make_app(redis_server, keys)
+    assert reclaim(client, keys, app, "second", now) == []  # the first is still within its mark
+    later = now + lost_after(every) + 1
+    found = reclaim(client, keys, app, "second", later)
+    assert found == [{"worker": "lost", "run": "r", "queued": 2, "leases_freed": 0, "retaken_from": "first"}]
+    assert [(m["ids"], m["avoid"]) for m in queued(client, keys)] == [(["v1", "v2"], ["lost"])]
+    assert not client.exists(keys.held("lost"))  # deleted once published
+    assert reclaim(client, keys, app, "third", later + 60) == []
