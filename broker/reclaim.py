@@ -66,6 +66,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: the worker's row (broker/registry.py), its held-chunk key; ARGV: the registry instance id of the
+# writer, the record, 'NX' to write only when there is none. Writes only while the name is the writer's
+# (or nobody's: a Redis that restarted without the row), so an old instance resumed after another took
+# its name over never overwrites, or puts back, a record under it. 1 when the name is the writer's.
+_HOLD = """
+local owner = redis.call('HGET', KEYS[1], 'instance')
+if owner and owner ~= ARGV[1] then return 0 end
+if ARGV[3] == 'NX' then redis.call('SET', KEYS[2], ARGV[2], 'NX') else redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+# KEYS: the held-chunk key; ARGV: the writer's lease-value prefix. Deletes the record only when it is
+# the writer's own (taken over or not), never the one a new instance of the name wrote.
+_UNHOLD = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cmsgpack.unpack(raw)[4] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: lease keys; ARGV: the lease-value prefix of a worker. Deletes the leases it held.
 _DROP_LEASES = _freeing(1, "ARGV[1]") + "return n"
 
@@ -102,6 +121,17 @@ def send_chunk(app: Any, run_id: str, machine: str, ids: list[str], **extra: Any
             producer=producer,
             kwargsrepr=f"{{run_id: {run_id}, machine: {machine}, {len(ids)} ids from {ids[0]}, {extra}}}",
         )
+
+
+def hold(client: Any, keys: Keys, name: str, instance: str, record: bytes, put_back: bool = False) -> Any:
+    """Record (on `client`, a connection or a pipeline) the chunk worker `name`'s `instance` runs; with
+    `put_back` only when there is no record. Its reply: 1, or 0 when another instance holds the name."""
+    return client.eval(_HOLD, 2, keys.worker(name), keys.held(name), instance, record, "NX" if put_back else "")
+
+
+def unhold(redis: Any, keys: Keys, name: str, holder: str) -> bool:
+    """Delete worker `name`'s held record if it is `holder`'s (its lease-value prefix)."""
+    return bool(redis.eval(_UNHOLD, 1, keys.held(name), holder))
 
 
 def drop_leases(redis: Any, keys: Keys, run_id: str, ids: list[str], holder: str) -> int:

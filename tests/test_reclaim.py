@@ -12,6 +12,7 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from broker import registry
 from broker.app import make_app
 from broker.embedded import free_port
 from broker.keys import Keys
@@ -65,3 +66,30 @@ def test_a_reclaimer_that_fails_to_publish_leaves_the_chunk_to_the_next_one(redi
     assert [(m["ids"], m["avoid"]) for m in queued(client, keys)] == [(["v1", "v2"], ["lost"])]
     assert not client.exists(keys.held("lost"))  # deleted once published
     assert reclaim(client, keys, app, "third", later + 60) == []
+
+
+def test_an_old_instance_that_lost_its_name_never_writes_or_erases_the_new_ones_held_record(redis_server):
+    """Stopped past LIVE_WITHIN, its chunk taken over and its name taken by a new instance, the old
+    worker resumes: until it exits, its beat, its end of a chunk and its next chunk leave the name's
+    record alone (in-process daemons, the real ones; neither has an executor open)."""
+    from workers.daemon import RedisGone, WorkerDaemon
+
+    client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
+    old = WorkerDaemon(client, keys, "n300", [], "emulated", "w")
+    old.register()
+    old._hold("r1", "n300", ["v1"])
+    client.hset(keys.worker("w"), "heartbeat", time.time() - registry.LIVE_WITHIN - 1)  # stopped that long
+    client.delete(keys.held("w"))  # a live worker queued its chunk again
+    new = WorkerDaemon(client, keys, "n300", [], "emulated", "w")
+    new.register()
+    old.gave_up = "already exiting"  # in-process: the exit its beat starts would end the test run
+    old.beat()  # the new instance is idle: the old one's record is not put back under the name
+    assert not client.exists(keys.held("w"))
+    new._hold("r2", "n300", ["v2"])
+    old._unhold()  # the old one's chunk ends
+    assert client.get(keys.held("w")) == new.held
+    with pytest.raises(RedisGone):
+        old._hold("r3", "n300", ["v3"])  # the old one took a message before its beat: it gives up on it
+    assert client.get(keys.held("w")) == new.held
+    new._unhold()
+    assert not client.exists(keys.held("w"))

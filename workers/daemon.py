@@ -43,7 +43,7 @@ import structlog
 from broker import registry
 from broker.app import RUN_CHUNK, TRACE_MODEL, make_app
 from broker.keys import Keys
-from broker.reclaim import Held, drop_leases, reclaim, send_chunk
+from broker.reclaim import Held, drop_leases, hold, reclaim, send_chunk, unhold
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from broker.traces import jobs as tracejobs
 from sweeps import status
@@ -165,7 +165,7 @@ class WorkerDaemon:
         pipe = self.redis.pipeline(transaction=False)
         registry.beat(pipe, self.keys, self.name, self.instance, now, {"current": current[0][1] if current else ""})
         if held is not None:  # put back if a live worker took it while this one was stopped (SIGSTOP)
-            pipe.set(self.keys.held(self.name), held, nx=True)
+            hold(pipe, self.keys, self.name, self.instance, held, put_back=True)  # if the name is still its
         runs = sorted({run_id for run_id, _ in current})
         for run_id in runs:
             pipe.hget(self.keys.run(run_id), "state")
@@ -673,12 +673,15 @@ class WorkerDaemon:
 
     def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
         held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY).pack()
-        self._redis(lambda: self.redis.set(self.keys.held(self.name), held))
+        if not self._redis(lambda: hold(self.redis, self.keys, self.name, self.instance, held)):
+            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            raise RedisGone("this worker's name was taken over: the chunk is left to its queue")
         self.held = held
 
     def _unhold(self) -> None:
+        """Delete this worker's held record, only if it is this process's (not a new holder's of the name)."""
         self.held = None
-        self._redis(lambda: self.redis.delete(self.keys.held(self.name)))
+        self._redis(lambda: unhold(self.redis, self.keys, self.name, f"{self.token}/"))
 
     def _another_worker(self) -> bool:
         """A live, healthy worker of this machine type other than this one (broker/registry.py)."""
