@@ -2,18 +2,20 @@
 timeout (6 h by default: a killed worker's message stays unacked in Redis until then).
 
 Every worker records the chunk it is running (keys.held: run, machine, ids, the prefix of its lease
-values, its heartbeat interval) before it claims a vector of it, and deletes the record after the
-chunk's records are written, before the message is acked. The heartbeat thread of every live
-worker looks for workers whose heartbeat is older than registry.lost_after (three of their intervals and
-a margin) that still hold a chunk. The first to take the record over (one Lua step that checks the
-heartbeat again, frees the lost worker's leases and marks the record as taken over by it until a
-deadline, so two live workers never both do it, and a worker that was only stopped and beats again
-either beat first, and keeps its chunk, or finds its leases gone) publishes the chunk's vectors that
-are not final yet as a new message, with `avoid` naming the lost worker (a worker of that name hands
-it back while another can take it), and only then deletes the record (if it is still the one it
-marked). A taker that dies, or cannot reach the broker, between the two steps leaves the marked
-record: once the mark's deadline passed, the next live worker takes it over again. So at every
-moment either the record or the new message exists.
+values, its heartbeat interval, its message's crashed vectors, hops and tries) before it claims a
+vector of it, and deletes the record after the chunk's records are written, before the message is
+acked. The heartbeat thread of every live worker looks for workers whose heartbeat is older than
+registry.lost_after (three of their intervals and a margin) that still hold a chunk. The first to
+take the record over (one Lua step that checks the heartbeat again, frees the lost worker's leases
+and marks the record as taken over by it until a deadline, so two live workers never both do it, and
+a worker that was only stopped and beats again either beat first, and keeps its chunk, or finds its
+leases gone) publishes the chunk's vectors that are not final yet as a new message, with the crashed
+vectors, hops and tries it had (a vector that crashed an executor once gets no other crash attempt)
+and `avoid` naming the lost worker (a worker of that name hands it back while another can take it),
+and only then deletes the record (if it is still the one it marked). A taker that dies, or cannot
+reach the broker, between the two steps leaves the marked record: once the mark's deadline passed,
+the next live worker takes it over again. So at every moment either the record or the new message
+exists.
 Claims keep this idempotent: the vector the dead worker was running is booked INFRA and retried
 once, and when Celery redelivers the original message hours later (or a slow taker and the one after
 it both publish), every vector is final or leased and nothing runs twice.
@@ -22,7 +24,7 @@ it both publish), every vector is final or leased and nothing runs twice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -98,17 +100,20 @@ class Held:
     ids: list[str]
     holder: str  # the prefix of the worker's lease values (its name and incarnation)
     heartbeat_every: float
+    crashed: list[str] = field(default_factory=list)  # the message's extras (workers/daemon.py take_chunk)
+    hops: int = 0
+    tries: int = 0
     taker: str = ""  # the live worker queuing it again after the holder was lost
     taken_until: float = 0.0  # when that taker counts as lost too, and the next may take it over
 
     def pack(self) -> bytes:
         fields = [self.run_id, self.machine, self.ids, self.holder, self.heartbeat_every]
-        return msgpack.packb([*fields, self.taker, self.taken_until])
+        return msgpack.packb([*fields, self.crashed, self.hops, self.tries, self.taker, self.taken_until])
 
     @classmethod
     def unpack(cls, raw: bytes) -> Held:
-        run_id, machine, ids, holder, every, *mark = msgpack.unpackb(raw, raw=False)
-        return cls(run_id, machine, ids, holder, float(every), *mark)
+        run_id, machine, ids, holder, every, *rest = msgpack.unpackb(raw, raw=False)
+        return cls(run_id, machine, ids, holder, float(every), *rest)
 
 
 def send_chunk(app: Any, run_id: str, machine: str, ids: list[str], **extra: Any) -> None:
@@ -166,7 +171,8 @@ def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None)
         finals = redis.hmget(keys.final(held.run_id), held.ids) if held.ids else []
         open_ids = [vid for vid, done in zip(held.ids, finals, strict=True) if done is None]
         if open_ids:
-            send_chunk(app, held.run_id, held.machine, open_ids, avoid=[name])
+            extra = {"crashed": held.crashed, "hops": held.hops, "tries": held.tries}
+            send_chunk(app, held.run_id, held.machine, open_ids, avoid=[name], **extra)
         redis.eval(_DONE, 1, keys.held(name), mark)  # queued: the record is done with
         done = {"worker": name, "run": held.run_id, "queued": len(open_ids), "leases_freed": freed}
         found.append({**done, "retaken_from": held.taker} if held.taker else done)

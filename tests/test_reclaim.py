@@ -18,6 +18,8 @@ from broker.embedded import free_port
 from broker.keys import Keys
 from broker.reclaim import Held, lost_after, reclaim
 
+NO_EXTRA = {"avoid": [], "crashed": [], "hops": 0, "tries": 0}  # a chunk message's extras, as first queued
+
 
 def queued(client: redis.Redis, keys: Keys) -> list[dict]:
     """The kwargs of the chunk messages on the n300 queue."""
@@ -77,7 +79,7 @@ def test_an_old_instance_that_lost_its_name_never_writes_or_erases_the_new_ones_
     client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
     old = WorkerDaemon(client, keys, "n300", [], "emulated", "w")
     old.register()
-    old._hold("r1", "n300", ["v1"])
+    old._hold("r1", "n300", ["v1"], NO_EXTRA)
     client.hset(keys.worker("w"), "heartbeat", time.time() - registry.LIVE_WITHIN - 1)  # stopped that long
     client.delete(keys.held("w"))  # a live worker queued its chunk again
     new = WorkerDaemon(client, keys, "n300", [], "emulated", "w")
@@ -85,11 +87,29 @@ def test_an_old_instance_that_lost_its_name_never_writes_or_erases_the_new_ones_
     old.gave_up = "already exiting"  # in-process: the exit its beat starts would end the test run
     old.beat()  # the new instance is idle: the old one's record is not put back under the name
     assert not client.exists(keys.held("w"))
-    new._hold("r2", "n300", ["v2"])
+    new._hold("r2", "n300", ["v2"], NO_EXTRA)
     old._unhold()  # the old one's chunk ends
     assert client.get(keys.held("w")) == new.held
     with pytest.raises(RedisGone):
-        old._hold("r3", "n300", ["v3"])  # the old one took a message before its beat: it gives up on it
+        old._hold("r3", "n300", ["v3"], NO_EXTRA)  # the old one took a message before its beat: it gives up on it
     assert client.get(keys.held("w")) == new.held
     new._unhold()
     assert not client.exists(keys.held("w"))
+
+
+def test_a_reclaimed_chunk_keeps_its_crashed_vectors_hops_and_tries(redis_server):
+    """A poison vector that crashed an executor once is retried once: its worker being lost since must
+    not give it another crash attempt (the daemon records the chunk's extras; the reclaimer queues them)."""
+    from workers.daemon import HEARTBEAT_EVERY, WorkerDaemon
+
+    client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
+    lost = WorkerDaemon(client, keys, "n300", [], "emulated", "lost")
+    lost.register()
+    lost._hold("r", "n300", ["v1", "v2"], {"avoid": ["other"], "crashed": ["v2"], "hops": 1, "tries": 2})
+    now = time.time() + lost_after(HEARTBEAT_EVERY) + 1  # its heartbeat lapsed
+    found = reclaim(client, keys, make_app(redis_server, keys), "me", now)
+    assert [f["queued"] for f in found] == [2]
+    [message] = queued(client, keys)
+    assert (message["ids"], message["avoid"], message["crashed"], message["hops"], message["tries"]) == (
+        ["v1", "v2"], ["lost"], ["v2"], 1, 2,
+    )  # fmt: skip

@@ -318,7 +318,7 @@ class WorkerDaemon:
                 send_chunk(self.app, run_id, machine, ids, **{**extra, "hops": hops + 1})
                 log.info("chunk_handed_back", worker=self.name, run=run_id, vectors=len(ids))
                 return
-            self._hold(run_id, machine, ids)
+            self._hold(run_id, machine, ids, extra)
             self.run_chunk(run_id, ids, frozenset(extra["crashed"]))
         except (Quarantined, GivenBack) as exc:
             if isinstance(exc, Quarantined):
@@ -671,8 +671,10 @@ class WorkerDaemon:
             if time.monotonic() > deadline:  # the writer gives up sooner; this bounds the wait whatever it does
                 raise RedisGone(f"records not written within {FLUSH_LIMIT:g} s")
 
-    def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
-        held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY).pack()
+    def _hold(self, run_id: str, machine: str, ids: list[str], extra: dict[str, Any]) -> None:
+        """Record the chunk (and its message's extras, kept if a live worker queues it again) as this worker's."""
+        carried = (extra["crashed"], extra["hops"], extra["tries"])
+        held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY, *carried).pack()
         if not self._redis(lambda: hold(self.redis, self.keys, self.name, self.instance, held)):
             self.give_up(f"another worker took the name {self.name} while this one was stopped")
             raise RedisGone("this worker's name was taken over: the chunk is left to its queue")
