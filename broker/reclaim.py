@@ -23,7 +23,6 @@ it both publish), every vector is final or leased and nothing runs twice.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,7 +30,7 @@ import msgpack
 
 from broker.app import RUN_CHUNK
 from broker.keys import Keys
-from broker.registry import LOST_MARGIN, lost_after
+from broker.registry import LOST_MARGIN, clock, lost_after
 
 
 def _freeing(first: int, prefix: str) -> str:
@@ -147,8 +146,9 @@ def drop_leases(redis: Any, keys: Keys, run_id: str, ids: list[str], holder: str
 
 
 def reclaim(redis: Any, keys: Keys, app: Any, me: str, now: float | None = None) -> list[dict[str, Any]]:
-    """Queue again the chunks of lost workers (see the module doc); what was queued, per worker."""
-    now = time.time() if now is None else now
+    """Queue again the chunks of lost workers (see the module doc); what was queued, per worker. `now`:
+    Redis's clock (registry.clock), which the heartbeats are written at, unless a test says."""
+    now = clock(redis) if now is None else now
     stale = redis.zrangebyscore(keys.workers(), "-inf", now - LOST_MARGIN, withscores=True)
     stale = [(n.decode(), beat) for n, beat in stale if n.decode() != me]
     if not stale:

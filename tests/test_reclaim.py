@@ -113,3 +113,21 @@ def test_a_reclaimed_chunk_keeps_its_crashed_vectors_hops_and_tries(redis_server
     assert (message["ids"], message["avoid"], message["crashed"], message["hops"], message["tries"]) == (
         ["v1", "v2"], ["lost"], ["v2"], 1, 2,
     )  # fmt: skip
+
+
+def test_a_worker_whose_host_clock_is_behind_is_not_taken_for_lost(redis_server, monkeypatch):
+    """Heartbeat scores and the reclaimer's cutoff come from Redis's clock: a worker on a host whose own
+    clock is lost_after behind (here: this process's, while that worker beats) keeps its chunk."""
+    from workers.daemon import HEARTBEAT_EVERY, WorkerDaemon
+
+    client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
+    behind = WorkerDaemon(client, keys, "n300", [], "emulated", "behind")
+    behind.register()
+    behind._hold("r", "n300", ["v1"], NO_EXTRA)
+    true_time = time.time
+    with monkeypatch.context() as host:
+        host.setattr(time, "time", lambda: true_time() - lost_after(HEARTBEAT_EVERY) - 5)
+        behind.beat()
+    assert reclaim(client, keys, make_app(redis_server, keys), "me") == []
+    assert client.get(keys.held("behind")) == behind.held
+    assert registry.live_names(client, keys) == {"behind"}

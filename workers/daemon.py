@@ -160,10 +160,9 @@ class WorkerDaemon:
 
     def beat(self) -> None:
         sent = Stamp.now()
-        now = sent.wall
         current, held = list(self.current), self.held
         pipe = self.redis.pipeline(transaction=False)
-        registry.beat(pipe, self.keys, self.name, self.instance, now, {"current": current[0][1] if current else ""})
+        registry.beat(pipe, self.keys, self.name, self.instance, {"current": current[0][1] if current else ""})
         if held is not None:  # put back if a live worker took it while this one was stopped (SIGSTOP)
             hold(pipe, self.keys, self.name, self.instance, held, put_back=True)  # if the name is still its
         runs = sorted({run_id for run_id, _ in current})
@@ -198,7 +197,7 @@ class WorkerDaemon:
             self.redis.hdel(self.keys.worker(self.name), "release")
             self.consumer.controller.hub.call_soon(self.release)
         if self.app is not None:
-            for found in reclaim(self.redis, self.keys, self.app, self.name, now):
+            for found in reclaim(self.redis, self.keys, self.app, self.name):
                 log.warning("lost_worker_chunk_queued", by=self.name, **found)
             for uid in tracejobs.requeue_lost(self.redis, self.keys, self.app):
                 log.warning("lost_trace_job_queued", by=self.name, uid=uid)
@@ -477,7 +476,7 @@ class WorkerDaemon:
         meanwhile is dropped here without a record."""
         key = self.keys.lease
         sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
-        beat = self._redis(lambda: self._beat_only(at.wall))
+        beat = self._redis(self._beat_only)
         if beat == 0:
             self.give_up(f"another worker took the name {self.name} while this one was stopped")
             raise RedisGone("this worker's name was taken over: its chunk is another worker's now")
@@ -499,10 +498,10 @@ class WorkerDaemon:
         claimed.clear()
         claimed.extend([*again, *kept])
 
-    def _beat_only(self, now: float) -> int:
+    def _beat_only(self) -> int:
         """This worker's heartbeat alone (registry.beat's reply: 1 written, 0 name taken, -1 row gone)."""
         pipe = self.redis.pipeline(transaction=False)
-        registry.beat(pipe, self.keys, self.name, self.instance, now, {})
+        registry.beat(pipe, self.keys, self.name, self.instance, {})
         return pipe.execute()[0]
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
