@@ -16,7 +16,7 @@ from broker import registry
 from broker.app import make_app
 from broker.embedded import free_port
 from broker.keys import Keys
-from broker.reclaim import Held, lost_after, reclaim
+from broker.reclaim import Held, hold, lost_after, reclaim
 
 NO_EXTRA = {"avoid": [], "crashed": [], "hops": 0, "tries": 0}  # a chunk message's extras, as first queued
 
@@ -49,7 +49,7 @@ def test_a_lost_workers_chunk_is_taken_over_once_with_its_leases_and_a_live_ones
 
 def test_a_reclaimer_that_fails_to_publish_leaves_the_chunk_to_the_next_one(redis_server):
     """The reclaimer's broker is unreachable after it took the record over (as if it died between the two
-    steps): the record stays, marked, and another live worker queues the chunk once the mark lapses."""
+    steps): the record stays, marked as its, and another live worker queues the chunk once the mark lapses."""
     client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
     now, every = time.time(), 5.0
     client.set(keys.held("lost"), Held("r", "n300", ["v1", "v2"], "lost#1.a/", every).pack())
@@ -59,14 +59,14 @@ def test_a_reclaimer_that_fails_to_publish_leaves_the_chunk_to_the_next_one(redi
     with pytest.raises(OperationalError):
         reclaim(client, keys, cut_off, "first", now)
     assert not client.exists(keys.lease("r", "v1"))  # freed in the take-over step
-    assert client.exists(keys.held("lost")) and queued(client, keys) == []
+    assert client.hlen(keys.reclaiming()) == 1 and queued(client, keys) == []
     app = make_app(redis_server, keys)
     assert reclaim(client, keys, app, "second", now) == []  # the first is still within its mark
     later = now + lost_after(every) + 1
     found = reclaim(client, keys, app, "second", later)
-    assert found == [{"worker": "lost", "run": "r", "queued": 2, "leases_freed": 0, "retaken_from": "first"}]
+    assert found == [{"worker": "lost", "run": "r", "queued": 2, "retaken_from": "first"}]
     assert [(m["ids"], m["avoid"]) for m in queued(client, keys)] == [(["v1", "v2"], ["lost"])]
-    assert not client.exists(keys.held("lost"))  # deleted once published
+    assert not client.exists(keys.held("lost")) and not client.exists(keys.reclaiming())  # done once published
     assert reclaim(client, keys, app, "third", later + 60) == []
 
 
@@ -131,3 +131,25 @@ def test_a_worker_whose_host_clock_is_behind_is_not_taken_for_lost(redis_server,
     assert reclaim(client, keys, make_app(redis_server, keys), "me") == []
     assert client.get(keys.held("behind")) == behind.held
     assert registry.live_names(client, keys) == {"behind"}
+
+
+def test_a_chunk_whose_taker_failed_is_queued_even_after_a_new_worker_took_the_lost_name(redis_server):
+    """The take-over in progress is not kept under the lost worker's name: a new worker of that name
+    (free after LIVE_WITHIN) neither hides it from the next taker nor overwrites it."""
+    client, keys = redis.Redis.from_url(redis_server), Keys("reclaim")
+    row = {"machine": "n300", "health": "GOOD", "host": "h", "pid": 1}
+    registry.register(client, keys, "lost", row)
+    every = 5.0
+    then = registry.clock(client) - lost_after(every) - 1  # the first taker came lost_after ago: its mark lapsed
+    client.zadd(keys.workers(), {"lost": then - registry.LIVE_WITHIN - 1})
+    client.hset(keys.worker("lost"), "heartbeat", then - registry.LIVE_WITHIN - 1)
+    client.set(keys.held("lost"), Held("r", "n300", ["v1"], "lost#1.a/", every).pack())
+    with pytest.raises(OperationalError):
+        reclaim(client, keys, make_app(f"redis://127.0.0.1:{free_port()}/0", keys), "first", then)
+    instance = registry.register(client, keys, "lost", {**row, "pid": 2})  # the name is free again
+    new = Held("r2", "n300", ["v9"], "lost#2.b/", every).pack()
+    assert hold(client, keys, "lost", instance, new) == 1  # the new worker starts a chunk of its own
+    found = reclaim(client, keys, make_app(redis_server, keys), "second")
+    assert found == [{"worker": "lost", "run": "r", "queued": 1, "retaken_from": "first"}]
+    assert [(m["ids"], m["avoid"]) for m in queued(client, keys)] == [(["v1"], ["lost"])]
+    assert client.get(keys.held("lost")) == new and not client.exists(keys.reclaiming())
