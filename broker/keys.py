@@ -25,7 +25,10 @@ Global:
   {p}:workers          zset   worker names by last heartbeat
   {p}:worker:W         hash   machine, devices, backend, health, current vector, heartbeat
   {p}:worker:W:chunk   string the chunk worker W is running (msgpack: run, machine, ids, its lease token,
-                              heartbeat interval), so a live worker can queue it again when W is lost
+                              heartbeat interval, its message's crashed ids, hops, tries), so a live worker
+                              can queue it again when W is lost
+  {p}:reclaiming       hash   a lost worker's chunk record (as above) -> msgpack [the lost worker's name, the
+                              live worker queuing it again, until when]: taken over, not queued yet
   {p}:traces           zset   trace job uids by enqueue time (`sweepctl trace --model/--all`)
   {p}:traces:running   zset   trace job uids a worker claimed and has not finished, by claim time
   {p}:trace:U          hash   trace job U: model, machine, job (msgpack), state, worker, attempts, times,
@@ -103,6 +106,9 @@ class Keys:
 
     def held(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}:chunk"
+
+    def reclaiming(self) -> str:
+        return f"{self.prefix}:reclaiming"
 
     def traces(self) -> str:
         return f"{self.prefix}:traces"

@@ -43,7 +43,7 @@ import structlog
 from broker import registry
 from broker.app import RUN_CHUNK, TRACE_MODEL, make_app
 from broker.keys import Keys
-from broker.reclaim import Held, reclaim, send_chunk
+from broker.reclaim import Held, hold, reclaim, send_chunk, unhold
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from broker.traces import jobs as tracejobs
 from sweeps import status
@@ -161,12 +161,11 @@ class WorkerDaemon:
 
     def beat(self) -> None:
         sent = Stamp.now()
-        now = sent.wall
         current, held = list(self.current), self.held
         pipe = self.redis.pipeline(transaction=False)
-        registry.beat(pipe, self.keys, self.name, self.instance, now, {"current": current[0][1] if current else ""})
+        registry.beat(pipe, self.keys, self.name, self.instance, {"current": current[0][1] if current else ""})
         if held is not None:  # put back if a live worker took it while this one was stopped (SIGSTOP)
-            pipe.set(self.keys.held(self.name), held, nx=True)
+            hold(pipe, self.keys, self.name, self.instance, held, put_back=True)  # if the name is still its
         runs = sorted({run_id for run_id, _ in current})
         for run_id in runs:
             pipe.hget(self.keys.run(run_id), "state")
@@ -199,7 +198,7 @@ class WorkerDaemon:
             self.redis.hdel(self.keys.worker(self.name), "release")
             self.consumer.controller.hub.call_soon(self.release)
         if self.app is not None:
-            for found in reclaim(self.redis, self.keys, self.app, self.name, now):
+            for found in reclaim(self.redis, self.keys, self.app, self.name):
                 log.warning("lost_worker_chunk_queued", by=self.name, **found)
             for uid in tracejobs.requeue_lost(self.redis, self.keys, self.app):
                 log.warning("lost_trace_job_queued", by=self.name, uid=uid)
@@ -311,7 +310,7 @@ class WorkerDaemon:
                 send_chunk(self.app, run_id, machine, ids, **{**extra, "hops": hops + 1})
                 log.info("chunk_handed_back", worker=self.name, run=run_id, vectors=len(ids))
                 return
-            self._hold(run_id, machine, ids)
+            self._hold(run_id, machine, ids, extra)
             self.run_chunk(run_id, ids, frozenset(extra["crashed"]))
         except (Quarantined, GivenBack) as exc:
             if isinstance(exc, Quarantined):
@@ -489,7 +488,7 @@ class WorkerDaemon:
         meanwhile is dropped here without a record."""
         key = self.keys.lease
         sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
-        beat = self._redis(lambda: self._beat_only(at.wall))
+        beat = self._redis(self._beat_only)
         if beat == 0:
             self.give_up(f"another worker took the name {self.name} while this one was stopped")
             raise RedisGone("this worker's name was taken over: its chunk is another worker's now")
@@ -511,10 +510,10 @@ class WorkerDaemon:
         claimed.clear()
         claimed.extend([*again, *kept])
 
-    def _beat_only(self, now: float) -> int:
+    def _beat_only(self) -> int:
         """This worker's heartbeat alone (registry.beat's reply: 1 written, 0 name taken, -1 row gone)."""
         pipe = self.redis.pipeline(transaction=False)
-        registry.beat(pipe, self.keys, self.name, self.instance, now, {})
+        registry.beat(pipe, self.keys, self.name, self.instance, {})
         return pipe.execute()[0]
 
     def _claim(self, run_id: str, ids: list[str], crashed: Iterable[str], counts: dict) -> list[_Item]:
@@ -683,14 +682,19 @@ class WorkerDaemon:
             if time.monotonic() > deadline:  # the writer gives up sooner; this bounds the wait whatever it does
                 raise RedisGone(f"records not written within {FLUSH_LIMIT:g} s")
 
-    def _hold(self, run_id: str, machine: str, ids: list[str]) -> None:
-        held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY).pack()
-        self._redis(lambda: self.redis.set(self.keys.held(self.name), held))
+    def _hold(self, run_id: str, machine: str, ids: list[str], extra: dict[str, Any]) -> None:
+        """Record the chunk (and its message's extras, kept if a live worker queues it again) as this worker's."""
+        carried = (extra["crashed"], extra["hops"], extra["tries"])
+        held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY, *carried).pack()
+        if not self._redis(lambda: hold(self.redis, self.keys, self.name, self.instance, held)):
+            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            raise RedisGone("this worker's name was taken over: the chunk is left to its queue")
         self.held = held
 
     def _unhold(self) -> None:
+        """Delete this worker's held record, only if it is this process's (not a new holder's of the name)."""
         self.held = None
-        self._redis(lambda: self.redis.delete(self.keys.held(self.name)))
+        self._redis(lambda: unhold(self.redis, self.keys, self.name, f"{self.token}/"))
 
     def _another_worker(self) -> bool:
         """A live, healthy worker of this machine type other than this one (broker/registry.py)."""

@@ -5,7 +5,6 @@ failures (ERROR) get a section of their own, read before everything else.
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -65,7 +64,7 @@ def progress(redis: Any, keys: Keys, run_id: str) -> dict[str, Any]:
 
 def workers(redis: Any, keys: Keys) -> list[dict[str, Any]]:
     """Every registered worker; one whose heartbeat lapsed (broker/registry.py) shows LOST."""
-    now = time.time()
+    now = registry.clock(redis)
     rows = []
     for name in redis.zrange(keys.workers(), 0, -1):
         info = {_text(k): _text(v) for k, v in redis.hgetall(keys.worker(_text(name))).items()}
