@@ -188,28 +188,3 @@ def choose_dispatch(profile: MachineProfile, bounds: tuple[int, int]) -> Dispatc
             return option
     grids = ", ".join(f"{d.type}/{d.axis} {d.grid[0]}x{d.grid[1]}" for d in profile.dispatch)
     raise MeshPlanError(f"core ({bounds[0]},{bounds[1]}) is outside every {profile.name} compute grid ({grids})")
-
-
-def open_order(
-    profile: MachineProfile, vectors: list[tuple[str, bytes | None]], first: tuple[Any, ...] | None = None
-) -> tuple[list[str], tuple[Any, ...] | None]:
-    """The ids of `vectors` (id, stored payload) grouped by the mesh they open, and the open key of
-    the last group. Reopening a mesh costs a device host tens of seconds (a Galaxy closes its 32
-    chips, resets fabric and opens again), and traced configs interleave plans: DeepSeek-V3's 323
-    Galaxy vectors, run in store order, switch between dispatch axes 32 times; grouped, once.
-    The group whose key is `first` (the mesh open now) runs first; the others in order of first
-    appearance, each keeping its vectors' order. A vector with no plan (unreadable, or no mesh
-    holds it) joins the group it was in line with: its own run decides its verdict."""
-    from sweeps.vector import VectorError, decode
-
-    groups: dict[Any, list[str]] = {}
-    key: Any = None
-    for vid, payload in vectors:
-        try:
-            key = mesh_plan(profile, decode(payload or b"")).open_key
-        except (VectorError, MeshPlanError, KeyError, TypeError, ValueError):
-            pass  # keeps the key of the vector before it
-        groups.setdefault(key, []).append(vid)
-    if first in groups:
-        groups = {first: groups.pop(first), **groups}
-    return [vid for ids in groups.values() for vid in ids], (list(groups)[-1] if groups else first)

@@ -262,32 +262,6 @@ def test_the_plan_picks_the_dispatch_whose_grid_holds_every_core_and_refuses_a_v
     assert (n300.dispatch_core_type, n300.grid) == ("ETH", (8, 8))  # ETH keeps the full 8x8
 
 
-def test_a_chunk_runs_grouped_by_the_mesh_it_opens_the_open_one_first():
-    """DeepSeek-V3's Galaxy vectors in store order switch dispatch axis 32 times (each a Galaxy mesh
-    reopen); grouped, once. Every vector stays, each group keeps its order, the open mesh goes first."""
-    from sweeps.index import load as load_index
-    from sweeps.meshplan import mesh_plan, open_order
-
-    galaxy = PROFILES["galaxy"]
-    expansion = expand(load_index(str(ROOT / "tests" / "data" / "ttnn_master_deepseek_v3_galaxy.json")), Selection())
-    vectors = [(v.id, v.payload) for v in expansion.vectors if v.id not in expansion.not_run]
-    key = {vid: mesh_plan(galaxy, msgpack.unpackb(payload)).open_key for vid, payload in vectors}
-
-    def switches(ids: list[str]) -> int:
-        return sum(key[a] != key[b] for a, b in zip(ids, ids[1:], strict=False))
-
-    stored = [vid for vid, _ in vectors]
-    assert len(set(key.values())) == 2 and switches(stored) == 32
-    order, last = open_order(galaxy, vectors)
-    assert sorted(order) == sorted(stored) and switches(order) == 1 and last == key[order[-1]]
-    for group in set(key.values()):
-        assert [v for v in order if key[v] == group] == [v for v in stored if key[v] == group]
-    order, _ = open_order(galaxy, vectors, first=last)
-    assert key[order[0]] == last and switches(order) == 1
-    unreadable = [(stored[0], b"\xc1"), *vectors[1:]]  # joins the group it was in line with
-    assert open_order(galaxy, unreadable)[0] == open_order(galaxy, vectors)[0]
-
-
 def test_the_plan_opens_the_whole_machine_with_the_topologys_fabric():
     from sweeps.meshplan import mesh_plan
 

@@ -446,15 +446,3 @@ def test_a_released_worker_checks_its_devices_and_consumes_again(cluster):
     cluster.enqueue("after-release", [vector("noop", 1)])
     cluster.wait(lambda: len(cluster.finals("after-release")) == 1, 30, "the released worker does not consume")
     assert [r[0]["worker"] for r in cluster.records("after-release").values()] == ["w-flaky"]
-
-
-def test_a_chunk_runs_grouped_by_the_mesh_it_opens(shared):
-    """Vectors of two mesh orientations (an N300 opens 1x2 or 2x1), interleaved in one chunk, start
-    grouped: a device host reopens its mesh once, not at every switch (sweeps.meshplan.open_order)."""
-    vectors = [vector("sleep", 900 + i, mesh=((1, 2), (2, 1))[i % 2], seconds=0.01) for i in range(12)]
-    mesh = {v["id"]: tuple(v["mesh_shape"]) for v in vectors}
-    shared.enqueue("grouped", vectors)
-    shared.wait(lambda: len(shared.finals("grouped")) == 12, 60, "the run did not finish")
-    started = [mesh[vid] for _, vid, _ in shared.starts() if vid in mesh]
-    assert len(started) == 12 and sorted(started) == sorted(mesh.values())
-    assert sum(a != b for a, b in zip(started, started[1:], strict=False)) == 1  # in enqueue order: 11

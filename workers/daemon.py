@@ -1,12 +1,12 @@
 """The worker daemon: one Celery process (solo pool, concurrency 1) on its machine's queue,
 pinned to a device set, with one executor process that owns the devices.
 
-A chunk message names vector ids. The worker first records that it holds the chunk (so a live
-worker can queue it again if this one dies: broker/reclaim.py) and orders them by the mesh each
-opens (a device host reopens once per group: sweeps.meshplan.open_order), then claims its vectors
-a few at a time, right before they run: one atomic step per claim that refuses a vector that is final, held
-by another worker, or of a canceled run, and otherwise starts its next attempt under a lease
-(broker/results.py). So no copy of a chunk, redelivered or re-published, starts a vector twice.
+A chunk message names vector ids (in the order enqueue queued them: grouped by the mesh they open).
+The worker first records that it holds the chunk (so a live worker can queue it again if this one
+dies: broker/reclaim.py), then claims its vectors a few at a time, right before they run: one
+atomic step per claim that refuses a vector that is final, held by another worker, or of a canceled
+run, and otherwise starts its next attempt under a lease (broker/results.py). So no copy of a
+chunk, redelivered or re-published, starts a vector twice.
 A claimed vector is sent to the executor only under a lease confirmed lately: a worker stopped or
 paused past its leases confirms them again first, and drops those another worker took over
 (workers/policies/lease.py).
@@ -47,7 +47,6 @@ from broker.reclaim import Held, hold, reclaim, send_chunk, unhold
 from broker.results import CANCELED, DEAD, RUN, Claim, Results, make_record, vector_fields
 from broker.traces import jobs as tracejobs
 from sweeps import status
-from sweeps.meshplan import open_order
 from sweeps.profiles import get_profile
 from sweeps.vector import VectorError, decode
 from workers import recovery, tracejob
@@ -133,7 +132,6 @@ class WorkerDaemon:
         self.redis_run_id: str | None = None  # the Redis server process last seen: a new one restarted
         self.heartbeat = Heartbeat(self)
         self.instance = ""  # the registry's id of this worker's row, once registered
-        self.open_key: tuple[Any, ...] | None = None  # the mesh the last chunk ended on (sweeps.meshplan)
 
     # --- liveness ---------------------------------------------------------------------------
 
@@ -358,7 +356,7 @@ class WorkerDaemon:
             self._book_unrun(run_id, self._payloads(run_id, ids), status.EXPIRED, expiry.MESSAGE)
             self._flush()
             return counts
-        pending: deque[str] = deque(self._in_open_order(run_id, ids))
+        pending: deque[str] = deque(ids)
         claimed: deque[_Item] = deque()  # leased, not yet in the executor
         inflight: deque[_Item] = deque()
         try:
@@ -449,12 +447,6 @@ class WorkerDaemon:
         leases bound the time until which the executor may start one (workers/policies/lease.py)."""
         self.current = [(run_id, i.vector["id"]) for i in items]
         self.leases.executing([self.keys.lease(run_id, vid) for _, vid in self.current])
-
-    def _in_open_order(self, run_id: str, ids: list[str]) -> list[str]:
-        """The chunk's vectors grouped by the mesh each opens, the one open now first
-        (sweeps.meshplan.open_order): a device host reopens its mesh once per group, not per switch."""
-        order, self.open_key = open_order(self.profile, self._payloads(run_id, ids), self.open_key)
-        return order
 
     def _batch(self) -> int:
         """Vectors to claim in one step: about CLAIM_AHEAD_S of work (one for slow ops)."""
