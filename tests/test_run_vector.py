@@ -109,3 +109,24 @@ def test_quitting_the_debugger_at_a_breakpoint_is_no_verdict():
     assert "Traceback" not in done.stderr and "BdbQuit" not in done.stdout + done.stderr
     assert "ERROR" not in done.stdout and "FAIL_OP" not in done.stdout  # no record printed at all
     assert "vector 60af7b2ab4d1" not in done.stdout
+
+
+def test_executors_of_one_owner_each_keep_a_working_directory_of_their_own(tmp_path, monkeypatch):
+    """Two executors of one process (the corpus runs two per machine): the first one's clean exit
+    removes only its own directory; the second's stays (a process whose directory is removed under
+    it cannot import torch: oneMKL "Cannot load libtorch_cpu.so"). Both gone, nothing is left."""
+    from workers.executor import Executor
+
+    monkeypatch.setenv("SWEEPCTL_CACHE_DIR", str(tmp_path))
+    first, second = Executor("n150", "emulated", []), Executor("n150", "emulated", [])
+    first.start()
+    second.start()
+    try:
+        where = Path(os.readlink(f"/proc/{second.proc.pid}/cwd"))
+        assert where.parent == tmp_path / "workdirs" / str(os.getpid())
+        first.stop()
+        assert os.readlink(f"/proc/{second.proc.pid}/cwd") == str(where) and where.is_dir()
+    finally:
+        first.stop()
+        second.stop()
+    assert list((tmp_path / "workdirs").iterdir()) == []

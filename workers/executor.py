@@ -20,6 +20,7 @@ the wall-clock time after which no vector may start, because its lease may have 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -27,6 +28,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgpack
@@ -235,20 +237,46 @@ class Executor:
 
 
 def enter_workdir(owner: int) -> str:
-    """Move into the working directory of `owner` (an executor's daemon, so that the executor
-    respawned after a kill reuses it; or this process), under the cache dir, removed at a clean
-    exit: ttnn writes generated/fabric/*.yaml into the working directory when it opens a mesh, and
-    executors must neither overwrite each other's nor litter the directory a worker started in."""
+    """Move into a working directory of this process's own, under `owner`'s (an executor's daemon,
+    or this process) in the cache dir, removed at a clean exit: ttnn writes generated/fabric/*.yaml
+    into the working directory when it opens a mesh, and executors must neither overwrite each
+    other's nor litter the directory a worker started in. Its own, not the owner's: a process whose
+    directory is removed under it (a sibling executor of the same owner exiting) cannot even import
+    torch (oneMKL: "Cannot load libtorch_cpu.so", from a failing getcwd). What executors killed
+    before left behind goes when the next one of that owner starts."""
     import atexit
     import shutil
 
     from sweeps.index import cache_dir
 
-    path = cache_dir() / "workdirs" / str(owner)
+    home = cache_dir() / "workdirs" / str(owner)
+    path = home / str(os.getpid())
     path.mkdir(parents=True, exist_ok=True)
-    atexit.register(shutil.rmtree, path, True)
+    for left in home.iterdir():  # of executors killed (SIGKILL runs no atexit)
+        if left != path and left.name.isdigit() and not _alive(int(left.name)):
+            shutil.rmtree(left, True)
+    atexit.register(_remove, path)
     os.chdir(path)
     return str(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    """This process's directory, then its owner's if no other process of it has one there."""
+    import shutil
+
+    shutil.rmtree(path, True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def isolate_stdout() -> BinaryIO:
@@ -262,8 +290,6 @@ def isolate_stdout() -> BinaryIO:
 def open_backend(machine: str, backend: str) -> Any:
     """Import ttnn (its Config{...} print kept off stdout) and open the backend; raises when the
     device cannot be opened."""
-    import contextlib
-
     with contextlib.redirect_stdout(sys.stderr):
         import ttnn
     if backend == "emulated":
