@@ -13,7 +13,7 @@ demo: setup
 
 test: setup
 	$(VENV)/ruff check .
-	$(VENV)/python -m pytest -q -x
+	$(VENV)/python -m pytest -q -x --durations=25
 
 bench: setup
 	$(VENV)/python -m pytest -q -s -m bench tests/benchmarks
