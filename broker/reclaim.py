@@ -33,35 +33,23 @@ from broker.app import RUN_CHUNK
 from broker.keys import Keys
 from broker.registry import LOST_MARGIN, clock, lost_after
 
-
-def _freeing(first: int, prefix: str) -> str:
-    """Lua: delete the leases named by KEYS[first..] whose value starts with `prefix`; n: how many."""
-    return f"""
-local n = 0
-for i = {first}, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v and string.sub(v, 1, #{prefix}) == {prefix} then redis.call('DEL', KEYS[i]); n = n + 1 end
-end
-"""
-
-
 # KEYS: workers zset, the held-chunk key, the reclaiming hash, the lease keys of its vectors; ARGV: worker
 # name, the record as read, heartbeat cutoff, the lease-value prefix of the lost worker, the taker's mark.
 # Returns the leases freed, or -1 when the worker beat since (alive after all) or another live worker
 # took the record (or the worker finished with it).
-_TAKE_OVER = (
-    """
+_TAKE_OVER = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if beat and tonumber(beat) >= tonumber(ARGV[3]) then return -1 end
-"""
-    + _freeing(4, "ARGV[4]")
-    + """
+local n = 0
+for i = 4, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v and string.sub(v, 1, #ARGV[4]) == ARGV[4] then redis.call('DEL', KEYS[i]); n = n + 1 end
+end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
 redis.call('DEL', KEYS[2])
 return n
 """
-)
 
 # KEYS: the reclaiming hash; ARGV: the record, its mark as read, the new mark (or '' to delete the entry).
 # Changes the entry only while its mark is the one read: 1 when it did.

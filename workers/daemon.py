@@ -171,7 +171,7 @@ class WorkerDaemon:
         pipe.info("server")
         ours, *replies, server = pipe.execute()
         if ours == 0:  # suspended past LIVE_WITHIN, and another worker took the name meanwhile
-            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            self._name_taken()
             return
         if ours == -1:  # a Redis that restarted without this worker's row: take the name again
             self.take_name()
@@ -184,9 +184,9 @@ class WorkerDaemon:
             self.check_written(previous - RECHECK_WINDOW)
         self.redis_run_id = server["run_id"]
         self.writer.forget_before(self.beat_ok - RECHECK_WINDOW)  # only when Redis answers: kept over an outage
-        held, sent = self.leases.held(), Stamp.now()
-        taken = self.results.renew(held, LEASE_TTL)
-        self.leases.renewed(held, taken, sent)  # a claimed vector whose lease was taken over is not sent
+        leases, sent = self.leases.held(), Stamp.now()
+        taken = self.results.renew(leases, LEASE_TTL)
+        self.leases.renewed(leases, taken, sent)  # a claimed vector whose lease was taken over is not sent
         if taken:  # this worker was stopped past its leases: the vectors went on elsewhere
             log.warning("leases_taken_over", worker=self.name, count=len(taken))
         states = dict(zip(runs, replies[-1 - len(runs) : -1], strict=True))
@@ -200,6 +200,10 @@ class WorkerDaemon:
                 log.warning("lost_worker_chunk_queued", by=self.name, **found)
             for uid in tracejobs.requeue_lost(self.redis, self.keys, self.app):
                 log.warning("lost_trace_job_queued", by=self.name, uid=uid)
+
+    def _name_taken(self) -> None:
+        """This worker was suspended past LIVE_WITHIN and another worker took its name: it exits."""
+        self.give_up(f"another worker took the name {self.name} while this one was stopped")
 
     def check_written(self, since: float) -> None:
         """Redis restarted. With `appendfsync everysec` its AOF may miss the writes of its last second
@@ -482,7 +486,7 @@ class WorkerDaemon:
         sent, at = [(key(run_id, i.vector["id"]), i.lease) for i in claimed], Stamp.now()
         beat = self._redis(self._beat_only)
         if beat == 0:
-            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            self._name_taken()
             raise RedisGone("this worker's name was taken over: its chunk is another worker's now")
         if beat == 1:  # before the renew: a worker taking this one over from now on leaves its leases alone
             self.leases.beaten(at)
@@ -679,7 +683,7 @@ class WorkerDaemon:
         carried = (extra["crashed"], extra["hops"], extra["tries"])
         held = Held(run_id, machine, ids, f"{self.token}/", HEARTBEAT_EVERY, *carried).pack()
         if not self._redis(lambda: hold(self.redis, self.keys, self.name, self.instance, held)):
-            self.give_up(f"another worker took the name {self.name} while this one was stopped")
+            self._name_taken()
             raise RedisGone("this worker's name was taken over: the chunk is left to its queue")
         self.held = held
 

@@ -49,13 +49,11 @@ class OpRaised(Exception):
 def op_call() -> Iterator[None]:
     """Around the ttnn op call (its warm-up and its device synchronize too): what it raises is the op's,
     and so is a death or a hang in it (the executor's stage is OP meanwhile)."""
-    previous = stage.mark(stage.OP)
-    try:
-        yield
-    except Exception as exc:
-        raise OpRaised(exc) from exc
-    finally:
-        stage.mark(previous)
+    with stage.at(stage.OP):
+        try:
+            yield
+        except Exception as exc:
+            raise OpRaised(exc) from exc
 
 
 def judged(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -38,11 +38,8 @@ def run_test_op(opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
     where = stage.BY_NAME.get(vector["kwargs"].get("stage", "op"))
     if where is None:
         return {"status": status.NOT_RUN, "message": f"unknown stage {vector['kwargs']['stage']!r} of a test op"}
-    previous = stage.mark(where)
-    try:
+    with stage.at(where):
         return _run(name, opdef, vector)
-    finally:
-        stage.mark(previous)
 
 
 def _run(name: str, opdef: OpDef, vector: dict[str, Any]) -> dict[str, Any]:
